@@ -1,0 +1,66 @@
+"""The ``appimg`` command line: one parser, subcommands registered by topic modules.
+
+Every failure the user can cause surfaces as one line on stderr and a non-zero
+exit status (see :mod:`appimg.errors`); ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import AppimgError
+from . import build, read
+
+TOPICS = (build, read)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="appimg",
+        description=(
+            "Ship a Linux desktop app as one signed, verifiable file: pack an app "
+            "directory into an image, inspect, verify and extract it."
+        ),
+        epilog="Run 'appimg COMMAND --help' for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"appimg {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show a traceback instead of a one-line error"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for topic in TOPICS:
+        topic.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except AppimgError as exc:
+        if args.debug:
+            raise
+        print(f"appimg {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"appimg {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader of our output went away (e.g. `appimg cat ... | head`).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as exc:
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"appimg {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+
+def run() -> None:
+    sys.exit(main())

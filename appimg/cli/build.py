@@ -1,0 +1,193 @@
+"""Commands that make images: init, pack, keygen, sign."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from pathlib import Path
+
+from .. import keys, packer, payload_writer
+from ..errors import FormatError, UsageError
+from ..image import Image
+from ..manifest import AUTHORING_FILE, template
+from ..progress import ProgressBar
+from ..statement import SignatureBlock
+from .output import human_size, print_json
+
+
+def parse_size(text: str) -> int:
+    match = re.fullmatch(r"(\d+)\s*([kKmM]?)(i?[bB])?", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r} (e.g. 131072, 128K, 1M)")
+    scale = {"": 1, "k": 1024, "m": 1024 * 1024}[match.group(2).lower()]
+    return int(match.group(1)) * scale
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "init",
+        help="write a commented appimg.toml template into an app directory",
+        description="Write a commented appimg.toml template into DIR (created if missing).",
+    )
+    p.add_argument("dir", type=Path, metavar="DIR")
+    p.add_argument("--force", action="store_true", help="overwrite an existing appimg.toml")
+    p.set_defaults(func=cmd_init)
+
+    p = commands.add_parser(
+        "pack",
+        help="turn an app directory into one image file",
+        description=(
+            "Pack DIR (which holds appimg.toml) into one image: the files as a SquashFS "
+            "payload written by squashfs-tools-ng, the manifest, a dm-verity hash tree and "
+            "a signed statement. Same tree, SOURCE_DATE_EPOCH and keys give the same bytes."
+        ),
+    )
+    p.add_argument("dir", type=Path, metavar="DIR")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="image to write (default: NAME-VERSION-ARCH.appimg here)",
+    )
+    p.add_argument(
+        "--compression",
+        default=payload_writer.DEFAULT_COMPRESSOR,
+        choices=payload_writer.COMPRESSORS,
+        help="payload compressor (default: zstd)",
+    )
+    p.add_argument(
+        "--level",
+        type=int,
+        metavar="N",
+        help="compression level (zstd 1-22, default 15; xz 0-9, default 6; "
+        "gzip 1-9, default 9; lz4: 1 fast, >1 high compression)",
+    )
+    p.add_argument(
+        "--block-size",
+        type=parse_size,
+        default=payload_writer.DEFAULT_BLOCK_SIZE,
+        metavar="SIZE",
+        help="SquashFS block size, 4K to 1M (default: 128K)",
+    )
+    p.add_argument(
+        "-j", "--jobs", type=int, metavar="N", help="compressor threads (default: number of CPUs)"
+    )
+    p.add_argument(
+        "--sign",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="KEYFILE",
+        help="sign with this private key (repeatable)",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_pack)  # fmt: skip
+
+    p = commands.add_parser(
+        "keygen",
+        help="make an Ed25519 signing key",
+        description="Write a new Ed25519 private key to KEY (mode 0600) and its public key "
+        "to KEY.pub.",
+    )
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="KEY")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.set_defaults(func=cmd_keygen)
+
+    p = commands.add_parser(
+        "sign",
+        help="add a signature to an image",
+        description="Add a signature by KEY to FILE, in place. The statement it signs binds "
+        "the partition table, the manifest and the verity root hash.",
+    )
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("--key", action="append", type=Path, required=True, metavar="KEY",
+                   help="private key file (repeatable)")  # fmt: skip
+    p.set_defaults(func=cmd_sign)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    target = args.dir / AUTHORING_FILE
+    if target.exists() and not args.force:
+        raise UsageError(f"{target}: already exists (use --force to overwrite)")
+    try:
+        args.dir.mkdir(parents=True, exist_ok=True)
+        target.write_text(template(args.dir))
+    except OSError as exc:
+        raise UsageError(f"{exc.filename}: {exc.strerror}") from None
+    print(f"wrote {target}")
+    return 0
+
+
+def default_output(app_dir: Path) -> Path:
+    from ..manifest import compile_manifest
+
+    manifest = compile_manifest(app_dir)
+    stem = f"{manifest['name']}-{manifest['version']}-{manifest['arch']}"
+    return Path(re.sub(r"[^A-Za-z0-9._+-]+", "_", stem) + ".appimg")
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    signing = [keys.load_private(path) for path in args.sign]
+    if not args.dir.is_dir():
+        raise UsageError(f"{args.dir}: not a directory")
+    output = args.output or default_output(args.dir)
+    options = packer.PackOptions(
+        compressor=args.compression,
+        level=args.level,
+        block_size=args.block_size,
+        jobs=args.jobs,
+        signing_keys=signing,
+    )
+    bar = ProgressBar("packing")
+    try:
+        result = packer.pack(args.dir, output, options, dict(os.environ), bar)
+    finally:
+        bar.finish()
+    if args.json:
+        print_json({
+            "output": str(result.output),
+            "size": result.size,
+            "payload_size": result.payload_size,
+            "root_hash": result.root_hash,
+            "signatures": result.key_ids,
+            "manifest": result.manifest,
+        })  # fmt: skip
+    else:
+        signed = f"signed by {', '.join(result.key_ids)}" if result.key_ids else "unsigned"
+        print(f"wrote {output} ({human_size(result.size)}, {signed})")
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    key = keys.generate(args.output, force=args.force)
+    print(f"wrote {args.output} and {args.output}.pub (key id {keys.key_id(key.public_key())})")
+    return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    signing = [keys.load_private(path) for path in args.key]
+    with Image.open(args.file) as image:
+        block: SignatureBlock = image.signature_block
+        part = image.partition("appimg-signature")
+        for key in signing:
+            kid = keys.key_id(key.public_key())
+            block.signatures = [s for s in block.signatures if s.get("key_id") != kid]
+            block.signatures.append(keys.sign(key, block.message))
+        encoded = block.encode()
+    try:
+        fd = os.open(args.file, os.O_WRONLY)
+    except OSError as exc:
+        raise UsageError(f"{args.file}: {exc.strerror}") from None
+    try:
+        if os.pwrite(fd, encoded, part.offset) != len(encoded):
+            raise FormatError(f"{args.file}: short write")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    ids = ", ".join(keys.key_id(k.public_key()) for k in signing)
+    print(f"signed {args.file} with {ids}")
+    return 0

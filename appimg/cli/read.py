@@ -1,0 +1,240 @@
+"""Commands that read images: inspect, verify, ls, cat, extract."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import stat
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import keys
+from ..errors import UsageError
+from ..extract import extract
+from ..image import Image
+from ..payload_paths import resolve
+from ..progress import ProgressBar
+from ..trust import load_trusted
+from ..verification import verify
+from .output import human_size, print_json, shell_quote_name
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "inspect",
+        help="show an image's partitions, manifest, verity and signatures",
+        description="Show what FILE holds, after the O(1) structural checks (GPT, "
+        "statement, manifest digest, verity superblock).",
+    )
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("--json", action="store_true", help="print JSON for programs")
+    p.set_defaults(func=cmd_inspect)
+
+    p = commands.add_parser(
+        "verify",
+        help="check an image's integrity and signatures",
+        description="Check FILE: GPT, statement, manifest, the whole verity tree up to "
+        "the signed root hash and every signature, without reading the payload. "
+        "--full also reads every payload block. With --key, at least one valid "
+        "signature by one of those public keys is required. Exit status 0 only if "
+        "everything checked is intact.",
+    )
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("--full", action="store_true", help="also check every payload block")
+    p.add_argument("--key", action="append", type=Path, default=[], metavar="PUB",
+                   help="require a valid signature by this public key (repeatable)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print JSON for programs")
+    p.set_defaults(func=cmd_verify)
+
+    p = commands.add_parser(
+        "ls",
+        help="list files inside an image",
+        description="List the directory PATH (default /) inside FILE, like ls -l.",
+    )
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("path", nargs="?", default="/", metavar="PATH")
+    p.add_argument("-R", "--recursive", action="store_true", help="list subdirectories too")
+    p.add_argument("--json", action="store_true", help="print JSON for programs")
+    p.set_defaults(func=cmd_ls)
+
+    p = commands.add_parser(
+        "cat",
+        help="write a file inside an image to stdout",
+        description="Write the file PATH inside FILE to standard output (symlinks "
+        "inside the image are followed, never out of it).",
+    )
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("path", metavar="PATH")
+    p.set_defaults(func=cmd_cat)
+
+    p = commands.add_parser(
+        "extract",
+        help="unpack an image's files into a directory",
+        description="Unpack the payload of FILE (or only the PATHs given) into DIR, which "
+        "must be missing or empty. Every block is checked against the verity tree.",
+    )
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("dir", type=Path, metavar="DIR")
+    p.add_argument("paths", nargs="*", metavar="PATH")
+    p.set_defaults(func=cmd_extract)
+
+
+def _signature_rows(image: Image, env: dict[str, str]) -> list[dict[str, Any]]:
+    return [s.to_json() for s in image.signatures(load_trusted(env))]
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    with Image.open(args.file) as image:
+        info = image.info()
+        info["signatures"] = _signature_rows(image, dict(os.environ))
+    if args.json:
+        print_json(info)
+        return 0
+    m = info["manifest"]
+    print(f"{args.file}: appimg format {info['format_version']}, {human_size(info['size'])}")
+    print(f"  app        {m['id']} {m['version']} ({m['name']}, {m['arch']})")
+    print(f"  entrypoint {m['entrypoint']}")
+    print(f"  profile    {m['profile']}")
+    for name, target in m.get("commands", {}).items():
+        print(f"  command    {name} = {target}")
+    for rule in m.get("host", []):
+        print(f"  host       {rule['path']} -> {rule['at']} ({rule['mode']})")
+    print("  partitions")
+    for part in info["partitions"]:
+        print(f"    {part['name']:<17} offset {part['offset']:>10}  size {part['size']:>10}")
+    v = info["verity"]
+    print(f"  verity     {v['hash_algorithm']} root {v['root_hash']}")
+    if not info["signatures"]:
+        print("  signatures none (unsigned)")
+    for sig in info["signatures"]:
+        state = "valid" if sig["valid"] else "INVALID"
+        trust = ", trusted" if sig["trusted"] else ""
+        print(f"  signature  {sig['key_id']} ({state}{trust})")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    required = {keys.key_id(keys.load_public(path)) for path in args.key}
+    started = time.monotonic()
+    bar = ProgressBar("verifying")
+    try:
+        report = verify(
+            args.file,
+            full=args.full,
+            required_key_ids=required,
+            trusted=load_trusted(dict(os.environ)),
+            progress=bar,
+        )
+    finally:
+        bar.finish()
+    if args.json:
+        print_json({
+            "ok": True,
+            "file": str(args.file),
+            **report.to_json(),
+            "seconds": round(time.monotonic() - started, 4),
+        })  # fmt: skip
+        return 0
+    print("ok  structure    GPT, statement, manifest digest, verity superblock")
+    print(f"ok  verity-tree  root {report.root_hash}")
+    if report.full:
+        print(f"ok  payload      {report.data_blocks} blocks")
+    else:
+        print("--  payload      not read (use --full)")
+    for sig in report.signatures:
+        trust = "trusted" if sig.trusted else "not in the trust store"
+        print(f"ok  signature    {sig.key_id} ({trust})")
+    if not report.signatures:
+        print("--  signature    none (unsigned image)")
+    print(f"{args.file}: verified")
+    return 0
+
+
+KIND_BITS = {
+    "dir": stat.S_IFDIR,
+    "symlink": stat.S_IFLNK,
+    "fifo": stat.S_IFIFO,
+    "char": stat.S_IFCHR,
+    "block": stat.S_IFBLK,
+    "socket": stat.S_IFSOCK,
+}
+
+
+def _entry_json(path: str, inode: Any, reader: Any) -> dict[str, Any]:
+    row = {
+        "path": path,
+        "type": inode.kind,
+        "mode": stat.S_IMODE(inode.mode),
+        "size": inode.size,
+        "nlink": inode.nlink,
+        "mtime": inode.mtime,
+        "uid": inode.uid,
+        "gid": inode.gid,
+    }
+    if inode.is_symlink():
+        row["target"] = reader.readlink(inode)
+    return row
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    with Image.open(args.file) as image:
+        reader = image.payload
+        top = resolve(reader, args.path)
+        base = "/" + "/".join(p for p in args.path.split("/") if p)
+        rows = []
+
+        def visit(directory: Any, prefix: str) -> None:
+            for name, inode in reader.iterdir(directory):
+                path = f"{prefix.rstrip('/')}/{name}"
+                rows.append(_entry_json(path, inode, reader))
+                if args.recursive and inode.is_dir():
+                    visit(inode, path)
+
+        if top.is_dir():
+            visit(top, base)
+        else:
+            rows.append(_entry_json(base, top, reader))
+    if args.json:
+        print_json(rows)
+        return 0
+    out = sys.stdout
+    for row in rows:
+        mode = stat.filemode(KIND_BITS.get(row["type"], stat.S_IFREG) | row["mode"])
+        name = row["path"] if args.recursive else row["path"].rsplit("/", 1)[-1]
+        line = f"{mode} {row['nlink']:>3} {row['size']:>10} {shell_quote_name(name)}"
+        if "target" in row:
+            line += f" -> {shell_quote_name(row['target'])}"
+        out.write(line + "\n")
+    return 0
+
+
+def cmd_cat(args: argparse.Namespace) -> int:
+    with Image.open(args.file) as image:
+        reader = image.payload
+        inode = resolve(reader, args.path)
+        if inode.is_dir():
+            raise UsageError(f"{args.path}: is a directory")
+        if not inode.is_file():
+            raise UsageError(f"{args.path}: not a regular file")
+        out = sys.stdout.buffer
+        offset = 0
+        while offset < inode.size:
+            chunk = reader.read(inode, offset, min(1 << 20, inode.size - offset))
+            if not chunk:
+                break
+            out.write(chunk)
+            offset += len(chunk)
+        out.flush()
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    with Image.open(args.file) as image:
+        bar = ProgressBar("extracting")
+        try:
+            extract(image.payload, args.dir, args.paths, bar)
+        finally:
+            bar.finish()
+    return 0
