@@ -1,0 +1,55 @@
+"""Build hostile images: valid integrity data around whatever bytes a test chooses.
+
+A forged image passes every hash check, so what it exercises is the parser that
+comes after them (manifest, squashfs), the way a malicious but signed image would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from appimg import canonical, packer
+
+
+def forge(
+    output: Path,
+    *,
+    payload: bytes,
+    manifest: dict[str, Any] | None = None,
+    manifest_json: bytes | None = None,
+) -> Path:
+    manifest = manifest or {
+        "format_version": 1, "id": "org.example.Forged", "name": "Forged", "version": "1",
+        "arch": "x86_64", "entrypoint": "bin/app", "profile": "none", "exports": {},
+    }  # fmt: skip
+    if manifest_json is None:
+        manifest_json = canonical.dumps(manifest)
+    payload = payload + bytes(-len(payload) % 4096)
+    with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
+        path = Path(tmp, "payload")
+        path.write_bytes(payload)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            stmt_manifest = manifest if isinstance(manifest, dict) else {"id": "", "version": ""}
+            packer.assemble(output, stmt_manifest, manifest_json, fd, (), Path(tmp))
+        finally:
+            os.close(fd)
+    return output
+
+
+def payload_of(image: Path) -> bytes:
+    from appimg.image import Image
+
+    with Image.open(image) as img:
+        part = img.partition("appimg-payload")
+    with image.open("rb") as f:
+        f.seek(part.offset)
+        return f.read(part.size)
+
+
+def loose_json(value: Any) -> bytes:
+    return json.dumps(value).encode()
