@@ -108,47 +108,63 @@ def pack(
         )
         payload_fd = os.open(payload_path, os.O_RDONLY)
         try:
-            payload_size = os.fstat(payload_fd).st_size
-            if payload_size % gpt.ALIGNMENT:
-                raise FormatError("tar2sqfs wrote a payload that is not padded to 4 KiB")
-            salt = hashlib.sha256(b"appimg-verity-salt\0" + manifest_json).digest()
-            verity_uuid = derived_uuid(b"verity", salt)
-            verity_bytes, params = build_from_file(
-                payload_fd, 0, payload_size, salt, verity_uuid.bytes
+            result = assemble(
+                output, manifest, manifest_json, payload_fd, options.signing_keys, Path(tmp)
             )
-            seed = (manifest_json, params.root_hash)
-            layout = gpt.plan(
-                {
-                    MANIFEST: gpt.align(len(manifest_json)),
-                    PAYLOAD: payload_size,
-                    VERITY: gpt.align(len(verity_bytes)),
-                    SIGNATURE: SIGNATURE_PARTITION_SIZE,
-                },
-                {name: derived_uuid(name.encode(), *seed) for name in gpt.ORDER},
-                derived_uuid(b"disk", *seed),
-            )
-            head, tail = gpt.head_bytes(layout), gpt.tail_bytes(layout)
-            statement = build_statement(layout, head, tail, manifest_json, manifest, params)
-            block = SignatureBlock(statement)
-            for key in options.signing_keys:
-                block.signatures.append(keys.sign(key, block.message))
-
-            image_tmp = Path(tmp, "image")
-            with image_tmp.open("wb") as out:
-                out.write(head)
-                out.write(manifest_json.ljust(layout.by_name(MANIFEST).size, b"\0"))
-                out.flush()
-                _copy_range(payload_fd, out.fileno(), payload_size, layout.by_name(PAYLOAD).offset)
-                out.seek(layout.by_name(VERITY).offset)
-                out.write(verity_bytes.ljust(layout.by_name(VERITY).size, b"\0"))
-                out.write(block.encode())
-                out.write(tail)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(image_tmp, 0o755)
-            os.replace(image_tmp, output)
         finally:
             os.close(payload_fd)
+    return result
+
+
+def assemble(
+    output: Path,
+    manifest: dict,
+    manifest_json: bytes,
+    payload_fd: int,
+    signing_keys: Sequence[Ed25519PrivateKey],
+    tmp: Path,
+) -> PackResult:
+    """Write the image around a finished payload: verity, GPT, statement, signatures.
+
+    Takes the manifest bytes as given, so tests can also build hostile images with it.
+    """
+    payload_size = os.fstat(payload_fd).st_size
+    if payload_size % gpt.ALIGNMENT or payload_size == 0:
+        raise FormatError("the payload is not a non-empty multiple of 4 KiB")
+    salt = hashlib.sha256(b"appimg-verity-salt\0" + manifest_json).digest()
+    verity_uuid = derived_uuid(b"verity", salt)
+    verity_bytes, params = build_from_file(payload_fd, 0, payload_size, salt, verity_uuid.bytes)
+    seed = (manifest_json, params.root_hash)
+    layout = gpt.plan(
+        {
+            MANIFEST: gpt.align(len(manifest_json)),
+            PAYLOAD: payload_size,
+            VERITY: gpt.align(len(verity_bytes)),
+            SIGNATURE: SIGNATURE_PARTITION_SIZE,
+        },
+        {name: derived_uuid(name.encode(), *seed) for name in gpt.ORDER},
+        derived_uuid(b"disk", *seed),
+    )
+    head, tail = gpt.head_bytes(layout), gpt.tail_bytes(layout)
+    statement = build_statement(layout, head, tail, manifest_json, manifest, params)
+    block = SignatureBlock(statement)
+    for key in signing_keys:
+        block.signatures.append(keys.sign(key, block.message))
+
+    image_tmp = tmp / "image"
+    with image_tmp.open("wb") as out:
+        out.write(head)
+        out.write(manifest_json.ljust(layout.by_name(MANIFEST).size, b"\0"))
+        out.flush()
+        _copy_range(payload_fd, out.fileno(), payload_size, layout.by_name(PAYLOAD).offset)
+        out.seek(layout.by_name(VERITY).offset)
+        out.write(verity_bytes.ljust(layout.by_name(VERITY).size, b"\0"))
+        out.write(block.encode())
+        out.write(tail)
+        out.flush()
+        os.fsync(out.fileno())
+    os.chmod(image_tmp, 0o755)
+    os.replace(image_tmp, output)
     return PackResult(
         output=output,
         manifest=manifest,

@@ -20,6 +20,10 @@ from .limits import MAX_SIGNATURES, SIGNATURE_PARTITION_SIZE
 from .verity import VerityParams
 
 STATEMENT_TYPE = "appimg-statement"
+STATEMENT_KEYS = {
+    "type", "format_version", "app_id", "app_version", "disk", "partitions", "manifest", "verity",
+}  # fmt: skip
+SIGNATURE_KEYS = {"algorithm", "key_id", "public_key", "signature"}
 
 
 def sha256(data: bytes) -> str:
@@ -89,7 +93,15 @@ def decode(partition: bytes) -> SignatureBlock:
         )
     if not isinstance(signatures, list) or len(signatures) > MAX_SIGNATURES:
         raise FormatError(f"signature partition: signatures must be a list of <= {MAX_SIGNATURES}")
+    if set(statement) != STATEMENT_KEYS:
+        raise FormatError("signature partition: the statement's fields are not those of v1")
     for entry in signatures:
-        if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
+        if (
+            not isinstance(entry, dict)
+            or set(entry) != SIGNATURE_KEYS
+            or not all(isinstance(v, str) for v in entry.values())
+        ):
             raise FormatError("signature partition: malformed signature entry")
+        if entry["algorithm"] != "ed25519":
+            raise FormatError(f"signature partition: unknown algorithm {entry['algorithm']!r}")
     return SignatureBlock(statement, signatures)

@@ -13,17 +13,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from . import keys
+from .basedirs import config_home
 from .errors import AppimgError
 
 SYSTEM_TRUST_DIR = Path("/etc/appimg/trusted-keys")
 MAX_TRUSTED_KEYS = 4096
-
-
-def config_home(env: Mapping[str, str]) -> Path:
-    value = env.get("XDG_CONFIG_HOME", "")
-    if value and os.path.isabs(value):
-        return Path(value)
-    return Path(env.get("HOME") or os.path.expanduser("~")) / ".config"
 
 
 def user_trust_dir(env: Mapping[str, str]) -> Path:

@@ -1,0 +1,124 @@
+"""Running commands as an unprivileged user, for the tests that prove the no-root path.
+
+The suite runs as root in CI; these helpers create a normal user once and run
+commands as that user with setpriv (a real uid/gid change, a fresh
+environment with its own HOME), the way a desktop user would run appimg.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+USER = "appimgtest"
+
+
+def can_switch_user() -> bool:
+    return os.geteuid() == 0 and shutil.which("setpriv") is not None
+
+
+def ensure_user(name: str = USER) -> pwd.struct_passwd:
+    """Create the test user (with a home directory) if it does not exist yet."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--create-home", "--shell", "/bin/sh", name],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        return pwd.getpwnam(name)
+
+
+def allow_fuse_for_users() -> None:
+    """Like a desktop distro's udev rule: /dev/fuse usable by everyone (0666)."""
+    if os.path.exists("/dev/fuse"):
+        os.chmod("/dev/fuse", 0o666)
+
+
+def user_tmpdir(user: pwd.struct_passwd, prefix: str = "appimg-user-") -> Path:
+    """A fresh directory owned by ``user`` (outside root's private pytest tmp dirs)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chown(path, user.pw_uid, user.pw_gid)
+    path.chmod(0o755)
+    return path
+
+
+def user_env(user: pwd.struct_passwd, home: Path | None = None, **extra: str) -> dict[str, str]:
+    """A clean login-like environment for ``user``; HOME may point at a fresh directory."""
+    home = home or Path(user.pw_dir)
+    env = {
+        "HOME": str(home),
+        "USER": user.pw_name,
+        "LOGNAME": user.pw_name,
+        "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    runtime = Path(f"/tmp/appimg-test-runtime-{user.pw_uid}")
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    os.chown(runtime, user.pw_uid, user.pw_gid)
+    env["XDG_RUNTIME_DIR"] = str(runtime)
+    env.update(extra)
+    return env
+
+
+def run_as(
+    user: pwd.struct_passwd,
+    argv: list[str],
+    env: dict[str, str],
+    *,
+    timeout: float = 120,
+    check: bool = False,
+    **kwargs: object,
+) -> subprocess.CompletedProcess:
+    """Run ``argv`` as ``user`` (real and effective ids, supplementary groups reset)."""
+    command = [
+        "setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups",
+        "--", *argv,
+    ]  # fmt: skip
+    return subprocess.run(
+        command, env=env, timeout=timeout, check=check, capture_output=True, **kwargs
+    )  # type: ignore[call-overload]
+
+
+def appimg_as(user: pwd.struct_passwd, env: dict[str, str], *args: object, **kwargs: object):
+    """The real CLI as ``user``: ``python -m appimg ARGS``."""
+    return run_as(user, [*user_python(user), "-m", "appimg", *map(str, args)], env, **kwargs)
+
+
+requires_root = pytest.mark.skipif(not can_switch_user(), reason="needs root to switch users")
+
+
+@functools.cache
+def user_python(user: pwd.struct_passwd) -> list[str]:
+    """A command prefix that runs Python with appimg importable as ``user``.
+
+    The suite's interpreter is used directly when the user can reach it and the
+    project; otherwise (a checkout under a private home) the package and its
+    dependencies are copied once to a world-readable place.
+    """
+    probe = run_as(user, [sys.executable, "-c", "import appimg, construct"], {"PATH": "/usr/bin"})
+    if probe.returncode == 0:
+        return [sys.executable]
+    import construct
+
+    import appimg
+
+    target = Path("/tmp/appimg-test-pythonpath")
+    if not target.exists():
+        staging = Path(tempfile.mkdtemp(dir="/tmp"))
+        site = Path(construct.__file__).resolve().parents[1]
+        shutil.copytree(site, staging / "site", symlinks=True)
+        shutil.copytree(Path(appimg.__file__).parent, staging / "src" / "appimg")
+        for path in [staging, *staging.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        staging.rename(target)
+    return ["/usr/bin/env", f"PYTHONPATH={target}/src:{target}/site", "/usr/bin/python3"]

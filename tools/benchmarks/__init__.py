@@ -1,0 +1,1 @@
+"""appimg benchmarks: each section measures appimg beside its peer tool in one run."""
