@@ -14,7 +14,7 @@ import stat
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import canonical, keys
 from . import manifest as manifest_mod
@@ -24,9 +24,11 @@ from .container.partitions import MANIFEST, PAYLOAD, SIGNATURE, VERITY, Partitio
 from .errors import FormatError, IntegrityError, UsageError
 from .limits import MAX_MANIFEST_BYTES, SIGNATURE_PARTITION_SIZE
 from .source import FileRegion
-from .squashfs import SquashfsReader
 from .statement import SignatureBlock, decode, sha256
 from .verity import VerifiedSource, VerityParams, check_data, check_superblock, check_tree
+
+if TYPE_CHECKING:
+    from .squashfs import SquashfsReader
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,8 @@ class Image:
     @cached_property
     def payload(self) -> SquashfsReader:
         """The payload filesystem; every block it reads is checked against the verity tree."""
+        from .squashfs import SquashfsReader  # imported here: inspect/verify never need it
+
         source = VerifiedSource(self.region(PAYLOAD), self.region(VERITY), self.verity)
         return SquashfsReader(source)
 

@@ -11,9 +11,9 @@ import base64
 import hashlib
 import os
 from pathlib import Path
+from types import ModuleType
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .errors import SignatureError, UsageError
@@ -21,7 +21,15 @@ from .errors import SignatureError, UsageError
 MAX_KEY_FILE = 16 * 1024
 
 
+def _serialization() -> ModuleType:
+    # Imported on use: it costs ~10 ms, and checking signatures does not need it.
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization
+
+
 def raw_public(key: Ed25519PublicKey) -> bytes:
+    serialization = _serialization()
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
@@ -31,6 +39,7 @@ def key_id(public: Ed25519PublicKey | bytes) -> str:
 
 
 def public_pem(key: Ed25519PublicKey) -> bytes:
+    serialization = _serialization()
     return key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -38,6 +47,7 @@ def public_pem(key: Ed25519PublicKey) -> bytes:
 
 def generate(path: Path, *, force: bool = False) -> Ed25519PrivateKey:
     """Write a new key to ``path`` (0600) and its public half to ``path.pub``."""
+    serialization = _serialization()
     pub_path = path.with_name(path.name + ".pub")
     for target in (path, pub_path):
         if target.exists() and not force:
@@ -68,6 +78,7 @@ def _read(path: Path) -> bytes:
 
 
 def load_private(path: Path) -> Ed25519PrivateKey:
+    serialization = _serialization()
     data = _read(path)
     try:
         key = serialization.load_pem_private_key(data, password=None)
@@ -80,6 +91,7 @@ def load_private(path: Path) -> Ed25519PrivateKey:
 
 def parse_public(data: bytes, where: str) -> Ed25519PublicKey:
     """A public key from SPKI PEM, a private key PEM (its public half) or raw base64."""
+    serialization = _serialization()
     text = data.strip()
     try:
         if b"PRIVATE KEY" in text:

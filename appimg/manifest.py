@@ -12,7 +12,6 @@ import os
 import platform
 import posixpath
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +162,8 @@ def host_arch() -> str:
 
 
 def load_authoring(app_dir: Path) -> dict[str, Any]:
+    import tomllib  # only packing reads TOML; keep it off the start-up path of other commands
+
     path = app_dir / AUTHORING_FILE
     try:
         with path.open("rb") as handle:

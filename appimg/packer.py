@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from . import canonical, keys, payload_writer
+from . import canonical, keys, payload_options, payload_writer
 from .container import gpt
 from .container.partitions import MANIFEST, PAYLOAD, SIGNATURE, VERITY
 from .errors import FormatError, UsageError
@@ -31,9 +31,9 @@ from .verity import build_from_file
 
 @dataclass(frozen=True)
 class PackOptions:
-    compressor: str = payload_writer.DEFAULT_COMPRESSOR
+    compressor: str = payload_options.DEFAULT_COMPRESSOR
     level: int | None = None
-    block_size: int = payload_writer.DEFAULT_BLOCK_SIZE
+    block_size: int = payload_options.DEFAULT_BLOCK_SIZE
     jobs: int | None = None
     signing_keys: Sequence[Ed25519PrivateKey] = ()
 

@@ -20,11 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ToolError, UsageError
+from .payload_options import COMPRESSORS, DEFAULT_BLOCK_SIZE, DEFAULT_COMPRESSOR, LEVELS
 
-COMPRESSORS = ("zstd", "xz", "lz4", "gzip")
-DEFAULT_COMPRESSOR = "zstd"
-DEFAULT_BLOCK_SIZE = 128 * 1024
-LEVELS = {"zstd": (1, 22, 15), "xz": (0, 9, 6), "gzip": (1, 9, 9), "lz4": (1, 12, 1)}
 TAR_BLOCK = 512
 
 Progress = Callable[[int, int], None]

@@ -7,13 +7,13 @@ import os
 import re
 from pathlib import Path
 
-from .. import keys, packer, payload_writer
+from .. import payload_options
 from ..errors import FormatError, UsageError
-from ..image import Image
-from ..manifest import AUTHORING_FILE, template
 from ..progress import ProgressBar
-from ..statement import SignatureBlock
 from .output import human_size, print_json
+
+# Heavy modules (construct, cryptography) are imported inside the commands so that
+# every `appimg` invocation starts fast.
 
 
 def parse_size(text: str) -> int:
@@ -53,8 +53,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--compression",
-        default=payload_writer.DEFAULT_COMPRESSOR,
-        choices=payload_writer.COMPRESSORS,
+        default=payload_options.DEFAULT_COMPRESSOR,
+        choices=payload_options.COMPRESSORS,
         help="payload compressor (default: zstd)",
     )
     p.add_argument(
@@ -67,7 +67,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--block-size",
         type=parse_size,
-        default=payload_writer.DEFAULT_BLOCK_SIZE,
+        default=payload_options.DEFAULT_BLOCK_SIZE,
         metavar="SIZE",
         help="SquashFS block size, 4K to 1M (default: 128K)",
     )
@@ -108,6 +108,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from ..manifest import AUTHORING_FILE, template
+
     target = args.dir / AUTHORING_FILE
     if target.exists() and not args.force:
         raise UsageError(f"{target}: already exists (use --force to overwrite)")
@@ -129,6 +131,8 @@ def default_output(app_dir: Path) -> Path:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
+    from .. import keys, packer
+
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     signing = [keys.load_private(path) for path in args.sign]
@@ -163,12 +167,18 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
+    from .. import keys
+
     key = keys.generate(args.output, force=args.force)
     print(f"wrote {args.output} and {args.output}.pub (key id {keys.key_id(key.public_key())})")
     return 0
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
+    from .. import keys
+    from ..image import Image
+    from ..statement import SignatureBlock
+
     signing = [keys.load_private(path) for path in args.key]
     with Image.open(args.file) as image:
         block: SignatureBlock = image.signature_block

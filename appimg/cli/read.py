@@ -10,15 +10,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import keys
 from ..errors import UsageError
-from ..extract import extract
-from ..image import Image
-from ..payload_paths import resolve
 from ..progress import ProgressBar
-from ..trust import load_trusted
-from ..verification import verify
 from .output import human_size, print_json, shell_quote_name
+
+# Image, keys and the payload reader are imported inside the commands: they pull in
+# construct, cryptography and the decompressors, and `inspect`/`verify` must start fast.
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -81,11 +78,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_extract)
 
 
-def _signature_rows(image: Image, env: dict[str, str]) -> list[dict[str, Any]]:
+def _signature_rows(image: Any, env: dict[str, str]) -> list[dict[str, Any]]:
+    from ..trust import load_trusted
+
     return [s.to_json() for s in image.signatures(load_trusted(env))]
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from ..image import Image
+
     with Image.open(args.file) as image:
         info = image.info()
         info["signatures"] = _signature_rows(image, dict(os.environ))
@@ -116,6 +117,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from .. import keys
+    from ..trust import load_trusted
+    from ..verification import verify
+
     required = {keys.key_id(keys.load_public(path)) for path in args.key}
     started = time.monotonic()
     bar = ProgressBar("verifying")
@@ -179,6 +184,9 @@ def _entry_json(path: str, inode: Any, reader: Any) -> dict[str, Any]:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    from ..image import Image
+    from ..payload_paths import resolve
+
     with Image.open(args.file) as image:
         reader = image.payload
         top = resolve(reader, args.path)
@@ -211,6 +219,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_cat(args: argparse.Namespace) -> int:
+    from ..image import Image
+    from ..payload_paths import resolve
+
     with Image.open(args.file) as image:
         reader = image.payload
         inode = resolve(reader, args.path)
@@ -231,6 +242,9 @@ def cmd_cat(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    from ..extract import extract
+    from ..image import Image
+
     with Image.open(args.file) as image:
         bar = ProgressBar("extracting")
         try:

@@ -1,0 +1,65 @@
+"""Round trips of the on-disk structures and the layout rules (spec/format.md §Container)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from appimg.container import gpt, structs
+from appimg.container.partitions import ORDER
+from appimg.errors import FormatError
+from appimg.verity_structs import VERITY_SUPERBLOCK
+
+
+def _layout() -> gpt.Layout:
+    sizes = dict(zip(ORDER, (4096, 8192 * 16, 8192, 65536), strict=True))
+    return gpt.plan(sizes, {n: uuid.uuid4() for n in ORDER}, uuid.uuid4())
+
+
+@pytest.mark.parametrize("struct", [structs.GPT_HEADER, structs.GPT_ENTRY, structs.PROTECTIVE_MBR,
+                                    VERITY_SUPERBLOCK])  # fmt: skip
+def test_struct_round_trip(struct) -> None:
+    layout = _layout()
+    sample = {
+        structs.GPT_HEADER: gpt.head_bytes(layout)[512 : 512 + structs.GPT_HEADER_SIZE],
+        structs.GPT_ENTRY: gpt.head_bytes(layout)[1024 : 1024 + 128],
+        structs.PROTECTIVE_MBR: gpt.head_bytes(layout)[:512],
+    }.get(struct)
+    if sample is None:
+        from appimg.verity import VerityParams
+
+        params = VerityParams(bytes(32), bytes(range(32)), 10, uuid.uuid4().bytes)
+        sample = params.superblock_block()[: struct.sizeof()]
+    assert struct.build(struct.parse(sample)) == sample
+
+
+def test_layout_reads_back() -> None:
+    layout = _layout()
+    head, tail = gpt.head_bytes(layout), gpt.tail_bytes(layout)
+    assert len(head) == gpt.FIRST_PARTITION_OFFSET
+    assert layout.file_size % 4096 == 0
+    read = gpt.read_layout(head, tail[-gpt.TAIL_SIZE :], layout.file_size)
+    assert read == layout
+    assert head[:10] == b"#!/bin/sh\n"
+    assert head[510:512] == b"\x55\xaa"
+
+
+def test_partitions_are_aligned_and_contiguous() -> None:
+    layout = _layout()
+    offset = gpt.FIRST_PARTITION_OFFSET
+    for part in layout.partitions:
+        assert part.offset == offset and part.offset % 4096 == 0
+        offset = part.end
+
+
+def test_parse_errors_become_format_errors() -> None:
+    with pytest.raises(FormatError):
+        structs.parse(structs.GPT_HEADER, b"short", "GPT header")
+    with pytest.raises(FormatError):
+        gpt.read_layout(bytes(gpt.FIRST_PARTITION_OFFSET), bytes(gpt.TAIL_SIZE), 1 << 20)
+
+
+def test_stub_fits_the_boot_code_area() -> None:
+    assert len(gpt.STUB) <= 440
+    assert gpt.STUB.startswith(b"#!/bin/sh\n")
