@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from .squashfs import SquashfsReader
 
 
+DISK_KEYS = {"size", "guid", "head_sha256", "tail_sha256"}
+
+
 @dataclass(frozen=True)
 class SignatureStatus:
     key_id: str
@@ -47,7 +50,7 @@ class Image:
     def __init__(self, path: Path, fd: int) -> None:
         self.path = path
         self._fd = fd
-        size = os.fstat(fd).st_size
+        size = os.lseek(fd, 0, os.SEEK_END)  # also right for block devices, unlike st_size
         head = self._pread(0, min(size, gpt.FIRST_PARTITION_OFFSET))
         tail = self._pread(max(0, size - gpt.TAIL_SIZE), min(size, gpt.TAIL_SIZE))
         self.layout: Layout = gpt.read_layout(head, tail, size)
@@ -120,9 +123,16 @@ class Image:
         """The statement must describe exactly this file's GPT and partitions."""
         statement = self.signature_block.statement
         disk = statement.get("disk")
-        if not isinstance(disk, dict):
-            raise FormatError("statement: no disk section")
-        if disk.get("size") != self.layout.file_size:
+        if not isinstance(disk, dict) or set(disk) != {
+            "size",
+            "guid",
+            "head_sha256",
+            "tail_sha256",
+        }:
+            raise FormatError("statement: malformed disk section")
+        if disk["guid"] != str(self.layout.disk_guid):
+            raise IntegrityError("the disk GUID does not match the signed statement")
+        if not _is_int(disk["size"]) or disk["size"] != self.layout.file_size:
             raise IntegrityError(
                 "file size differs from the signed statement (truncated or extended)"
             )
@@ -138,11 +148,15 @@ class Image:
     def _read_manifest(self) -> tuple[bytes, dict[str, Any]]:
         part = self.partition(MANIFEST)
         info = self.signature_block.statement.get("manifest")
-        if not isinstance(info, dict) or not isinstance(info.get("size"), int):
-            raise FormatError("statement: no manifest section")
+        if not isinstance(info, dict) or set(info) != {"size", "sha256"}:
+            raise FormatError("statement: malformed manifest section")
         size = info["size"]
-        if not 0 < size <= min(part.size, MAX_MANIFEST_BYTES):
-            raise FormatError(f"manifest: size {size} does not fit its partition or the limit")
+        if not _is_int(size) or not 0 < size <= MAX_MANIFEST_BYTES:
+            raise FormatError(
+                f"manifest: size {size!r} exceeds the {MAX_MANIFEST_BYTES} byte limit"
+            )
+        if part.size != gpt.align(size):
+            raise FormatError("manifest partition: its size does not match the manifest")
         raw = self._pread(part.offset, part.size)
         body = raw[:size]
         if sha256(body) != info.get("sha256") or any(raw[size:]):
@@ -206,3 +220,7 @@ class Image:
                 "data_blocks": v.data_blocks,
             },
         }
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -74,7 +74,12 @@ def payload_path(value: object, key: str) -> str:
 
 def absolute_path(value: object, key: str) -> str:
     text = _text(value, key)
-    if not text.startswith("/") or posixpath.normpath(text) != text or "/.." in text:
+    if (
+        not text.startswith("/")
+        or text.startswith("//")
+        or posixpath.normpath(text) != text
+        or "/.." in text
+    ):
         raise FormatError(f"{key}: {text!r} must be an absolute, normalised path")
     return text
 
@@ -118,7 +123,7 @@ def validate(manifest: object) -> dict[str, Any]:
         raise FormatError(f"manifest: unknown key(s) {', '.join(sorted(unknown))}")
     version = m.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool):
-        raise FormatError("manifest: format_version must be an integer")
+        raise FormatError("manifest: format_version must be an integer")  # (True == 1)
     if version != FORMAT_VERSION:
         raise FormatError(
             f"manifest: unknown format version {version} (this appimg reads {FORMAT_VERSION})"

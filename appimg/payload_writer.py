@@ -165,9 +165,10 @@ def write_payload(
         "--block-size", str(block_size),
         "--dev-block-size", "4096",
         "--num-jobs", str(jobs or os.cpu_count() or 1),
-        "--defaults", f"uid=0,gid=0,mode={stat.S_IMODE(os.stat(app_dir).st_mode):o},mtime={mtime}",
+        "--defaults", f"uid=0,gid=0,mode=0{stat.S_IMODE(os.stat(app_dir).st_mode):o},mtime={mtime}",
         str(output),
     ]  # fmt: skip
+    # (tar2sqfs reads --defaults numbers C-style: the leading 0 makes the mode octal.)
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(mtime)}
     proc = subprocess.Popen(
         command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env

@@ -87,7 +87,7 @@ def decode(partition: bytes) -> SignatureBlock:
     if not isinstance(statement, dict) or statement.get("type") != STATEMENT_TYPE:
         raise FormatError("signature partition: no appimg statement")
     version = statement.get("format_version")
-    if version != FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version != FORMAT_VERSION:
         raise FormatError(
             f"unknown format version {version!r} (this appimg reads {FORMAT_VERSION})"
         )

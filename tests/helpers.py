@@ -129,6 +129,7 @@ def make_rich_tree(root: Path, *, reverse: bool = False) -> Path:
     for step in steps:
         step()
     links()
+    root.chmod(0o750)  # the image root keeps the app directory's mode
     return root
 
 
@@ -139,7 +140,7 @@ def copy_tree(src: Path, dst: Path) -> Path:
 
 def snapshot(root: Path) -> dict[str, tuple]:
     """Everything the round trip must preserve, by relative path."""
-    result: dict[str, tuple] = {}
+    result: dict[str, tuple] = {".": (stat.S_IFDIR, stat.S_IMODE(root.stat().st_mode), None)}
     inodes: dict[tuple[int, int], str] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()

@@ -223,6 +223,15 @@ def read_layout(head: bytes, tail: bytes, file_size: int) -> Layout:
         raise FormatError("GPT header: usable LBA range does not match the v1 layout")
 
     parts = _read_entries(array, first_usable, last_usable)
+    # v1 places the partitions contiguously from LBA 40 and ends the file right after
+    # the backup GPT (rounded to 4 KiB): this also bounds what the head and tail hold.
+    offset = FIRST_PARTITION_OFFSET
+    for part in parts:
+        if part.offset != offset:
+            raise FormatError(f"partition {part.name}: not where the v1 layout puts it")
+        offset = part.end
+    if file_size != align(offset + TAIL_SIZE):
+        raise FormatError("the file does not end right after the backup GPT (resized?)")
     return Layout(tuple(parts), uuid.UUID(bytes_le=primary.disk_guid), file_size)
 
 

@@ -1,0 +1,14 @@
+"""What an installed image shows the desktop (spec/xdg-index.md §Export rules).
+
+:mod:`.keyfile` parses and writes desktop entries and D-Bus service files,
+:mod:`.exec_line` parses and rewrites their ``Exec`` lines, :mod:`.icons` and
+:mod:`.xmlcheck` validate icons and XML data files, and :mod:`.plan` applies the
+rules to an image: which files are exported (with their new bytes), which are
+refused and why. Nothing here writes to the disk; the store does that.
+"""
+
+from __future__ import annotations
+
+
+class Refused(Exception):
+    """One file is not exported; the message says why (shown to the user, kept in the index)."""
