@@ -120,7 +120,7 @@ class Inode:
     def __init__(
         self, ref: int, number: int, itype: int, mode: int, uid: int, gid: int, mtime: int
     ) -> None:
-        basic = itype if itype <= S.INODE_SOCKET else itype - 7
+        basic = S.BASIC_TYPE[itype]
         self.ref = ref
         self.number = number
         self.kind = _KINDS[basic]
@@ -267,11 +267,12 @@ class SquashfsReader:
         # `inode_cache` entries each, LRU; thread-safe. Inodes are immutable.
         self._inodes: LRUCache[int, Inode] = LRUCache(inode_cache)
         self._paths: LRUCache[str, Inode] = LRUCache(inode_cache)
-        # Whole listings of small directories (<= 64 KiB, which have no directory
-        # index): directory inode reference -> {name: (inode ref, type, number)},
-        # filled by the first lookup or complete iterdir, so that looking up every
-        # entry of a directory (``ls -l``) is not quadratic. At most `dir_cache`
-        # entries over all listings, LRU; thread-safe.
+        # Whole listings of small directories (listing <= 64 KiB): directory inode
+        # reference -> {name: (inode ref, type, number)}, filled by a complete
+        # iterdir, or by the first lookup in a directory without an index, so
+        # that looking up every entry of a directory (``ls -l``) is not
+        # quadratic. At most `dir_cache` entries over all listings, LRU;
+        # thread-safe; 0 disables it.
         self._listings: LRUCache[int, dict[bytes, tuple[int, int, int]]] = LRUCache(dir_cache, len)
         # Data derived from an inode's variable tail, keyed by inode reference:
         # a file's block size words and cumulative block offsets (at most
@@ -325,7 +326,7 @@ class SquashfsReader:
             raise bad("empty id table")
 
         def index_fits(name: str, start: int, count: int, header: int = 0) -> None:
-            end = start + header + 8 * count
+            end = start + header + S.TABLE_POINTER.size * count
             if start == S.INVALID_U64 or start < sb.directory_table_start or end > sb.bytes_used:
                 raise bad(f"{name} at {start} is outside the image")
 
@@ -343,23 +344,25 @@ class SquashfsReader:
             if hit[1] > end:
                 raise FormatError(f"squashfs: metadata block at {pos} runs past its table")
             return hit
-        if pos + 2 > end:
+        hsize = S.METADATA_HEADER.size
+        if pos + hsize > end:
             raise FormatError(f"squashfs: metadata at {pos} runs past its table (ends {end})")
-        raw = self._source.read(pos, min(_META + 2, end - pos))
+        # One read for header and payload (the payload is at most 8 KiB).
+        raw = self._source.read(pos, min(hsize + _META, end - pos))
         (header,) = S.METADATA_HEADER.unpack(raw, 0, "metadata", pos)
         size = header & S.METADATA_SIZE_MASK
-        if not 0 < size <= _META or 2 + size > len(raw):
+        if not 0 < size <= _META or hsize + size > len(raw):
             raise FormatError(f"squashfs: bad metadata block size {size} at {pos}")
         if header & S.METADATA_UNCOMPRESSED:
-            data = raw[2 : 2 + size]
+            data = raw[hsize : hsize + size]
         else:
-            data = self._decompress(memoryview(raw)[2 : 2 + size], _META)
-        entry = (data, pos + 2 + size)
+            data = self._decompress(memoryview(raw)[hsize : hsize + size], _META)
+        entry = (data, pos + hsize + size)
         self._meta.put(pos, entry)
         return entry
 
     def _table_index(self, start: int, count: int, table: str) -> array:
-        ptrs = S.u64_array(self._source.read(start, 8 * count), table, start)
+        ptrs = S.u64_array(self._source.read(start, S.TABLE_POINTER.size * count), table, start)
         for p in ptrs:
             if not S.SUPERBLOCK_SIZE <= p < start:
                 raise FormatError(f"squashfs {table}: block pointer {p} is outside the table")
@@ -372,7 +375,7 @@ class SquashfsReader:
         ids: list[int] = []
         for p in ptrs:
             data, _ = self._metablock(p, sb.id_table_start)
-            want = min(count - len(ids), S.IDS_PER_BLOCK) * 4
+            want = min(count - len(ids), S.IDS_PER_BLOCK) * S.ID_ENTRY.size
             if len(data) < want:
                 raise FormatError(f"squashfs id table: block at {p} is short")
             ids.extend(S.u32_array(data[:want], "id table", p))
@@ -419,7 +422,7 @@ class SquashfsReader:
         # as a logical offset from ``pos`` that may run into the next blocks.
         node._tail_pos = pos
         node._tail_offset = offset + S.INODE_HEADER.size + layout.size
-        basic = itype if itype <= S.INODE_SOCKET else itype - 7
+        basic = S.BASIC_TYPE[itype]
         if basic == S.INODE_FILE:
             self._init_file(node, fixed)
         elif basic == S.INODE_DIR:
@@ -453,7 +456,11 @@ class SquashfsReader:
             tail = size - (nblocks << log)
             if fragment >= self._fragment_count or fragment_offset + tail > self._block_size:
                 raise FormatError(f"squashfs: inode {node.ref:#x} has an invalid fragment")
-        if nblocks * 4 > self._inode_end - self._inode_start or blocks_start > self._bytes_used:
+        list_size = nblocks * S.BLOCK_SIZE_WORD.size
+        # The list lives in the (compressed) inode table: each metadata block takes at
+        # least 3 bytes on disk and holds at most 8 KiB, which bounds what can fit.
+        table_capacity = (self._inode_end - self._inode_start) // 3 * _META
+        if list_size > table_capacity or blocks_start > self._bytes_used:
             raise FormatError(f"squashfs: inode {node.ref:#x} has an impossible block list")
         node.size = size
         node._blocks_start = blocks_start
@@ -497,7 +504,7 @@ class SquashfsReader:
         if blocks is None:
             n = node._nblocks
             cur = _Cursor(self, self._inode_end, node._tail_pos, node._tail_offset)
-            words = S.u32_array(cur.take(4 * n), "block list", node.ref)
+            words = S.u32_array(cur.take(S.BLOCK_SIZE_WORD.size * n), "block list", node.ref)
             sizes = [w & S.DATA_SIZE_MASK for w in words]
             if sizes and max(sizes) > self._block_size:
                 raise FormatError(f"squashfs: inode {node.ref:#x} has a block over block_size")
@@ -519,36 +526,43 @@ class SquashfsReader:
         itable = self._inode_end - self._inode_start
         # Hot loop: unpack_from is only called once the record's bytes are in buf.
         header = S.DIR_HEADER.unpack_from
+        hsize = S.DIR_HEADER.size
         entry = S.DIR_ENTRY.unpack_from
+        esize = S.DIR_ENTRY.size
         buf = cur.buf
         off = cur.off
         while consumed < total:
-            if off + 12 > len(buf):
+            if off + hsize > len(buf):
                 cur.off = off
-                buf = cur.need(12)
+                buf = cur.need(hsize)
                 off = cur.off
             count, start, base = header(buf, off)
-            off += 12
-            consumed += 12
+            off += hsize
+            consumed += hsize
             if count >= S.MAX_DIR_ENTRIES or start >= itable:
                 raise FormatError(f"squashfs: bad directory header at listing offset {consumed}")
             start <<= 16
             for _ in range(count + 1):
-                if off + 8 > len(buf):
+                if off + esize > len(buf):
                     cur.off = off
-                    buf = cur.need(8)
+                    buf = cur.need(esize)
                     off = cur.off
                 ioff, diff, etype, nsize = entry(buf, off)
                 nsize += 1
-                consumed += 8 + nsize
-                if nsize > S.MAX_NAME or ioff >= _META or not 0 < etype <= 7 or consumed > total:
+                consumed += esize + nsize
+                if (
+                    nsize > S.MAX_NAME
+                    or ioff >= _META
+                    or not S.INODE_DIR <= etype <= S.INODE_SOCKET
+                    or consumed > total
+                ):
                     raise FormatError(f"squashfs: bad directory entry at listing offset {consumed}")
-                end = off + 8 + nsize
+                end = off + esize + nsize
                 if end <= len(buf):
-                    name = buf[off + 8 : end]
+                    name = buf[off + esize : end]
                     off = end
                 else:
-                    cur.off = off + 8
+                    cur.off = off + esize
                     name = cur.take(nsize)
                     buf = cur.buf
                     off = cur.off
@@ -558,8 +572,7 @@ class SquashfsReader:
 
     def _child(self, ref: int, etype: int, number: int) -> Inode:
         node = self.inode(ref)
-        itype = node._type
-        if (itype if itype <= S.INODE_SOCKET else itype - 7) != etype or node.number != number:
+        if S.BASIC_TYPE[node._type] != etype or node.number != number:
             raise FormatError(f"squashfs: directory entry does not match inode {ref:#x}")
         return node
 
@@ -595,9 +608,12 @@ class SquashfsReader:
 
     def _find(self, d: Inode, name: bytes) -> Inode | None:
         """Entry ``name`` of directory ``d``, or None."""
-        if d.size <= _SMALL_LISTING:
+        if d.size <= _SMALL_LISTING and self._listings.maxsize:
             listing = self._listings.get(d.ref)
-            if listing is None:
+            if listing is None and not d._index_count:
+                # No index to seek with: one scan of the whole (small) listing
+                # answers this and every later lookup in the directory. (With an
+                # index, a complete iterdir fills the dict instead.)
                 listing = {
                     entry: (ref, etype, number)
                     for entry, ref, etype, number in self._scan(
@@ -605,8 +621,9 @@ class SquashfsReader:
                     )
                 }
                 self._listings.put(d.ref, listing)
-            hit = listing.get(name)
-            return None if hit is None else self._child(*hit)
+            if listing is not None:
+                hit = listing.get(name)
+                return None if hit is None else self._child(*hit)
         block, offset, consumed = d._start_block, d._start_offset, 0
         if d._index_count:
             names, marks = self._dir_index(d)

@@ -278,6 +278,8 @@ INODE_FIXED: dict[int, Layout] = {
     INODE_EXT_FIFO: INODE_IPC_EXT_FIXED,
     INODE_EXT_SOCKET: INODE_IPC_EXT_FIXED,
 }
+#: inode ``type`` -> its basic type (the one directory entries use).
+BASIC_TYPE: dict[int, int] = {t: t if t <= INODE_SOCKET else t - 7 for t in INODE_FIXED}
 #: Largest common header + fixed part (the extended file inode).
 INODE_MAX_FIXED = INODE_HEADER.size + max(layout.size for layout in INODE_FIXED.values())
 
