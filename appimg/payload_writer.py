@@ -23,6 +23,10 @@ from .errors import ToolError, UsageError
 from .payload_options import COMPRESSORS, DEFAULT_BLOCK_SIZE, DEFAULT_COMPRESSOR, LEVELS
 
 TAR_BLOCK = 512
+#: Blocks queued per compressor thread, in bytes. tar2sqfs's default (10 blocks a
+#: thread) starves the threads on trees of many small files: measured 16.3 s vs
+#: 10.3 s for 12k files / 84 MB with zstd-15 on 2 threads (mksquashfs: 11.1 s).
+QUEUE_BYTES_PER_JOB = 12 << 20
 
 Progress = Callable[[int, int], None]
 
@@ -159,12 +163,14 @@ def write_payload(
     if block_size & (block_size - 1) or not 4096 <= block_size <= 1 << 20:
         raise UsageError("--block-size must be a power of two from 4K to 1M")
     entries = scan(app_dir)
+    jobs = jobs or os.cpu_count() or 1
     command = [
         tool, "--quiet", "--force", "--no-xattr", "--no-skip",
         "--compressor", compressor, *compressor_options(compressor, level),
         "--block-size", str(block_size),
         "--dev-block-size", "4096",
-        "--num-jobs", str(jobs or os.cpu_count() or 1),
+        "--num-jobs", str(jobs),
+        "--queue-backlog", str(jobs * max(10, QUEUE_BYTES_PER_JOB // block_size)),
         "--defaults", f"uid=0,gid=0,mode=0{stat.S_IMODE(os.stat(app_dir).st_mode):o},mtime={mtime}",
         str(output),
     ]  # fmt: skip

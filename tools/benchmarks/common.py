@@ -81,7 +81,7 @@ def make_tree(root: Path, files: int, total_mb: int, seed: int = 1) -> Path:
     directories, some incompressible binary blobs. Reused if already there.
     """
     marker = root / ".complete"
-    if marker.exists() and marker.read_text() == f"{files} {total_mb} {seed}":
+    if marker.exists() and marker.read_text() == f"v2 {files} {total_mb} {seed}":
         return root
     if root.exists():
         subprocess.run(["rm", "-rf", str(root)], check=True)
@@ -105,9 +105,9 @@ def make_tree(root: Path, files: int, total_mb: int, seed: int = 1) -> Path:
             path.write_bytes(rng.randbytes(size))
         else:
             start = rng.randrange(0, len(text_pool) - 1)
-            chunk = (text_pool[start:] + text_pool)[:size]
-            path.write_bytes(chunk)
-    marker.write_text(f"{files} {total_mb} {seed}")
+            repeats = size // len(text_pool) + 2
+            path.write_bytes((text_pool * repeats)[start : start + size])
+    marker.write_text(f"v2 {files} {total_mb} {seed}")
     return root
 
 
