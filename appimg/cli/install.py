@@ -1,0 +1,373 @@
+"""Commands of the per-user store: install, update, rollback, uninstall, list, info,
+apps, trust and xdg (spec/xdg-index.md).
+
+Only argparse and the standard library are imported at module level: ``apps``,
+``list`` and ``xdg find`` must start fast, so each command imports what it needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .output import print_json
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    for name, func, text in (
+        ("install", cmd_install, "install an image for this user and export it to the desktop"),
+        ("update", cmd_update, "install a new version of an installed app (the old one is kept)"),
+    ):
+        p = commands.add_parser(
+            name,
+            help=text,
+            description=text[0].upper() + text[1:] + ". The image is copied into "
+            "$XDG_DATA_HOME/appimg/images, its desktop entries, icons, metainfo, MIME and "
+            "D-Bus files are exported under the rules of spec/xdg-index.md (anything refused "
+            "is reported with the reason), and the change is atomic. Unsigned images and "
+            "images signed by keys that are not trusted are refused unless allowed explicitly.",
+        )
+        p.add_argument("file", type=Path, metavar="FILE")
+        p.add_argument("--allow-unsigned", action="store_true", help="install an unsigned image")
+        p.add_argument("--trust", action="store_true",
+                       help="accept valid signatures by keys that are not in the trust store "
+                       "(later updates signed by the same key are accepted too)")  # fmt: skip
+        p.add_argument("--strict", action="store_true",
+                       help="fail instead of installing if any export is refused")  # fmt: skip
+        p.add_argument("--json", action="store_true", help="print the result as JSON")
+        p.set_defaults(func=func)
+
+    p = commands.add_parser(
+        "uninstall",
+        help="remove an installed app, its exports and its images",
+        description="Remove the app ID: every exported file, its index entry and its "
+        "images. Removing the last app removes the whole store.",
+    )
+    p.add_argument("app_id", metavar="ID")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_uninstall)
+
+    p = commands.add_parser(
+        "rollback",
+        help="switch an app back to its previous version",
+        description="Make the previous version of ID active again (atomically); the "
+        "current one becomes the previous, so a second rollback undoes the first.",
+    )
+    p.add_argument("app_id", metavar="ID")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_rollback)
+
+    p = commands.add_parser("list", help="list installed apps",
+                            description="List the apps installed for this user.")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print JSON for programs")
+    p.set_defaults(func=cmd_list)
+
+    p = commands.add_parser(
+        "info",
+        help="show what the store knows about an installed app",
+        description="Show ID's versions, image files, signature state, exported and refused "
+        "files, and every XDG data file its active image holds.",
+    )
+    p.add_argument("app_id", metavar="ID")
+    p.add_argument("--json", action="store_true", help="print JSON for programs")
+    p.set_defaults(func=cmd_info)
+
+    p = commands.add_parser(
+        "apps",
+        help="list every desktop application, appimg's and the host's",
+        description="Enumerate applications as a desktop shell does (GLib's rules) along "
+        "XDG_DATA_HOME, the exports directory and XDG_DATA_DIRS: desktop id, name, icon "
+        "name and file, Exec and source (appimg or host).",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON for programs")
+    p.add_argument("--all", action="store_true", help="include entries with NoDisplay=true")
+    p.set_defaults(func=cmd_apps)
+
+    p = commands.add_parser(
+        "trust",
+        help="manage the keys whose signatures install without questions",
+        description="Trusted keys live in $XDG_CONFIG_HOME/appimg/trusted-keys/ (yours) "
+        "and /etc/appimg/trusted-keys/ (the system's).",
+    )
+    sub = p.add_subparsers(dest="trust_command", metavar="ACTION", required=True)
+    q = sub.add_parser("add", help="trust a public key (KEY.pub, or the private key file)")
+    q.add_argument("key", type=Path, metavar="KEYFILE")
+    q.set_defaults(func=cmd_trust_add)
+    q = sub.add_parser("list", help="list trusted keys")
+    q.add_argument("--json", action="store_true", help="print JSON for programs")
+    q.set_defaults(func=cmd_trust_list)
+    q = sub.add_parser("remove", help="stop trusting a key (by key id, or its file)")
+    q.add_argument("key", metavar="KEY")
+    q.set_defaults(func=cmd_trust_remove)
+
+    p = commands.add_parser(
+        "xdg",
+        help="the XDG data search path with appimg's exports",
+        description="Put the exports directory on the XDG data search path, and find data "
+        "files along it and inside installed images without mounting them.",
+    )
+    sub = p.add_subparsers(dest="xdg_command", metavar="ACTION", required=True)
+    q = sub.add_parser("env", help="print XDG_DATA_DIRS with the exports directory")
+    q.add_argument("--export", action="store_true", help="print a shell 'export' line")
+    q.set_defaults(func=cmd_xdg_env)
+    q = sub.add_parser(
+        "setup",
+        help="add the exports directory to the session's XDG_DATA_DIRS",
+        description="Write ~/.config/environment.d/60-appimg.conf and a shell snippet "
+        "sourced from ~/.profile; takes effect at the next login.",
+    )
+    q.add_argument("--undo", action="store_true", help="remove what setup wrote")
+    q.set_defaults(func=cmd_xdg_setup)
+    q = sub.add_parser(
+        "find",
+        help="find a data file on the search path or inside installed images",
+        description="Resolve REL (e.g. applications/ID.desktop, "
+        "icons/hicolor/48x48/apps/ID.png) along XDG_DATA_HOME, the exports directory and "
+        "XDG_DATA_DIRS, then inside the active image of every installed app (read those "
+        "with 'appimg cat IMAGE PATH'). Exit status 1 if not found.",
+    )
+    q.add_argument("rel", metavar="REL")
+    q.add_argument("--all", action="store_true", help="every match, not only the first")
+    q.add_argument("--json", action="store_true", help="print JSON for programs")
+    q.set_defaults(func=cmd_xdg_find)
+
+
+# --- changing the store -------------------------------------------------------------------
+
+
+def _report(outcome: Any, args: argparse.Namespace, verb: str) -> int:
+    if args.json:
+        print_json(outcome.to_json())
+        return 0
+    sig = outcome.signature
+    if sig:
+        by = f" by {', '.join(sig['key_ids'])}" if sig["key_ids"] else ""
+        print(f"{verb} {outcome.app_id} {outcome.version} ({sig['state']}{by})")
+    else:
+        print(f"{verb} {outcome.app_id} {outcome.version}")
+    for rel in outcome.exported:
+        print(f"  {'removed' if verb == 'uninstalled' else 'exported'} {rel}")
+    command = args.command
+    for item in outcome.refused:
+        print(f"appimg {command}: refused {item['path']}: {item['reason']}", file=sys.stderr)
+    for note in outcome.notes:
+        print(f"appimg {command}: note: {note}", file=sys.stderr)
+    return 0
+
+
+def _install(args: argparse.Namespace, update: bool) -> int:
+    from ..store import ops
+
+    outcome = ops.install(_env(), args.file, allow_unsigned=args.allow_unsigned,
+                          trust=args.trust, update=update, strict=args.strict)  # fmt: skip
+    return _report(outcome, args, "updated" if update else "installed")
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    return _install(args, update=False)
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    return _install(args, update=True)
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    from ..store import ops
+
+    return _report(ops.uninstall(_env(), args.app_id), args, "uninstalled")
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from ..store import ops
+
+    return _report(ops.rollback(_env(), args.app_id), args, "rolled back to")
+
+
+def _print_json_rows(rows: list[dict[str, Any]]) -> None:
+    """A JSON array, one element per line: json's C encoder only runs without indent, and
+    indenting a thousand apps in Python would double the time of `appimg apps --json`."""
+    import json
+
+    body = ",\n".join(json.dumps(row, ensure_ascii=False) for row in rows)
+    sys.stdout.write(f"[\n{body}\n]\n" if rows else "[]\n")
+
+
+# --- reading the store --------------------------------------------------------------------
+
+
+def _load_index(env: dict[str, str]) -> tuple[Any, Any]:
+    from ..store import index as index_mod
+    from ..store.layout import Layout
+
+    layout = Layout.from_env(env)
+    if layout.needs_recovery():
+        from ..store import ops
+
+        for note in ops.maybe_recover(env):
+            print(f"appimg: note: {note}", file=sys.stderr)
+    return layout, index_mod.load(layout)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    env = _env()
+    layout, index = _load_index(env)
+    rows = []
+    for app_id in sorted(index["apps"]):
+        app = index["apps"][app_id]
+        active = app["versions"][0]
+        rows.append({
+            "id": app_id,
+            "name": app["name"],
+            "version": active["version"],
+            "signature": active["signature"]["state"],
+            "file": str(layout.image_file(active["file"])),
+            "previous": app["versions"][1]["version"] if len(app["versions"]) > 1 else None,
+            "exported": len(app["exported"]),
+            "refused": len(app["refused"]),
+        })  # fmt: skip
+    if args.json:
+        print_json(rows)
+        return 0
+    for row in rows:
+        print(f"{row['id']:<40} {row['version']:<12} {row['signature']:<9} {row['name']}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ..errors import UsageError
+
+    env = _env()
+    layout, index = _load_index(env)
+    app = index["apps"].get(args.app_id)
+    if app is None:
+        raise UsageError(f"{args.app_id} is not installed")
+    info = dict(app)
+    info["versions"] = [
+        {**v, "file": str(layout.image_file(v["file"])), "active": i == 0}
+        for i, v in enumerate(app["versions"])
+    ]
+    info["exports_dir"] = str(layout.exports)
+    if args.json:
+        print_json(info)
+        return 0
+    print(f"{app['id']} ({app['name']})")
+    for v in info["versions"]:
+        sig = v["signature"]
+        mark = "active  " if v["active"] else "previous"
+        print(f"  {mark} {v['version']}  {v['file']}")
+        print(f"           root {v['root_hash']}  {sig['state']} {' '.join(sig['key_ids'])}")
+    for rel in app["exported"]:
+        print(f"  exported {layout.exports / rel}")
+    for item in app["refused"]:
+        print(f"  refused  {item['path']}: {item['reason']}")
+    active = info["versions"][0]
+    print(f"  xdg files in the image: {len(active['xdg_files'])}")
+    for rel, path in active["xdg_files"].items():
+        print(f"    {rel} <- {path}")
+    return 0
+
+
+def cmd_apps(args: argparse.Namespace) -> int:
+    env = _env()
+    from ..store.layout import Layout
+
+    if Layout.from_env(env).needs_recovery():
+        _load_index(env)
+    from ..xdgpath.apps import enumerate_apps
+
+    apps = [a for a in enumerate_apps(env) if args.all or a["show"]]
+    if args.json:
+        _print_json_rows(apps)
+        return 0
+    for app in apps:
+        print(f"{app['id']:<48} {app['source']:<6} {app['name']}")
+    return 0
+
+
+# --- trust ----------------------------------------------------------------------------------
+
+
+def cmd_trust_add(args: argparse.Namespace) -> int:
+    from ..store import trusted_keys
+
+    kid, path, new = trusted_keys.add(_env(), args.key)
+    print(f"{'trusted' if new else 'already trusted'}: {kid} ({path})")
+    return 0
+
+
+def cmd_trust_list(args: argparse.Namespace) -> int:
+    from ..store import trusted_keys
+
+    rows = trusted_keys.listing(_env())
+    if args.json:
+        print_json(rows)
+        return 0
+    if not rows:
+        print("no trusted keys (add one with: appimg trust add KEY.pub)")
+    for row in rows:
+        kid = row["key_id"] or f"unreadable: {row['error']}"
+        print(f"{kid:<32}  {row['scope']:<6}  {row['file']}")
+    return 0
+
+
+def cmd_trust_remove(args: argparse.Namespace) -> int:
+    from ..store import trusted_keys
+
+    for path in trusted_keys.remove(_env(), args.key):
+        print(f"removed {path}")
+    return 0
+
+
+# --- xdg ------------------------------------------------------------------------------------
+
+
+def cmd_xdg_env(args: argparse.Namespace) -> int:
+    import shlex
+
+    from ..xdgpath import data_dirs_value
+
+    value = data_dirs_value(_env())
+    print(f"export XDG_DATA_DIRS={shlex.quote(value)}" if args.export else value)
+    return 0
+
+
+def cmd_xdg_setup(args: argparse.Namespace) -> int:
+    from ..xdgpath import env as xdg_env
+
+    if args.undo:
+        changed = xdg_env.undo(_env())
+        for path in changed:
+            print(f"removed appimg's setup from {path}")
+        if not changed:
+            print("nothing to undo")
+        return 0
+    for path in xdg_env.setup(_env()):
+        print(f"wrote {path}")
+    print("log out and in again for the desktop to pick it up")
+    return 0
+
+
+def cmd_xdg_find(args: argparse.Namespace) -> int:
+    from ..store.layout import Layout
+    from ..xdgpath.find import find
+
+    env = _env()
+    if Layout.from_env(env).needs_recovery():
+        _load_index(env)
+    matches = find(env, args.rel, every=args.all)
+    if args.json:
+        print_json(matches)
+    else:
+        for m in matches:
+            if m["source"] == "image":
+                print(f"image\t{m['image']}\t{m['path']}")
+            else:
+                print(f"{m['source']}\t{m['path']}")
+    return 0 if matches else 1

@@ -1,0 +1,287 @@
+"""The export rules on their own (spec/xdg-index.md §3): Exec parsing and rewriting,
+key files, icon and XML checks, names. No image is needed."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import pytest
+
+from appimg.exports import Refused, exec_line, keyfile
+from appimg.exports.icons import check_icon, check_placement, png_size
+from appimg.exports.plan import Context, _owner_conflict, owned_name, rewrite_dbus, rewrite_desktop
+from appimg.exports.xmlcheck import root_element
+
+MANIFEST = {
+    "id": "org.example.App",
+    "entrypoint": "bin/app",
+    "commands": {"viewer": "bin/view-files", "shell": "bin/sh"},
+}
+CTX = Context(
+    app_id="org.example.App",
+    version="1.0",
+    launcher="/opt/my tools/appimg",
+    image_path="/home/u/.local/share/appimg/images/org.example.App/1.0-abc.appimg",
+)
+LAUNCHER = '"/opt/my tools/appimg"'
+
+
+def png(width: int, height: int | None = None) -> bytes:
+    height = height or width
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"".join(b"\0" + b"\x10\x20\x30" * width for _ in range(height)))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+# --- Exec ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("app %U", [("app", False), ("%U", False)]),
+        (
+            'app --window "a b" %f',
+            [("app", False), ("--window", False), ("a b", True), ("%f", False)],
+        ),
+        (r'app "say \"hi\" for \$5 \\ \`x\`"', [("app", False), ('say "hi" for $5 \\ `x`', True)]),
+        ("app 100%% --x=%k", [("app", False), ("100%%", False), ("--x=%k", False)]),
+        ('app ""', [("app", False), ("", True)]),
+    ],
+)
+def test_exec_parse(value: str, expected: list[tuple[str, bool]]) -> None:
+    assert [(a.text, a.quoted) for a in exec_line.parse(value)] == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("app; rm -rf ~", "metacharacter ';'"),
+        ("app $(id)", "metacharacter '$'"),
+        ("app `id`", "metacharacter '`'"),
+        ("app | nc host 1", "metacharacter '|'"),
+        ("app > /tmp/x", "metacharacter '>'"),
+        ("app 'single quoted'", 'metacharacter "\'"'),
+        ("app ~/file", "metacharacter '~'"),
+        ("app *.txt", "metacharacter '*'"),
+        ('app "unterminated', "unterminated"),
+        ('app "a"b', "followed by a space"),
+        (r'app "bad \n escape"', "invalid backslash"),
+        ("app %z", "invalid field code %z"),
+        ('app "%f"', "inside a quoted argument"),
+        ("", "empty"),
+        ("   ", "empty"),
+    ],
+)
+def test_exec_refused(value: str, reason: str) -> None:
+    with pytest.raises(Refused, match=reason.replace("$", r"\$").replace("*", r"\*")):
+        exec_line.parse(value)
+
+
+def test_exec_deprecated_field_codes_dropped() -> None:
+    args = exec_line.drop_deprecated(exec_line.parse("app %d %U --name=%c%m"))
+    assert exec_line.join(args) == "app %U --name=%c"
+
+
+def test_exec_quote_roundtrip() -> None:
+    for text in ["plain", "with space", 'q"uote', "dollar$", "back\\slash", "tick`", ""]:
+        quoted = exec_line.quote(text)
+        assert [a.text for a in exec_line.parse("p " + quoted)][1] == text
+
+
+# --- key files -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"[Desktop Entry]\nName=a\nName=b\n", "duplicate key"),
+        (b"[Desktop Entry]\nName=a\n[Desktop Entry]\n", "duplicate group"),
+        (b"Name=a\n[Desktop Entry]\n", "before the first group"),
+        (b"[Desktop Entry]\nName=\xff\n", "not UTF-8"),
+        (b"[Desktop Entry]\nName=a\x01\n", "control character"),
+        (b"[Desktop Entry]\njust text\n", "not a Key=Value"),
+        (b"[Desk[top]\n", "malformed group"),
+        (b"# only a comment\n", "no group"),
+    ],
+)
+def test_keyfile_refused(data: bytes, reason: str) -> None:
+    with pytest.raises(Refused, match=reason):
+        keyfile.parse(data)
+
+
+def test_keyfile_round_trip_keeps_order_and_raw_values() -> None:
+    data = b"# comment\n[Desktop Entry]\nName=A\nName[de]=B\nComment=x\\sy\n\n[X-Vendor]\nK = v\n"
+    kf = keyfile.parse(data)
+    assert kf.dump() == b"[Desktop Entry]\nName=A\nName[de]=B\nComment=x\\sy\n\n[X-Vendor]\nK=v\n"
+    assert keyfile.unescape(kf.groups[0].get("Comment") or "") == "x y"
+    with pytest.raises(Refused, match="invalid escape"):
+        keyfile.unescape(r"a\$b")
+
+
+# --- desktop entries and D-Bus services ------------------------------------------------------
+
+
+def rewrite(text: str, dbus_names: tuple[str, ...] = ()) -> str:
+    return rewrite_desktop(text.encode(), MANIFEST, CTX, dbus_names, "org.example.App").decode()
+
+
+def test_desktop_rewrite() -> None:
+    out = rewrite(
+        "[Desktop Entry]\nType=Application\nName=App\nExec=app --open %F\nTryExec=app\n"
+        "Path=/srv\nIcon=org.example.App\nDBusActivatable=true\nX-Appimg-Id=org.evil.Other\n"
+        'Actions=view;\n\n[Desktop Action view]\nName=View\nExec=/usr/bin/view-files "a b" %u\n'
+    )
+    assert out == (
+        "[Desktop Entry]\nType=Application\nName=App\n"
+        f"Exec={LAUNCHER} run org.example.App -- --open %F\n"
+        "TryExec=/opt/my tools/appimg\nIcon=org.example.App\nActions=view;\n"
+        "X-Appimg-Id=org.example.App\nX-Appimg-Version=1.0\n"
+        f"X-Appimg-Image={CTX.image_path}\n\n"
+        "[Desktop Action view]\nName=View\n"
+        f'Exec={LAUNCHER} run org.example.App --command viewer -- "a b" %u\n'
+    )
+
+
+def test_desktop_keeps_dbus_activation_only_with_its_service() -> None:
+    text = "[Desktop Entry]\nType=Application\nName=A\nExec=app\nDBusActivatable=true\n"
+    assert "DBusActivatable=true" in rewrite(text, ("org.example.App",))
+    assert "DBusActivatable" not in rewrite(text)
+
+
+def test_desktop_without_exec_gets_one() -> None:
+    assert f"Exec={LAUNCHER} run org.example.App --\n" in rewrite(
+        "[Desktop Entry]\nType=Application\nName=A\n"
+    )
+
+
+def test_backslashes_survive_both_escaping_layers() -> None:
+    out = rewrite('[Desktop Entry]\nType=Application\nName=A\nExec=app "x\\\\\\\\y \\\\$HOME"\n')
+    value = keyfile.unescape(out.split("Exec=")[1].split("\n")[0])
+    assert [a.literal() for a in exec_line.parse(value)][-1] == "x\\y $HOME"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("[Desktop Entry]\nType=Link\nName=A\nURL=http://x\n", "Type is not Application"),
+        ("[Desktop Entry]\nType=Application\nExec=app\n", "no Name"),
+        ("[Other]\nName=A\n", "first group"),
+        ("[Desktop Entry]\nType=Application\nName=A\nExec=app; id\n", "metacharacter"),
+        (
+            '[Desktop Entry]\nType=Application\nName=A\nExec=bash -c "rm -rf ~"\n',
+            "neither the app's entry point nor one of its commands",
+        ),
+        ("[Desktop Entry]\nType=Application\nName=A\nExec=%U\n", "field code"),
+        ("[Desktop Entry]\nType=Application\nName=A\nIcon=../../../etc/passwd\n", "icon name"),
+        ("[Desktop Entry]\nType=Application\nName=A\nIcon=/usr/share/pixmaps/x.png\n", "icon name"),
+        ("[Desktop Entry]\nType=Application\nName=A\n\n[Desktop Action x]\nName=X\n", "no Exec"),
+        ("[Desktop Entry]\nType=Application\nName=A\n\n[Random]\nK=v\n", "unexpected group"),
+    ],
+)
+def test_desktop_refused(text: str, reason: str) -> None:
+    with pytest.raises(Refused, match=reason):
+        rewrite(text)
+
+
+def test_dbus_service() -> None:
+    data = b"[D-BUS Service]\nName=org.example.App\nExec=/bin/app --service\nSystemdService=x\n"
+    out = rewrite_dbus(data, MANIFEST, CTX, "org.example.App").decode()
+    assert out == (
+        f"[D-BUS Service]\nName=org.example.App\nExec={LAUNCHER} run org.example.App -- --service\n"
+    )
+    with pytest.raises(Refused, match="Name must be"):
+        rewrite_dbus(
+            data.replace(b"Name=org.example.App", b"Name=org.freedesktop.Notifications"),
+            MANIFEST,
+            CTX,
+            "org.example.App",
+        )
+    with pytest.raises(Refused, match="User="):
+        rewrite_dbus(data + b"User=root\n", MANIFEST, CTX, "org.example.App")
+
+
+# --- names ----------------------------------------------------------------------------------
+
+
+def test_names() -> None:
+    assert owned_name("org.example.App.desktop", "org.example.App")
+    assert owned_name("org.example.App-symbolic.svg", "org.example.App")
+    assert not owned_name("org.example.AppX.desktop", "org.example.App")
+    assert not owned_name("org.other.App.desktop", "org.example.App")
+    ctx = Context("org.example.App", "1", "/x", "/y", other_ids={"org.example.App.Editor"})
+    assert _owner_conflict("org.example.App.Editor.desktop", ctx) == "org.example.App.Editor"
+    assert _owner_conflict("org.example.App.Viewer.desktop", ctx) is None
+
+
+# --- icons ----------------------------------------------------------------------------------
+
+
+def test_png_checks() -> None:
+    assert png_size(png(48)) == (48, 48)
+    check_icon("share/icons/hicolor/48x48/apps/org.example.App.png", png(48))
+    check_icon("share/icons/hicolor/24x24@2/apps/org.example.App.png", png(48))
+    with pytest.raises(Refused, match="not square"):
+        check_icon("share/icons/hicolor/48x48/apps/org.example.App.png", png(48, 47))
+    with pytest.raises(Refused, match="directory says 512x512"):
+        check_icon("share/icons/hicolor/512x512/apps/org.example.App.png", png(4096))
+    bad = bytearray(png(16))
+    bad[20] ^= 1
+    with pytest.raises(Refused, match="bad CRC"):
+        png_size(bytes(bad))
+    with pytest.raises(Refused, match=r"truncated|past the end"):
+        png_size(png(16)[:-5])
+    with pytest.raises(Refused, match="after IEND"):
+        png_size(png(16) + b"junk")
+    with pytest.raises(Refused, match="limit"):
+        check_icon("share/icons/hicolor/16x16/apps/org.example.App.png", png(16) + bytes(2 << 20))
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("share/icons/hicolor/47x47/apps/a.png", "not a hicolor icon size"),
+        ("share/icons/hicolor/48x32/apps/a.png", "not a hicolor icon size"),
+        ("share/icons/hicolor/scalable/apps/a.png", "need a size directory"),
+        ("share/icons/hicolor/48x48/stock/a.png", "not a hicolor icon context"),
+        ("share/icons/Adwaita/48x48/apps/a.png", "share/icons/hicolor"),
+        ("share/icons/hicolor/48x48/apps/a.xpm", "PNG or SVG only"),
+        ("share/icons/hicolor/48x48/apps/a.svgz", "PNG or SVG only"),
+        ("share/icons/hicolor/symbolic/mimetypes/a.svg", "only symbolic/apps"),
+    ],
+)
+def test_icon_placement_refused(path: str, reason: str) -> None:
+    with pytest.raises(Refused, match=reason):
+        check_placement(path)
+
+
+SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16"><rect/></svg>'
+
+
+def test_svg_checks() -> None:
+    check_icon("share/icons/hicolor/scalable/apps/org.example.App.svg", SVG)
+    for data, reason in [
+        (SVG.replace(b"<rect/>", b"<script>alert(1)</script>"), "script"),
+        (SVG.replace(b"<rect/>", b'<rect onload="x()"/>'), "event-handler"),
+        (b"<html/>", "not an SVG"),
+        (SVG[:-3], "not well-formed"),
+        (b'<!DOCTYPE svg [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><svg>&b;</svg>', "entity"),
+        (b'<!DOCTYPE svg [<!ENTITY x SYSTEM "file:///etc/passwd">]><svg>&x;</svg>', "entity"),
+    ]:
+        with pytest.raises(Refused, match=reason):
+            check_icon("share/icons/hicolor/scalable/apps/org.example.App.svg", data)
+
+
+def test_xml_root() -> None:
+    assert root_element(b'<?xml version="1.0"?><component type="desktop"/>') == "component"
+    ns = b'<mime-info xmlns="http://www.freedesktop.org/standards/shared-mime-info"/>'
+    assert root_element(ns) == "mime-info"
