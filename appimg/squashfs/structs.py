@@ -90,7 +90,7 @@ class Layout:
     returns a construct Container (cold paths, tests); ``build`` is the inverse.
     """
 
-    __slots__ = ("compiled", "definition", "fields", "name", "size", "unpack_from")
+    __slots__ = ("_compiled", "definition", "fields", "name", "size", "unpack_from")
 
     def __init__(self, name: str, definition: cs.Struct) -> None:
         fmt = "<"
@@ -101,7 +101,7 @@ class Layout:
             fmt += field.fmtstr.lstrip("<>=")
         self.name = name
         self.definition = definition
-        self.compiled = definition.compile()
+        self._compiled: cs.Construct | None = None
         self.fields: tuple[str, ...] = tuple(sub.name for sub in definition.subcons)
         unpacker = _struct.Struct(fmt)
         if unpacker.size != definition.sizeof():
@@ -117,6 +117,14 @@ class Layout:
             return self.unpack_from(buf, offset)
         except _struct.error:
             raise FormatError(f"squashfs {table}: truncated {self.name} at {where}") from None
+
+    @property
+    def compiled(self) -> cs.Construct:
+        # Compiled on first use: compiling every layout at import costs ~20 ms of
+        # start-up, and the hot paths use ``unpack_from`` anyway.
+        if self._compiled is None:
+            self._compiled = self.definition.compile()
+        return self._compiled
 
     def parse(self, data: bytes, table: str, where: int) -> cs.Container:
         return parse(self.compiled, data, f"{table} {self.name}", where)

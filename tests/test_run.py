@@ -1,0 +1,263 @@
+"""appimg run: the app runs in its merged view, without root (spec/run.md)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from appimg.image import Image
+
+from .forge import forge, payload_of
+from .helpers import appimg, assert_one_line_error
+from .users import (
+    allow_fuse_for_users,
+    appimg_as,
+    ensure_user,
+    requires_root,
+    run_as,
+    user_env,
+    user_python,
+    user_tmpdir,
+)
+
+BUSYBOX = shutil.which("busybox")
+pytestmark = pytest.mark.skipif(BUSYBOX is None, reason="needs busybox-static (tools/setup)")
+
+ENTRY = r"""#!/bin/sh
+# The test app: a shell script run by the static busybox shipped in the image.
+case "$1" in
+  args) shift; for a in "$@"; do echo "[$a]"; done ;;
+  exit) exit "$2" ;;
+  count) n=$(cat "$XDG_DATA_HOME/count" 2>/dev/null || echo 0); n=$((n+1));
+         echo "$n" > "$XDG_DATA_HOME/count"; echo "count=$n" ;;
+  look) shift; for p in "$@"; do [ -e "$p" ] && echo "sees $p" || echo "no $p"; done ;;
+  env) echo "mode=$HELLO_MODE home=$HOME id=$APPIMG_ID" ;;
+  trap) trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.1; done ;;
+  sleep) echo ready; sleep "$2" ;;
+  *) echo "hello from the sandbox" ;;
+esac
+"""
+
+
+def make_busybox_app(root: Path, app_id: str = "org.example.Box", profile: str = "none") -> Path:
+    (root / "bin").mkdir(parents=True)
+    shutil.copy2(BUSYBOX, root / "bin" / "busybox")
+    for tool in ("sh", "cat", "echo", "sleep", "ls"):
+        os.symlink("busybox", root / "bin" / tool)
+    (root / "bin" / "app").write_text(ENTRY)
+    (root / "bin" / "app").chmod(0o755)
+    (root / "bin" / "not-exec").write_text("#!/bin/sh\n")
+    (root / "appimg.toml").write_text(
+        f'id = "{app_id}"\nname = "Box"\nversion = "1"\nentrypoint = "bin/app"\n'
+        f'profile = "{profile}"\n[commands]\nlist = "bin/ls"\n[env]\nHELLO_MODE = "demo"\n'
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def box_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("box")
+    image = base / "box.appimg"
+    appimg("pack", make_busybox_app(base / "tree"), "-o", image)
+    return image
+
+
+def _fuse_mounts() -> list[str]:
+    with open("/proc/mounts") as handle:
+        return [line for line in handle if "appimg" in line and "fuse" in line]
+
+
+def test_run_as_root_passes_args_and_status(box_image: Path) -> None:
+    out = appimg("run", box_image, "--", "args", "two words", "", "quote'd", check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["[two words]", "[]", "[quote'd]"]
+    assert appimg("run", box_image, "--", "exit", "42", check=False).returncode == 42
+    assert "mode=demo" in appimg("run", box_image, "--", "env").stdout
+    assert not _fuse_mounts()
+
+
+def test_sees_only_granted_host_paths(box_image: Path, tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path / "home")}
+    out = appimg("run", box_image, "--", "look", "/etc/passwd", "/root", "/usr", "/bin/busybox",
+                 "/proc/self", "/dev/null", "/tmp", env=env).stdout  # fmt: skip
+    assert "no /etc/passwd" in out and "no /root" in out and "no /usr" in out
+    assert "sees /bin/busybox" in out and "sees /proc/self" in out and "sees /dev/null" in out
+
+
+def test_bad_input(box_image: Path, tmp_path: Path, keypair) -> None:
+    assert_one_line_error(appimg("run", box_image, "--command", "nope", check=False))
+    # The packer refuses such manifests, so forge an image whose commands are broken.
+    with Image.open(box_image) as image:
+        manifest = dict(image.manifest)
+    manifest["commands"] = {"broken": "bin/not-exec", "missing": "bin/nothing"}
+    forged = forge(tmp_path / "forged.appimg", payload=payload_of(box_image), manifest=manifest)
+    missing = appimg("run", forged, "--command", "missing", check=False)
+    assert_one_line_error(missing)
+    assert "missing" in missing.stderr
+    broken = appimg("run", forged, "--command", "broken", check=False)
+    assert_one_line_error(broken)
+    assert "not executable" in broken.stderr
+    assert_one_line_error(appimg("run", tmp_path / "nothing.appimg", check=False))
+    # Signed by a key that is not trusted: refused unless --allow-untrusted.
+    signed = tmp_path / "signed.appimg"
+    shutil.copyfile(box_image, signed)
+    appimg("sign", signed, "--key", keypair[0])
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "config")}
+    untrusted = appimg("run", signed, env=env, check=False)
+    assert_one_line_error(untrusted)
+    assert "trust" in untrusted.stderr.lower()
+    assert appimg("run", signed, "--allow-untrusted", env=env, check=False).returncode == 0
+
+
+def test_denied_rule_is_reported_and_strict_fails(tmp_path: Path) -> None:
+    tree = make_busybox_app(tmp_path / "tree", "org.example.Denied")
+    with (tree / "appimg.toml").open("a") as f:
+        f.write('[[host]]\npath = "/root"\nat = "/run/host/root"\nmode = "replace"\n')
+    image = tmp_path / "denied.appimg"
+    appimg("pack", tree, "-o", image)
+    lenient = appimg("run", image, check=False)
+    assert lenient.returncode == 0
+    assert "/root" in lenient.stderr
+    strict = appimg("run", "--strict", image, check=False)
+    assert_one_line_error(strict)
+
+
+def test_sigterm_reaches_the_app(box_image: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "appimg", "run", str(box_image), "--", "trap"],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 7
+    assert "got-term" in proc.stdout.read()
+
+
+def _wait_no_mounts(timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _fuse_mounts():
+            return True
+        time.sleep(0.05)
+    return not _fuse_mounts()
+
+
+def test_concurrent_runs_share_one_mount_and_sigkill_cleans_up(box_image: Path) -> None:
+    start = [sys.executable, "-m", "appimg", "run", str(box_image), "--", "sleep", "3"]
+    first = subprocess.Popen(start, stdout=subprocess.PIPE, text=True)
+    second = subprocess.Popen(start, stdout=subprocess.PIPE, text=True)
+    assert first.stdout and second.stdout
+    assert first.stdout.readline().strip() == "ready"
+    assert second.stdout.readline().strip() == "ready"
+    assert len(_fuse_mounts()) == 1
+    assert first.wait(timeout=20) == 0 and second.wait(timeout=20) == 0
+    assert _wait_no_mounts(2.0)
+    # SIGKILL of the app (inside the sandbox): the mount goes within 2 s.
+    victim = subprocess.Popen([*start[:-1], "30"], stdout=subprocess.PIPE, text=True)
+    assert victim.stdout and victim.stdout.readline().strip() == "ready"
+    for pid in _descendants(victim.pid):
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            cmdline = handle.read()
+        if cmdline.startswith(b"/bin/sh\0/bin/app"):  # the app's process in the sandbox
+            os.kill(pid, signal.SIGKILL)
+    victim.wait(timeout=10)
+    assert _wait_no_mounts(2.0)
+    # SIGKILL of `appimg run` itself: the mount still goes within 2 s.
+    victim = subprocess.Popen([*start[:-1], "30"], stdout=subprocess.PIPE, text=True)
+    assert victim.stdout and victim.stdout.readline().strip() == "ready"
+    victim.kill()
+    victim.wait()
+    assert _wait_no_mounts(2.5)
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            with open(f"/proc/{current}/task/{current}/children") as handle:
+                children = [int(p) for p in handle.read().split()]
+        except OSError:
+            continue
+        found += children
+        todo += children
+    return found
+
+
+@requires_root
+def test_non_root_user_runs_the_app_and_the_stub(box_image: Path) -> None:
+    user = ensure_user()
+    allow_fuse_for_users()
+    home = user_tmpdir(user, "appimg-home-")
+    env = user_env(user, home)
+    image = user_tmpdir(user) / "box.appimg"
+    shutil.copyfile(box_image, image)
+    os.chown(image, user.pw_uid, user.pw_gid)
+    image.chmod(0o755)
+    out = appimg_as(user, env, "run", image, "--", "args", "a b", "c")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.decode().splitlines() == ["[a b]", "[c]"]
+    assert appimg_as(user, env, "run", image, "--", "exit", "42").returncode == 42
+    # The data directory persists between runs.
+    assert b"count=1" in appimg_as(user, env, "run", image, "--", "count").stdout
+    assert b"count=2" in appimg_as(user, env, "run", image, "--", "count").stdout
+    assert (home / ".var/appimg/org.example.Box/data/count").read_text().strip() == "2"
+    # ./image runs through the sh stub, with appimg found on PATH.
+    launcher = Path(user_tmpdir(user)) / "bin"
+    launcher.mkdir()
+    (launcher / "appimg").write_text(
+        "#!/bin/sh\nexec " + " ".join(user_python(user)) + ' -m appimg "$@"\n'
+    )
+    (launcher / "appimg").chmod(0o755)
+    env_stub = {**env, "PATH": f"{launcher}:{env['PATH']}"}
+    stub = run_as(user, [str(image), "args", "x y"], env_stub)
+    assert stub.returncode == 0, stub.stderr
+    assert stub.stdout.decode().splitlines() == ["[x y]"]
+    assert run_as(user, [str(image), "exit", "3"], env_stub).returncode == 3
+    # Without appimg on PATH the stub explains and exits 127.
+    bare = run_as(user, [str(image)], {**env, "PATH": "/usr/bin:/bin"})
+    assert bare.returncode == 127
+    assert b"appimg" in bare.stderr
+    assert not _fuse_mounts()
+
+
+def test_host_profile_runs_a_python_script_with_the_hosts_python(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "bin").mkdir(parents=True)
+    (tree / "bin" / "hello.py").write_text(
+        "#!/usr/bin/python3\nimport os, sys\n"
+        "print('python', sys.version_info[0], os.environ['APPIMG_ID'], sys.argv[1:])\n"
+    )
+    (tree / "bin" / "hello.py").chmod(0o755)
+    (tree / "appimg.toml").write_text(
+        'id = "org.example.PyHello"\nname = "PyHello"\nversion = "1"\n'
+        'entrypoint = "bin/hello.py"\nprofile = "host"\n'
+    )
+    image = tmp_path / "py.appimg"
+    appimg("pack", tree, "-o", image)
+    out = appimg("run", image, "--", "a b", env={"HOME": str(tmp_path / "home")})
+    assert out.stdout.strip() == "python 3 org.example.PyHello ['a b']"
+
+
+@requires_root
+def test_without_bwrap_the_kernel_calls_make_the_same_sandbox(box_image: Path) -> None:
+    user = ensure_user()
+    allow_fuse_for_users()
+    home = user_tmpdir(user, "appimg-home-")
+    env = user_env(user, home, APPIMG_NO_BWRAP="1")
+    image = user_tmpdir(user) / "box.appimg"
+    shutil.copyfile(box_image, image)
+    image.chmod(0o644)
+    out = appimg_as(user, env, "run", image, "--", "args", "a b", "c")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.decode().splitlines() == ["[a b]", "[c]"]
+    look = appimg_as(user, env, "run", image, "--", "look", "/etc/passwd", "/bin/busybox", "/tmp")
+    assert look.stdout.decode().splitlines() == ["no /etc/passwd", "sees /bin/busybox", "sees /tmp"]
+    assert appimg_as(user, env, "run", image, "--", "exit", "42").returncode == 42
+    assert not _fuse_mounts()
