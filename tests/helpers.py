@@ -6,8 +6,10 @@ import os
 import resource
 import shutil
 import stat
+import struct
 import subprocess
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,3 +172,23 @@ def relax_readonly(root: Path) -> None:
             path = Path(dirpath, name)
             if not path.is_symlink():
                 path.chmod(0o755)
+
+
+def png(width: int, height: int | None = None, padding: int = 0) -> bytes:
+    """A valid grey PNG; ``padding`` bytes in an ancillary chunk make it large but well-formed."""
+    height = height or width
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"".join(b"\0" + b"\x80" * width for _ in range(height)))
+    extra = chunk(b"zzPd", bytes(padding)) if padding else b""
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + extra
+        + chunk(b"IDAT", idat)
+        + chunk(b"IEND", b"")
+    )

@@ -3,15 +3,14 @@ key files, icon and XML checks, names. No image is needed."""
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import pytest
 
 from appimg.exports import Refused, exec_line, keyfile
 from appimg.exports.icons import check_icon, check_placement, png_size
 from appimg.exports.plan import Context, _owner_conflict, owned_name, rewrite_dbus, rewrite_desktop
 from appimg.exports.xmlcheck import root_element
+
+from .helpers import png
 
 MANIFEST = {
     "id": "org.example.App",
@@ -25,21 +24,6 @@ CTX = Context(
     image_path="/home/u/.local/share/appimg/images/org.example.App/1.0-abc.appimg",
 )
 LAUNCHER = '"/opt/my tools/appimg"'
-
-
-def png(width: int, height: int | None = None) -> bytes:
-    height = height or width
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    pixels = zlib.compress(b"".join(b"\0" + b"\x10\x20\x30" * width for _ in range(height)))
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
-    )
 
 
 # --- Exec ------------------------------------------------------------------------------------

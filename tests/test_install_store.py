@@ -13,14 +13,12 @@ import hashlib
 import json
 import os
 import shutil
-import struct
-import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .helpers import FIXTURES, HELLO, appimg, assert_one_line_error
+from .helpers import FIXTURES, HELLO, appimg, assert_one_line_error, png
 
 #: Variables the tests control; empty means "unset" for the XDG base directory rules.
 CLEAN_XDG = {
@@ -51,27 +49,6 @@ def pack(tree: Path, out: Path, key: Path | None = None) -> Path:
     signing = [keys.load_private(key)] if key else []
     packer.pack(tree, out, packer.PackOptions(signing_keys=signing), {"SOURCE_DATE_EPOCH": "0"})
     return out
-
-
-def png(size: int, height: int | None = None, padding: int = 0) -> bytes:
-    """A valid PNG; ``padding`` bytes in an ancillary chunk make it large but well-formed."""
-    height = height or size
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", size, height, 8, 0, 0, 0, 0)
-    idat = zlib.compress(b"".join(b"\0" + b"\x80" * size for _ in range(height)))
-    extra = chunk(b"zzPd", bytes(padding)) if padding else b""
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + extra
-        + chunk(b"IDAT", idat)
-        + chunk(b"IEND", b"")
-    )
 
 
 def make_app(root: Path, app_id: str, version: str = "1.0", *, name: str | None = None) -> Path:
