@@ -117,7 +117,7 @@ def test_losetup_partitions_mount_with_kernel_squashfs(hello_image: Path, tmp_pa
         assert "TYPE=squashfs" in blkid.stdout
         subprocess.run(["mount", "-t", "squashfs", "-o", "ro", str(part), str(mnt)], check=True)
         try:
-            assert (mnt / "bin" / "hello").read_text().startswith("#!/bin/sh")
+            assert (mnt / "bin" / "hello").read_text().startswith("#!/usr/bin/env sh")
             assert (mnt / "share" / "doc" / "hello" / "README").exists()
         finally:
             subprocess.run(["umount", str(mnt)], check=True)

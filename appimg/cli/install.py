@@ -207,7 +207,7 @@ def _load_index(env: dict[str, str]) -> tuple[Any, Any]:
     from ..store.layout import Layout
 
     layout = Layout.from_env(env)
-    if layout.needs_recovery():
+    if layout.needs_recovery() or layout.is_abandoned():
         from ..store import ops
 
         for note in ops.maybe_recover(env):

@@ -60,10 +60,10 @@ class Layout:
         return self.root / rel
 
     def needs_recovery(self) -> bool:
-        """A change was interrupted (or is running): a journal or a staging area is left,
-        or a store without an index (a command killed right after creating the store)."""
-        return (
-            os.path.exists(self.journal)
-            or os.path.exists(self.tmp)
-            or (os.path.exists(self.lock) and not os.path.exists(self.index))
-        )
+        """A change was interrupted (or is running): a journal or a staging area is left."""
+        return os.path.exists(self.journal) or os.path.exists(self.tmp)
+
+    def is_abandoned(self) -> bool:
+        """A store with a lock but no index: a first change killed before its journal.
+        (Also true while a first change runs: check again while holding the lock.)"""
+        return os.path.exists(self.lock) and not os.path.exists(self.index)

@@ -216,13 +216,17 @@ def locked(env: Mapping[str, str]) -> Iterator[tuple[Layout, StepHook, list[str]
 def maybe_recover(env: Mapping[str, str]) -> list[str]:
     """For read-only commands: repair an interrupted change if no other command is running."""
     layout = Layout.from_env(env)
-    if not needs_recovery(layout):
+    if not needs_recovery(layout) and not layout.is_abandoned():
         return []
     lock = StoreLock(layout, blocking=False)
     if not lock.acquire():
         return []  # a change is in progress; what we read is still a committed state
     try:
-        return recover(layout, rerenderer(env)) if needs_recovery(layout) else []
+        if needs_recovery(layout):
+            return recover(layout, rerenderer(env))
+        if layout.is_abandoned():
+            remove_store(layout)  # nothing was ever committed: leave no trace
+        return []
     finally:
         lock.release()
 

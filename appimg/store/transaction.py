@@ -201,10 +201,13 @@ def finish(layout: Layout, index: index_mod.Index) -> None:
     shutil.rmtree(layout.tmp, ignore_errors=True)
     for stray in layout.root.glob(".*.tmp-*"):
         unlink(stray)
+    if not index["apps"]:
+        # The journal goes last (remove_store unlinks it after the index): a kill in
+        # between leaves a journal, and the next command finishes the removal.
+        remove_store(layout)
+        return
     unlink(layout.journal)
     fsync_dir(layout.root)
-    if not index["apps"]:
-        remove_store(layout)
 
 
 def remove_store(layout: Layout) -> None:
