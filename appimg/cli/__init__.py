@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import AppimgError
-from . import build, read
+from . import build, install, mount, read, run
 
-TOPICS = (build, read)
+TOPICS = (build, read, install, run, mount)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -37,9 +37,23 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _split_passthrough(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """For ``run``, everything after the first ``--`` belongs to the app, verbatim.
+
+    (argparse would otherwise drop or interpret a ``--`` inside the app's arguments.)
+    """
+    command = next((word for word in argv if not word.startswith("-")), None)
+    if command != "run" or "--" not in argv:
+        return argv, None
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1 :]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
-    args = parser.parse_args(argv)
+    words, passthrough = _split_passthrough(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(words)
+    args.passthrough = passthrough
     try:
         return int(args.func(args) or 0)
     except AppimgError as exc:

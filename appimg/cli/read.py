@@ -86,10 +86,12 @@ def _signature_rows(image: Any, env: dict[str, str]) -> list[dict[str, Any]]:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from ..image import Image
+    from ..overlay import host_rules
 
     with Image.open(args.file) as image:
         info = image.info()
         info["signatures"] = _signature_rows(image, dict(os.environ))
+        info["host_rules"] = host_rules(image.manifest, dict(os.environ)).to_json()
     if args.json:
         print_json(info)
         return 0
@@ -100,8 +102,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"  profile    {m['profile']}")
     for name, target in m.get("commands", {}).items():
         print(f"  command    {name} = {target}")
-    for rule in m.get("host", []):
-        print(f"  host       {rule['path']} -> {rule['at']} ({rule['mode']})")
+    for problem in info["host_rules"]["problems"]:
+        print(f"  host       {problem}")
+    for rule in info["host_rules"]["rules"]:  # the profile's and the app's, as this host decides
+        why = "" if rule["status"] == "granted" else f": {rule['reason']}"
+        print(f"  host       {rule['path']} -> {rule['at']} ({rule['mode']}, {rule['origin']}) "
+              f"{rule['status']}{why}")  # fmt: skip
     print("  partitions")
     for part in info["partitions"]:
         print(f"    {part['name']:<17} offset {part['offset']:>10}  size {part['size']:>10}")

@@ -13,6 +13,9 @@ from pathlib import Path
 #: Section name -> module in this package with ``measure(args, workdir) -> Report``.
 SECTIONS = {
     "pack": "pack",
+    "install": "install",
+    "run": "run",
+    "mount": "mount",
 }
 
 
