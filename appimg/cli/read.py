@@ -84,14 +84,27 @@ def _signature_rows(image: Any, env: dict[str, str]) -> list[dict[str, Any]]:
     return [s.to_json() for s in image.signatures(load_trusted(env))]
 
 
+def _host_rules(manifest: dict[str, Any]) -> dict[str, Any]:
+    """How this host decides the app's host rules (what a mount would show)."""
+    from ..overlay.profiles import profile_overridden
+
+    env = dict(os.environ)
+    profile = manifest.get("profile", "none")
+    if profile == "none" and not manifest.get("host") and not profile_overridden(profile, env):
+        # Nothing to decide: skip loading the policy (inspect must start fast).
+        return {"profile": "none", "rules": [], "problems": []}
+    from ..overlay.host import host_rules
+
+    return host_rules(manifest, env).to_json()
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from ..image import Image
-    from ..overlay import host_rules
 
     with Image.open(args.file) as image:
         info = image.info()
         info["signatures"] = _signature_rows(image, dict(os.environ))
-        info["host_rules"] = host_rules(image.manifest, dict(os.environ)).to_json()
+        info["host_rules"] = _host_rules(image.manifest)
     if args.json:
         print_json(info)
         return 0

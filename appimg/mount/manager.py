@@ -38,7 +38,7 @@ from typing import Any
 from ..basedirs import runtime_dir
 from ..errors import AppimgError, PolicyError, ToolError, UsageError
 from ..image import Image
-from ..overlay import host_rules
+from ..overlay.host import host_rules
 from ..overlay.rules import Resolution, Rule
 from ..trust import load_trusted
 from . import state
@@ -302,6 +302,30 @@ def release(info: MountInfo) -> None:
         info.reference = None
         with contextlib.suppress(OSError):
             os.close(fd)
+
+
+def release_and_unmount_if_last(info: MountInfo, env: Mapping[str, str]) -> None:
+    """Drop our reference; if it was the last one, unmount now instead of waiting for
+    the server to notice (it polls every WATCH_INTERVAL). Returns once the mount is
+    gone, or at once if other references remain or the mount is persistent."""
+    release(info)
+    if info.persistent or info.backend != "fuse":
+        return
+    fd = state.open_lock(env, info.name)
+    try:
+        try:
+            # Exclusive only while no reference is held; new users wait for us meanwhile.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # someone else still uses the mount
+        record = state.read(env, info.name)
+        if record is None or record.persistent or record.pid != info.pid:
+            return
+        if is_mountpoint(info.mountpoint):
+            subprocess.run([_fusermount(), "-u", info.mountpoint], capture_output=True,
+                           timeout=30)  # fmt: skip
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -40,6 +40,14 @@ def user_profile_dir(env: Mapping[str, str]) -> Path:
     return config_home(env) / "appimg" / "profiles"
 
 
+def profile_overridden(name: str, env: Mapping[str, str]) -> bool:
+    """Whether the user or the system defines profile ``name`` (instead of the shipped one)."""
+    return any(
+        (directory / f"{name}.toml").exists()
+        for directory in (user_profile_dir(env), SYSTEM_PROFILE_DIR)
+    )
+
+
 def _rule(value: object, where: str) -> dict[str, str]:
     if not isinstance(value, dict) or set(value) - {"path", "at", "mode"}:
         raise FormatError(f"{where}: must be a table with path, at and mode only")

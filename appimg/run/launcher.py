@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import stat
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -83,8 +82,7 @@ def run_app(
     no_host: bool = False,
 ) -> int:
     """Run the app; return its exit status."""
-    from ..mount import state
-    from ..mount.manager import is_mountpoint, mounted  # a reference-counted mount
+    from ..mount.manager import mount_image, release_and_unmount_if_last
     from ..overlay.rules import GRANTED
 
     image_path, accepted = resolve_target(target, env)
@@ -93,8 +91,10 @@ def run_app(
         manifest = image.manifest
         program = program_of(manifest, command)
         check_program(image, program)
-    with mounted(image_path, env, strict=strict, allow_untrusted=allow_untrusted,
-                 no_host=no_host) as mount:  # fmt: skip
+    # A reference-counted mount, reused if this user already has one of the image.
+    mount = mount_image(image_path, env, strict=strict, allow_untrusted=allow_untrusted,
+                        no_host=no_host)  # fmt: skip
+    try:
         for warning in mount.warnings:
             print(f"appimg run: warning: {warning}", file=sys.stderr)
         data = data_dir(manifest["id"], env)
@@ -114,10 +114,8 @@ def run_app(
             from .direct import run_direct
 
             status = run_direct(sandbox)
-    if not mount.persistent and state.references(env, mount.name) == 0:
-        # We were the last user: return only once the mount is gone, so that nothing
-        # is left mounted when `appimg run` exits.
-        deadline = time.monotonic() + 2.0
-        while is_mountpoint(mount.mountpoint) and time.monotonic() < deadline:
-            time.sleep(0.005)
+    finally:
+        # The last user unmounts on the way out: nothing is left mounted when
+        # `appimg run` returns (and after a SIGKILL, the server notices by itself).
+        release_and_unmount_if_last(mount, env)
     return status

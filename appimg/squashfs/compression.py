@@ -15,9 +15,7 @@ import lzma
 import threading
 import zlib
 from collections.abc import Callable
-
-import lz4.block
-import zstandard
+from typing import Any
 
 from ..errors import FormatError
 
@@ -72,6 +70,8 @@ def _lzma_with(fmt: int, name: str) -> Decompressor:
 def _lz4(data: Buffer, limit: int) -> bytes:
     # squashfs stores raw LZ4 *block* format (no frame, no size prefix); with
     # ``uncompressed_size`` given, python-lz4 treats it as the output bound.
+    import lz4.block  # imported on first use, like zstandard: start-up pays for neither
+
     try:
         return lz4.block.decompress(data, uncompressed_size=limit)
     except lz4.block.LZ4BlockError as e:
@@ -80,11 +80,15 @@ def _lz4(data: Buffer, limit: int) -> bytes:
 
 # ZstdDecompressor objects are not thread-safe: one per thread.
 _zstd_local = threading.local()
+zstandard: Any = None  # the module, imported by the first zstd block of each thread
 
 
 def _zstd(data: Buffer, limit: int) -> bytes:
+    global zstandard
     dctx = getattr(_zstd_local, "dctx", None)
     if dctx is None:
+        import zstandard
+
         dctx = _zstd_local.dctx = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
     try:
         # A frame that declares its content size makes ``decompress`` allocate
