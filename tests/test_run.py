@@ -158,6 +158,7 @@ def test_concurrent_runs_share_one_mount_and_sigkill_cleans_up(box_image: Path) 
     assert len(_fuse_mounts()) == 1
     assert first.wait(timeout=20) == 0 and second.wait(timeout=20) == 0
     assert _wait_no_mounts(2.0)
+    assert not _mount_dirs(), "a mount point directory was left behind"
     # SIGKILL of the app (inside the sandbox): the mount goes within 2 s.
     victim = subprocess.Popen([*start[:-1], "30"], stdout=subprocess.PIPE, text=True)
     assert victim.stdout and victim.stdout.readline().strip() == "ready"
@@ -174,6 +175,17 @@ def test_concurrent_runs_share_one_mount_and_sigkill_cleans_up(box_image: Path) 
     victim.kill()
     victim.wait()
     assert _wait_no_mounts(2.5)
+    deadline = time.monotonic() + 2.0
+    while _mount_dirs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _mount_dirs(), "a mount point directory was left behind"
+
+
+def _mount_dirs() -> list[str]:
+    """Default mount points of the test image left in the runtime directory."""
+    from appimg.mount.manager import mount_root
+
+    return [p.name for p in mount_root(dict(os.environ)).glob("org.example.Box-*")]
 
 
 def _descendants(pid: int) -> list[int]:

@@ -324,6 +324,7 @@ def release_and_unmount_if_last(info: MountInfo, env: Mapping[str, str]) -> None
         if is_mountpoint(info.mountpoint):
             subprocess.run([_fusermount(), "-u", info.mountpoint], capture_output=True,
                            timeout=30)  # fmt: skip
+        _remove_default_place(env, info.mountpoint)  # still under the lock: no one waits
     finally:
         os.close(fd)
 
@@ -384,6 +385,18 @@ def choose_backend(prep: Prepared, requested: str) -> tuple[str, str]:
     if reason:
         return "fuse", f"kernel backend cannot show this view: {reason}"
     return "kernel", "privileged caller with dm-verity"
+
+
+#: Set in the server once its reference watcher holds the mount's lock for good.
+_WATCHER_HOLDS_LOCK = threading.Event()
+
+
+def _remove_default_place(env: Mapping[str, str], mountpoint: str) -> None:
+    """Remove a mount point we created under the mount root, once nothing is mounted
+    there (an empty directory only: rmdir fails on anything else, which is fine)."""
+    if Path(mountpoint).parent == mount_root(env) and not is_mountpoint(mountpoint):
+        with contextlib.suppress(OSError):
+            os.rmdir(mountpoint)
 
 
 def _ready_place(where: Path, default_place: bool) -> None:
@@ -721,6 +734,8 @@ def serve_fuse(
         record = state.read(env, info.name)
         if record is not None and record.pid == os.getpid():
             state.remove(env, info.name)
+        if _WATCHER_HOLDS_LOCK.is_set():
+            _remove_default_place(env, info.mountpoint)
     if ops.failures:
         log.info("%s: unmounted; %d request(s) failed with EIO", info.name, ops.failures)
     else:
@@ -756,6 +771,9 @@ def _watch_references(env: Mapping[str, str], name: str, on_last: int | None) ->
             os.close(fd)
             return  # `appimg mount` made it persistent: it stays until `appimg umount`
         break
+    # Held until this process exits: no new user can start a mount at our mount point
+    # before we have removed it.
+    _WATCHER_HOLDS_LOCK.set()
     if on_last is not None:
         log.info("%s: last reference released, unmounting", name)
         # libfuse's handler ends the session loop in the main thread and unmounts.
@@ -796,6 +814,4 @@ def unmount(info: MountInfo, env: Mapping[str, str], *, lazy: bool = False) -> N
         time.sleep(0.02)
     if not state.alive(info.pid, info.pid_start):
         state.remove(env, info.name)
-    with contextlib.suppress(OSError):
-        if Path(info.mountpoint).parent == mount_root(env):
-            os.rmdir(info.mountpoint)
+    _remove_default_place(env, info.mountpoint)
