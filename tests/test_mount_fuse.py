@@ -274,10 +274,16 @@ def make_host(base: Path) -> Path:
     return host
 
 
+def rules_toml(rules: list[tuple[Path, str, str]]) -> str:
+    """``[[host]]`` tables for (host path, at, mode) triples."""
+    return "".join(
+        f'[[host]]\npath = "{path}"\nat = "{at}"\nmode = "{mode}"\n' for path, at, mode in rules
+    )
+
+
 def overlay_image(base: Path, host: Path) -> Path:
-    rules = "".join(
-        f'[[host]]\npath = "{path}"\nat = "{at}"\nmode = "{mode}"\n'
-        for path, at, mode in [
+    rules = rules_toml(
+        [
             (host / "replace", "/replace", "replace"),
             (host / "under", "/under", "under"),
             (host / "over", "/over", "over"),

@@ -21,7 +21,15 @@ from appimg.mount import kernel, manager
 from appimg.mount.kernel import Unsupported
 
 from .helpers import appimg, assert_one_line_error
-from .test_mount_fuse import allow, force_unmount, make_host, pack_app, snapshot, wait_until
+from .test_mount_fuse import (
+    allow,
+    force_unmount,
+    make_host,
+    pack_app,
+    rules_toml,
+    snapshot,
+    wait_until,
+)
 
 pytestmark = pytest.mark.skipif(
     kernel.unavailable() is not None, reason=f"kernel backend: {kernel.unavailable()}"
@@ -101,9 +109,8 @@ def test_kernel_backend_shows_the_same_tree(env: dict, base: Path) -> None:
 
 def test_kernel_backend_with_host_rules(env: dict, base: Path) -> None:
     host = make_host(base)
-    rules = "".join(
-        f'[[host]]\npath = "{path}"\nat = "{at}"\nmode = "{mode}"\n'
-        for path, at, mode in [
+    rules = rules_toml(
+        [
             (host / "replace", "/replace", "replace"),
             (host / "under", "/under", "under"),
             (host / "over", "/over", "over"),
