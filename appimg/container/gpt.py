@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 import zlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import FormatError
@@ -270,7 +269,3 @@ def _read_entries(array: bytes, first_usable: int, last_usable: int) -> list[Par
         missing = [n for n in ORDER if n not in {p.name for p in parts}]
         raise FormatError(f"not an appimg v1 image: missing partition(s) {', '.join(missing)}")
     return parts
-
-
-def layout_of(partitions: Sequence[Partition], disk_guid: uuid.UUID, file_size: int) -> Layout:
-    return Layout(tuple(partitions), disk_guid, file_size)
