@@ -16,7 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import canonical, keys
+from . import canonical
 from . import manifest as manifest_mod
 from .container import gpt
 from .container.gpt import Layout
@@ -182,6 +182,10 @@ class Image:
 
     def signatures(self, trusted: dict[str, Any] | None = None) -> list[SignatureStatus]:
         """Each signature's validity; ``trusted`` maps key ids of trusted keys to keys."""
+        if not self.signature_block.signatures:
+            return []  # unsigned: no need to load the crypto library
+        from . import keys
+
         message = self.signature_block.message
         trusted = trusted or {}
         result = []

@@ -86,7 +86,7 @@ def _signature_rows(image: Any, env: dict[str, str]) -> list[dict[str, Any]]:
 
 def _host_rules(manifest: dict[str, Any]) -> dict[str, Any]:
     """How this host decides the app's host rules (what a mount would show)."""
-    from ..overlay.profiles import profile_overridden
+    from ..overlay.profile_dirs import profile_overridden
 
     env = dict(os.environ)
     profile = manifest.get("profile", "none")

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from ..basedirs import config_home
 from ..errors import FormatError, PolicyError
 from ..manifest import HOST_MODES, absolute_path
+from .profile_dirs import SYSTEM_PROFILE_DIR, user_profile_dir
 
-SYSTEM_PROFILE_DIR = Path("/etc/appimg/profiles")
 MAX_PROFILE_BYTES = 1 << 20
 MAX_PROFILE_RULES = 1024
 #: Same rule as the manifest's ``profile`` key (spec/manifest.md).
@@ -34,18 +33,6 @@ class Profile:
     description: str
     rules: tuple[dict[str, str], ...]  # each {"path", "at", "mode"}, validated
     source: str
-
-
-def user_profile_dir(env: Mapping[str, str]) -> Path:
-    return config_home(env) / "appimg" / "profiles"
-
-
-def profile_overridden(name: str, env: Mapping[str, str]) -> bool:
-    """Whether the user or the system defines profile ``name`` (instead of the shipped one)."""
-    return any(
-        (directory / f"{name}.toml").exists()
-        for directory in (user_profile_dir(env), SYSTEM_PROFILE_DIR)
-    )
 
 
 def _rule(value: object, where: str) -> dict[str, str]:
