@@ -82,8 +82,8 @@ def load_private(path: Path) -> Ed25519PrivateKey:
     data = _read(path)
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise SignatureError(f"{path}: not an unencrypted PEM private key ({exc})") from None
+    except (ValueError, TypeError):
+        raise SignatureError(f"{path}: not an unencrypted PEM private key") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise SignatureError(f"{path}: not an Ed25519 key")
     return key
@@ -100,8 +100,8 @@ def parse_public(data: bytes, where: str) -> Ed25519PublicKey:
             key = serialization.load_pem_public_key(text)
         else:
             key = Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
-    except (ValueError, TypeError) as exc:
-        raise SignatureError(f"{where}: not an Ed25519 public key ({exc})") from None
+    except (ValueError, TypeError):
+        raise SignatureError(f"{where}: not an Ed25519 public key (PEM or base64)") from None
     if not isinstance(key, Ed25519PublicKey):
         raise SignatureError(f"{where}: not an Ed25519 key")
     return key

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from ..errors import UsageError
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
@@ -49,7 +51,9 @@ def _take_options(args: argparse.Namespace, rest: list[str]) -> list[str]:
         if word in RUN_FLAGS:
             setattr(args, RUN_FLAGS[word], True)
             rest = rest[1:]
-        elif word == "--command" and len(rest) > 1:
+        elif word == "--command":
+            if len(rest) < 2:
+                raise UsageError("--command needs a NAME")
             args.app_command = rest[1]
             rest = rest[2:]
         elif word.startswith("--command="):
