@@ -100,7 +100,8 @@ def _list(value: object, key: str) -> list[Any]:
     return value
 
 
-def _host_rule(rule: object, key: str) -> dict[str, str]:
+def host_rule(rule: object, key: str) -> dict[str, str]:
+    """One ``[[host]]`` table (of a manifest or a profile), checked, with defaults filled."""
     rule = _mapping(rule, key)
     unknown = set(rule) - {"path", "at", "mode"}
     if unknown:
@@ -148,7 +149,7 @@ def validate(manifest: object) -> dict[str, Any]:
         if not isinstance(value, str) or len(value) > MAX_STRING_LENGTH or "\0" in value:
             raise FormatError(f"env.{name}: must be a string")
     for index, rule in enumerate(_list(m.get("host", []), "host")):
-        _host_rule(rule, f"host[{index}]")
+        host_rule(rule, f"host[{index}]")
     exports = _mapping(m.get("exports", {}), "exports")
     for kind, paths in exports.items():
         if kind not in EXPORT_KINDS:
@@ -225,7 +226,7 @@ def compile_manifest(app_dir: Path) -> dict[str, Any]:
     manifest.setdefault("profile", "none")
     if "host" in manifest:
         manifest["host"] = [
-            _host_rule(rule, f"host[{i}]") for i, rule in enumerate(_list(manifest["host"], "host"))
+            host_rule(rule, f"host[{i}]") for i, rule in enumerate(_list(manifest["host"], "host"))
         ]
     app_id = validate_app_id(manifest.get("id"))
     if "exports" not in manifest:

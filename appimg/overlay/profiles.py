@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import FormatError, PolicyError
-from ..manifest import HOST_MODES, absolute_path
+from ..manifest import host_rule
 from .profile_dirs import SYSTEM_PROFILE_DIR, user_profile_dir
 
 MAX_PROFILE_BYTES = 1 << 20
@@ -35,19 +35,6 @@ class Profile:
     source: str
 
 
-def _rule(value: object, where: str) -> dict[str, str]:
-    if not isinstance(value, dict) or set(value) - {"path", "at", "mode"}:
-        raise FormatError(f"{where}: must be a table with path, at and mode only")
-    path = absolute_path(value.get("path"), f"{where}.path")
-    at = absolute_path(value.get("at", path), f"{where}.at")
-    if at == "/":
-        raise FormatError(f"{where}.at: a rule cannot replace the root of the view")
-    mode = value.get("mode", "replace")
-    if mode not in HOST_MODES:
-        raise FormatError(f"{where}.mode: must be one of {', '.join(HOST_MODES)}")
-    return {"path": path, "at": at, "mode": mode}
-
-
 def parse(name: str, data: bytes, source: str) -> Profile:
     try:
         table = tomllib.loads(data.decode("utf-8"))
@@ -60,7 +47,7 @@ def parse(name: str, data: bytes, source: str) -> Profile:
         rules = table.get("host", [])
         if not isinstance(rules, list) or len(rules) > MAX_PROFILE_RULES:
             raise FormatError(f"host must be a list of at most {MAX_PROFILE_RULES} rules")
-        checked = tuple(_rule(rule, f"host[{i}]") for i, rule in enumerate(rules))
+        checked = tuple(host_rule(rule, f"host[{i}]") for i, rule in enumerate(rules))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError, FormatError) as exc:
         raise PolicyError(f"profile {name!r} ({source}): {exc}") from None
     return Profile(name, description, checked, source)
