@@ -1,3 +1,3 @@
-from .cli import run
+from appimg.cli import run
 
 run()

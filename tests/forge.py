@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from appimg import canonical, packer
+from appimg.format import canonical, packer
 
 
 def forge(
@@ -42,7 +42,7 @@ def forge(
 
 
 def payload_of(image: Path) -> bytes:
-    from appimg.image import Image
+    from appimg.format.image import Image
 
     with Image.open(image) as img:
         part = img.partition("appimg-payload")

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appimg.errors import AppimgError
-from appimg.image import Image
+from appimg.format.image import Image
 
 from .forge import forge, payload_of
 from .helpers import appimg, assert_one_line_error, write_app

@@ -6,10 +6,10 @@ import uuid
 
 import pytest
 
-from appimg.container import gpt, structs
-from appimg.container.partitions import ORDER
 from appimg.errors import FormatError
-from appimg.verity_structs import VERITY_SUPERBLOCK
+from appimg.format.container import gpt, structs
+from appimg.format.container.partitions import ORDER
+from appimg.format.verity.structs import VERITY_SUPERBLOCK
 
 
 def _layout() -> gpt.Layout:
@@ -27,7 +27,7 @@ def test_struct_round_trip(struct) -> None:
         structs.PROTECTIVE_MBR: gpt.head_bytes(layout)[:512],
     }.get(struct)
     if sample is None:
-        from appimg.verity import VerityParams
+        from appimg.format.verity.hashtree import VerityParams
 
         params = VerityParams(bytes(32), bytes(range(32)), 10, uuid.uuid4().bytes)
         sample = params.superblock_block()[: struct.sizeof()]

@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from appimg.exports import Refused, exec_line, keyfile
-from appimg.exports.icons import check_icon, check_placement, png_size
-from appimg.exports.plan import Context, _owner_conflict, owned_name, rewrite_dbus, rewrite_desktop
-from appimg.exports.xmlcheck import root_element
+from appimg.services.exports import Refused, exec_line, keyfile
+from appimg.services.exports.icons import check_icon, check_placement, png_size
+from appimg.services.exports.plan import (
+    Context,
+    _owner_conflict,
+    owned_name,
+    rewrite_dbus,
+    rewrite_desktop,
+)
+from appimg.services.exports.xmlcheck import root_element
 
 from .helpers import png
 

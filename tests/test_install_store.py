@@ -44,7 +44,7 @@ def store_dir(home: Path) -> Path:
 
 def pack(tree: Path, out: Path, key: Path | None = None) -> Path:
     """The real packer, in-process (no interpreter start per image)."""
-    from appimg import keys, packer
+    from appimg.format import keys, packer
 
     signing = [keys.load_private(key)] if key else []
     packer.pack(tree, out, packer.PackOptions(signing_keys=signing), {"SOURCE_DATE_EPOCH": "0"})
@@ -210,8 +210,8 @@ def test_untrusted_with_trust_flag_and_unsigned_with_allow(
 
 
 def test_invalid_signature_is_refused_even_when_allowed(tmp_path: Path, hello_image: Path) -> None:
-    from appimg import keys
-    from appimg.image import Image
+    from appimg.format import keys
+    from appimg.format.image import Image
 
     image = shutil.copy(hello_image, tmp_path / "Tampered.appimg")
     with Image.open(image) as opened:
@@ -346,7 +346,8 @@ def test_hostile_image_installs_nothing_of_that(tmp_path: Path) -> None:
 
 
 def test_forged_manifest_with_dotdot_is_refused_whole(tmp_path: Path) -> None:
-    from appimg import canonical, packer, payload_writer
+    from appimg.format import canonical, packer
+    from appimg.format.payload import writer as payload_writer
 
     tree = make_app(tmp_path / "tree", "org.example.Forged")
     manifest = {

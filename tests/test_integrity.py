@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from appimg.errors import AppimgError, IntegrityError
-from appimg.image import Image
-from appimg.verification import verify
+from appimg.format.image import Image
+from appimg.services.verify import verify
 
 from .helpers import appimg, assert_one_line_error, write_app
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from appimg import canonical
 from appimg.errors import FormatError
-from appimg.manifest import compile_manifest, validate
+from appimg.format import canonical
+from appimg.format.manifest import compile_manifest, validate
 
 from .helpers import HELLO, ROOT, appimg, assert_one_line_error, write_app
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from appimg.errors import PolicyError
-from appimg.mount import manager
+from appimg.services.mount import manager
 
 from .helpers import appimg, assert_one_line_error, make_rich_tree, relax_readonly
 from .users import (
@@ -595,7 +595,7 @@ def test_references_reuse_release_and_sigkill(tmp_path: Path, root_env: dict[str
     holder = subprocess.Popen(
         [sys.executable, "-c", (
             "import os, sys, time\n"
-            "from appimg.mount.manager import mount_image\n"
+            "from appimg.services.mount.manager import mount_image\n"
             "info = mount_image(sys.argv[1], dict(os.environ))\n"
             "print(info.mountpoint, flush=True)\n"
             "time.sleep(60)\n"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from appimg.mount import kernel, manager
-from appimg.mount.kernel import Unsupported
+from appimg.services.mount import kernel, manager
+from appimg.services.mount.kernel import Unsupported
 
 from .helpers import appimg, assert_one_line_error
 from .test_mount_fuse import (

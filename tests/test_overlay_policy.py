@@ -9,9 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from appimg.errors import PolicyError
-from appimg.overlay.policy import HostPolicy, covers, load_policy, normalise, parse
-from appimg.overlay.profiles import load_profile, shipped_profiles
-from appimg.overlay.rules import DENIED, GRANTED, SHADOWED, SKIPPED, UNAVAILABLE, resolve
+from appimg.host.dirs import UserDirs
+from appimg.host.profiles import load_profile, shipped_profiles
+from appimg.host.rules import DENIED, GRANTED, SHADOWED, SKIPPED, UNAVAILABLE, resolve
+from appimg.host.whitelist import HostPolicy, covers, load_policy, normalise, parse
+
+NO_DIRS = UserDirs(Path("/nonexistent"))
 
 
 def policy_dir(tmp_path: Path, name: str, **files: str) -> Path:
@@ -34,7 +37,7 @@ def test_allow_deny_and_deny_wins(tmp_path: Path) -> None:
     user = policy_dir(
         tmp_path, "user", b='allow = ["/srv/data/secret/ok"]\ndeny = ["/srv/data/secret"]\n'
     )
-    policy = load_policy({}, system_dir=system, user_dir=user, defaults=False)
+    policy = load_policy(NO_DIRS, system_dir=system, user_dir=user, defaults=False)
     assert policy.check("/opt/fonts/dejavu").allowed
     assert "allow /opt/fonts" in policy.check("/opt/fonts").reason
     assert not policy.check("/opt").allowed  # above an allowed path is not allowed
@@ -47,7 +50,7 @@ def test_allow_deny_and_deny_wins(tmp_path: Path) -> None:
 
 
 def test_shipped_defaults_grant_the_host_profile_and_hide_secrets(tmp_path: Path) -> None:
-    policy = load_policy({}, system_dir=None, user_dir=tmp_path / "none")
+    policy = load_policy(NO_DIRS, system_dir=None, user_dir=tmp_path / "none")
     for path in ("/usr", "/usr/share/fonts", "/etc/fonts", "/etc/resolv.conf", "/lib64"):
         assert policy.check(path).allowed, path
     for path in ("/etc/shadow", "/root", "/proc/self", "/home/user", "/etc", "/"):
@@ -64,13 +67,13 @@ def test_malformed_policy_fails_closed(tmp_path: Path, text: str) -> None:
     folder.mkdir()
     (folder / "bad.toml").write_bytes(text.encode("latin-1"))
     with pytest.raises(PolicyError):
-        load_policy({}, system_dir=None, user_dir=folder, defaults=False)
+        load_policy(NO_DIRS, system_dir=None, user_dir=folder, defaults=False)
 
 
 def test_policy_files_in_name_order_and_only_toml(tmp_path: Path) -> None:
     folder = policy_dir(tmp_path, "p", b='allow = ["/b"]', a='allow = ["/a"]')
     (folder / "ignored.conf").write_text("not toml")
-    policy = load_policy({}, system_dir=None, user_dir=folder, defaults=False)
+    policy = load_policy(NO_DIRS, system_dir=None, user_dir=folder, defaults=False)
     assert [e.path for e in policy.allow] == ["/a", "/b"]
 
 
@@ -78,36 +81,38 @@ def test_user_dir_comes_from_xdg_config_home(tmp_path: Path) -> None:
     folder = tmp_path / "cfg" / "appimg" / "host-paths.d"
     folder.mkdir(parents=True)
     (folder / "mine.toml").write_text('allow = ["/data"]')
-    policy = load_policy({"XDG_CONFIG_HOME": str(tmp_path / "cfg")}, system_dir=None)
+    policy = load_policy(
+        UserDirs.from_env({"XDG_CONFIG_HOME": str(tmp_path / "cfg")}), system_dir=None
+    )
     assert policy.check("/data/x").allowed
 
 
 def test_shipped_profiles() -> None:
     assert {"none", "host"} <= set(shipped_profiles())
-    none = load_profile("none", {}, system_dir=None, user_dir=Path("/nonexistent"))
+    none = load_profile("none", NO_DIRS, system_dir=None, user_dir=Path("/nonexistent"))
     assert none is not None and none.rules == ()
-    host = load_profile("host", {}, system_dir=None, user_dir=Path("/nonexistent"))
+    host = load_profile("host", NO_DIRS, system_dir=None, user_dir=Path("/nonexistent"))
     assert host is not None
     rules = {r["at"]: r for r in host.rules}
     assert rules["/usr"]["mode"] == "under" and rules["/etc/resolv.conf"]["mode"] == "over"
     assert rules["/run/host/fonts"]["path"] == "/usr/share/fonts"
-    policy = load_policy({}, system_dir=None, user_dir=Path("/nonexistent"))
+    policy = load_policy(NO_DIRS, system_dir=None, user_dir=Path("/nonexistent"))
     assert all(policy.check(r["path"]).allowed for r in host.rules)  # defaults grant it
-    assert load_profile("no-such-profile", {}, system_dir=None) is None
-    assert load_profile("../etc", {}, system_dir=None) is None
+    assert load_profile("no-such-profile", NO_DIRS, system_dir=None) is None
+    assert load_profile("../etc", NO_DIRS, system_dir=None) is None
 
 
 def test_user_profile_overrides_and_is_validated(tmp_path: Path) -> None:
     folder = tmp_path / "profiles"
     folder.mkdir()
     (folder / "host.toml").write_text('[[host]]\npath = "/opt"\nat = "/run/opt"\n')
-    mine = load_profile("host", {}, system_dir=None, user_dir=folder)
+    mine = load_profile("host", NO_DIRS, system_dir=None, user_dir=folder)
     assert mine is not None and mine.rules == (
         {"path": "/opt", "at": "/run/opt", "mode": "replace"},
     )
     (folder / "bad.toml").write_text('[[host]]\npath = "/opt"\nmode = "sideways"\n')
     with pytest.raises(PolicyError):
-        load_profile("bad", {}, system_dir=None, user_dir=folder)
+        load_profile("bad", NO_DIRS, system_dir=None, user_dir=folder)
 
 
 # -- rules ------------------------------------------------------------------------------------
@@ -136,7 +141,7 @@ def test_resolve_grants_denies_and_reports() -> None:
 
 
 def test_same_at_precedence_manifest_beats_profile_later_beats_earlier() -> None:
-    from appimg.overlay.profiles import Profile
+    from appimg.host.profiles import Profile
 
     profile = Profile("p", "", ({"path": "/usr", "at": "/usr", "mode": "under"},), "test")
     m = manifest(

@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appimg.errors import NotADirError, NotFoundError, PathError
-from appimg.overlay.policy import covers
-from appimg.overlay.rules import Rule
-from appimg.overlay.view import APP, HOST, SYNTH, View
+from appimg.host.rules import Rule
+from appimg.host.whitelist import covers
+from appimg.services.view import APP, HOST, SYNTH, View
 
 from .helpers import appimg
 
@@ -355,7 +355,7 @@ def test_real_image(host: Path, tmp_path: Path) -> None:
     )
     image = tmp_path / "v.appimg"
     appimg("pack", app, "-o", image)
-    from appimg.image import Image
+    from appimg.format.image import Image
 
     tree = {**APP_TREE, "/bin": ("dir",), "/bin/app": ("file", b""), "/appimg.toml": ("file", b"")}
     with Image.open(image) as opened:

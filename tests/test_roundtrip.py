@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PySquashfsImage import SquashFsImage
 
-from appimg.image import Image
+from appimg.format.image import Image
 
 from .helpers import appimg, make_rich_tree, relax_readonly, snapshot
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from appimg.image import Image
+from appimg.format.image import Image
 
 from .forge import forge, payload_of
 from .helpers import appimg, assert_one_line_error
@@ -183,7 +183,7 @@ def test_concurrent_runs_share_one_mount_and_sigkill_cleans_up(box_image: Path) 
 
 def _mount_dirs() -> list[str]:
     """Default mount points of the test image left in the runtime directory."""
-    from appimg.mount.manager import mount_root
+    from appimg.services.mount.manager import mount_root
 
     return [p.name for p in mount_root(dict(os.environ)).glob("org.example.Box-*")]
 

@@ -1,4 +1,4 @@
-"""Tests of appimg.squashfs: the lazy SquashFS 4.0 reader against images built by the real
+"""Tests of appimg.format.squashfs: the lazy SquashFS 4.0 reader against images built by the real
 squashfs-tools (mksquashfs) and squashfs-tools-ng (gensquashfs), cross-checked with
 ``unsquashfs -lln``, the source trees and PySquashfsImage; plus corrupt and hostile images.
 """
@@ -34,10 +34,10 @@ from appimg.errors import (
     NotFoundError,
     PathError,
 )
-from appimg.source import FileRegion
-from appimg.squashfs import COMPRESSORS, Inode, SquashfsReader
-from appimg.squashfs import structs as S
-from appimg.squashfs.compression import decompressor
+from appimg.format.source import FileRegion
+from appimg.format.squashfs import COMPRESSORS, Inode, SquashfsReader
+from appimg.format.squashfs import structs as S
+from appimg.format.squashfs.compression import decompressor
 
 pytestmark = [
     pytest.mark.timeout(120),

@@ -1,4 +1,4 @@
-"""Tests for appimg.verity: byte-exact against veritysetup, and tamper detection."""
+"""Tests for appimg.format.verity.hashtree: byte-exact against veritysetup, and tamper detection."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from appimg.errors import FormatError, IntegrityError
-from appimg.source import FileRegion
-from appimg.verity import (
+from appimg.format.source import FileRegion
+from appimg.format.verity.hashtree import (
     VerifiedSource,
     VerityParams,
     build_from_file,
@@ -28,7 +28,7 @@ from appimg.verity import (
     check_tree,
     hash_tree_size,
 )
-from appimg.verity_structs import (
+from appimg.format.verity.structs import (
     VERITY_SUPERBLOCK,
     VERITY_SUPERBLOCK_SIZE,
     build_superblock,

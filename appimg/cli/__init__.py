@@ -11,9 +11,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .. import __version__
-from ..errors import AppimgError
-from . import build, install, mount, read, run
+from appimg import __version__
+from appimg.cli import build, install, mount, read, run
+from appimg.errors import AppimgError
 
 TOPICS = (build, read, install, run, mount)
 #: The commands each topic registers: only the topic of the command being run builds

@@ -7,10 +7,10 @@ import os
 import re
 from pathlib import Path
 
-from .. import payload_options
-from ..errors import FormatError, UsageError
-from ..progress import ProgressBar
-from .output import human_size, print_json
+from appimg.cli.output import human_size, print_json
+from appimg.cli.progress import ProgressBar
+from appimg.errors import FormatError, UsageError
+from appimg.format.payload import options as payload_options
 
 # Heavy modules (construct, cryptography) are imported inside the commands so that
 # every `appimg` invocation starts fast.
@@ -108,7 +108,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from ..manifest import AUTHORING_FILE, template
+    from appimg.format.manifest import AUTHORING_FILE, template
 
     target = args.dir / AUTHORING_FILE
     if target.exists() and not args.force:
@@ -123,7 +123,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def default_output(app_dir: Path) -> Path:
-    from ..manifest import compile_manifest
+    from appimg.format.manifest import compile_manifest
 
     manifest = compile_manifest(app_dir)
     stem = f"{manifest['name']}-{manifest['version']}-{manifest['arch']}"
@@ -131,7 +131,7 @@ def default_output(app_dir: Path) -> Path:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from .. import keys, packer
+    from appimg.format import keys, packer
 
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
@@ -167,7 +167,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    from .. import keys
+    from appimg.format import keys
 
     key = keys.generate(args.output, force=args.force)
     print(f"wrote {args.output} and {args.output}.pub (key id {keys.key_id(key.public_key())})")
@@ -175,9 +175,9 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
-    from .. import keys
-    from ..image import Image
-    from ..statement import SignatureBlock
+    from appimg.format import keys
+    from appimg.format.image import Image
+    from appimg.format.statement import SignatureBlock
 
     signing = [keys.load_private(path) for path in args.key]
     with Image.open(args.file) as image:

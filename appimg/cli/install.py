@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .output import print_json
+from appimg.cli.output import print_json
 
 
 def _env() -> dict[str, str]:
@@ -163,7 +163,7 @@ def _report(outcome: Any, args: argparse.Namespace, verb: str) -> int:
 
 
 def _install(args: argparse.Namespace, update: bool) -> int:
-    from ..store import ops
+    from appimg.services.store import ops
 
     outcome = ops.install(_env(), args.file, allow_unsigned=args.allow_unsigned,
                           trust=args.trust, update=update, strict=args.strict)  # fmt: skip
@@ -179,13 +179,13 @@ def cmd_update(args: argparse.Namespace) -> int:
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
-    from ..store import ops
+    from appimg.services.store import ops
 
     return _report(ops.uninstall(_env(), args.app_id), args, "uninstalled")
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from ..store import ops
+    from appimg.services.store import ops
 
     return _report(ops.rollback(_env(), args.app_id), args, "rolled back to")
 
@@ -203,12 +203,12 @@ def _print_json_rows(rows: list[dict[str, Any]]) -> None:
 
 
 def _load_index(env: dict[str, str]) -> tuple[Any, Any]:
-    from ..store import index as index_mod
-    from ..store.layout import Layout
+    from appimg.services.store import index as index_mod
+    from appimg.services.store.layout import Layout
 
     layout = Layout.from_env(env)
     if layout.needs_recovery() or layout.is_abandoned():
-        from ..store import ops
+        from appimg.services.store import ops
 
         for note in ops.maybe_recover(env):
             print(f"appimg: note: {note}", file=sys.stderr)
@@ -241,7 +241,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from ..errors import UsageError
+    from appimg.errors import UsageError
 
     env = _env()
     layout, index = _load_index(env)
@@ -276,11 +276,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_apps(args: argparse.Namespace) -> int:
     env = _env()
-    from ..store.layout import Layout
+    from appimg.services.store.layout import Layout
 
     if Layout.from_env(env).needs_recovery():
         _load_index(env)
-    from ..xdgpath.apps import enumerate_apps
+    from appimg.services.xdgpath.apps import enumerate_apps
 
     apps = [a for a in enumerate_apps(env) if args.all or a["show"]]
     if args.json:
@@ -295,7 +295,7 @@ def cmd_apps(args: argparse.Namespace) -> int:
 
 
 def cmd_trust_add(args: argparse.Namespace) -> int:
-    from ..store import trusted_keys
+    from appimg.services.store import trusted_keys
 
     kid, path, new = trusted_keys.add(_env(), args.key)
     print(f"{'trusted' if new else 'already trusted'}: {kid} ({path})")
@@ -303,7 +303,7 @@ def cmd_trust_add(args: argparse.Namespace) -> int:
 
 
 def cmd_trust_list(args: argparse.Namespace) -> int:
-    from ..store import trusted_keys
+    from appimg.services.store import trusted_keys
 
     rows = trusted_keys.listing(_env())
     if args.json:
@@ -318,7 +318,7 @@ def cmd_trust_list(args: argparse.Namespace) -> int:
 
 
 def cmd_trust_remove(args: argparse.Namespace) -> int:
-    from ..store import trusted_keys
+    from appimg.services.store import trusted_keys
 
     for path in trusted_keys.remove(_env(), args.key):
         print(f"removed {path}")
@@ -331,7 +331,7 @@ def cmd_trust_remove(args: argparse.Namespace) -> int:
 def cmd_xdg_env(args: argparse.Namespace) -> int:
     import shlex
 
-    from ..xdgpath import data_dirs_value
+    from appimg.services.xdgpath import data_dirs_value
 
     value = data_dirs_value(_env())
     print(f"export XDG_DATA_DIRS={shlex.quote(value)}" if args.export else value)
@@ -339,7 +339,7 @@ def cmd_xdg_env(args: argparse.Namespace) -> int:
 
 
 def cmd_xdg_setup(args: argparse.Namespace) -> int:
-    from ..xdgpath import env as xdg_env
+    from appimg.services.xdgpath import env as xdg_env
 
     if args.undo:
         changed = xdg_env.undo(_env())
@@ -355,8 +355,8 @@ def cmd_xdg_setup(args: argparse.Namespace) -> int:
 
 
 def cmd_xdg_find(args: argparse.Namespace) -> int:
-    from ..store.layout import Layout
-    from ..xdgpath.find import find
+    from appimg.services.store.layout import Layout
+    from appimg.services.xdgpath.find import find
 
     env = _env()
     if Layout.from_env(env).needs_recovery():

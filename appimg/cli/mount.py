@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from ..errors import UsageError
-from .output import print_json, shell_quote_name
+from appimg.cli.output import print_json, shell_quote_name
+from appimg.errors import UsageError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -69,7 +69,7 @@ def _warn(command: str, lines: list[str]) -> None:
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    from ..mount import manager
+    from appimg.services.mount import manager
 
     env = dict(os.environ)
     if args.foreground:
@@ -98,7 +98,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 
 def cmd_umount(args: argparse.Namespace) -> int:
-    from ..mount import manager
+    from appimg.services.mount import manager
 
     env = dict(os.environ)
     found = manager.find_mounts(args.target, env)
@@ -112,7 +112,7 @@ def cmd_umount(args: argparse.Namespace) -> int:
 
 
 def cmd_mounts(args: argparse.Namespace) -> int:
-    from ..mount import manager
+    from appimg.services.mount import manager
 
     mounts = manager.list_mounts(dict(os.environ))
     if args.json:

@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
-from ..progress import ProgressBar
-from .output import human_size, print_json, shell_quote_name
+from appimg.cli.output import human_size, print_json, shell_quote_name
+from appimg.cli.progress import ProgressBar
+from appimg.errors import UsageError
+from appimg.host.dirs import UserDirs
 
 # Image, keys and the payload reader are imported inside the commands: they pull in
 # construct, cryptography and the decompressors, and `inspect`/`verify` must start fast.
@@ -79,27 +80,31 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _signature_rows(image: Any, env: dict[str, str]) -> list[dict[str, Any]]:
-    from ..trust import load_trusted
+    from appimg.host.trust import load_trusted
 
-    return [s.to_json() for s in image.signatures(load_trusted(env))]
+    return [s.to_json() for s in image.signatures(load_trusted(UserDirs.from_env(env)))]
 
 
 def _host_rules(manifest: dict[str, Any]) -> dict[str, Any]:
     """How this host decides the app's host rules (what a mount would show)."""
-    from ..overlay.profile_dirs import profile_overridden
+    from appimg.host.profile_dirs import profile_overridden
 
     env = dict(os.environ)
     profile = manifest.get("profile", "none")
-    if profile == "none" and not manifest.get("host") and not profile_overridden(profile, env):
+    if (
+        profile == "none"
+        and not manifest.get("host")
+        and not profile_overridden(profile, UserDirs.from_env(env))
+    ):
         # Nothing to decide: skip loading the policy (inspect must start fast).
         return {"profile": "none", "rules": [], "problems": []}
-    from ..overlay.host import host_rules
+    from appimg.host.app_rules import host_rules
 
-    return host_rules(manifest, env).to_json()
+    return host_rules(manifest, UserDirs.from_env(env)).to_json()
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from ..image import Image
+    from appimg.format.image import Image
 
     with Image.open(args.file) as image:
         info = image.info()
@@ -136,9 +141,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .. import keys
-    from ..trust import load_trusted
-    from ..verification import verify
+    from appimg.format import keys
+    from appimg.host.trust import load_trusted
+    from appimg.services.verify import verify
 
     required = {keys.key_id(keys.load_public(path)) for path in args.key}
     started = time.monotonic()
@@ -148,7 +153,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             args.file,
             full=args.full,
             required_key_ids=required,
-            trusted=load_trusted(dict(os.environ)),
+            trusted=load_trusted(UserDirs.from_env(os.environ)),
             progress=bar,
         )
     finally:
@@ -203,8 +208,8 @@ def _entry_json(path: str, inode: Any, reader: Any) -> dict[str, Any]:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from ..image import Image
-    from ..payload_paths import resolve
+    from appimg.format.image import Image
+    from appimg.format.payload.paths import resolve
 
     with Image.open(args.file) as image:
         reader = image.payload
@@ -238,8 +243,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_cat(args: argparse.Namespace) -> int:
-    from ..image import Image
-    from ..payload_paths import resolve
+    from appimg.format.image import Image
+    from appimg.format.payload.paths import resolve
 
     with Image.open(args.file) as image:
         reader = image.payload
@@ -261,8 +266,8 @@ def cmd_cat(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from ..extract import extract
-    from ..image import Image
+    from appimg.format.extract import extract
+    from appimg.format.image import Image
 
     with Image.open(args.file) as image:
         bar = ProgressBar("extracting")

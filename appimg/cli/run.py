@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from ..errors import UsageError
+from appimg.errors import UsageError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -65,7 +65,7 @@ def _take_options(args: argparse.Namespace, rest: list[str]) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..run.launcher import run_app
+    from appimg.services.run.launcher import run_app
 
     app_args = _take_options(args, list(args.args)) + (args.passthrough or [])
     sys.stdout.flush()

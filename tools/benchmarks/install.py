@@ -77,7 +77,7 @@ def _tiny_app(root: Path, index: int) -> str:
 
 
 def _pack_one(job: tuple[Path, Path, int]) -> None:
-    from appimg import packer
+    from appimg.format import packer
 
     trees, out, index = job
     tree = trees / f"app{index:04}"
@@ -109,9 +109,9 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
 
 def _store(workdir: Path, images: list[Path]) -> tuple[Path, float]:
     """A HOME with every tiny app installed (in-process, reused across runs)."""
-    from appimg.store import index as index_mod
-    from appimg.store import ops
-    from appimg.store.layout import Layout
+    from appimg.services.store import index as index_mod
+    from appimg.services.store import ops
+    from appimg.services.store.layout import Layout
 
     home = workdir / "install-home"
     env = _env(home)
@@ -169,7 +169,7 @@ def _big_image(workdir: Path, mb: int) -> Path:
 
 def _install_reads(image: Path, workdir: Path) -> tuple[int, float, float]:
     """Bytes appimg reads itself (pread; the kernel copy is not a read) and the phases."""
-    from appimg.store import ops
+    from appimg.services.store import ops
 
     home = workdir / "install-probe-home"
     shutil.rmtree(home, ignore_errors=True)
@@ -206,7 +206,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> Report:
     images = _images(workdir, args.jobs)
     home, per_app = _store(workdir, images)
     env = _env(home)
-    from appimg.store.layout import Layout
+    from appimg.services.store.layout import Layout
 
     exports = Layout.from_env(env).exports
     report.facts.update(apps=len(images) - 1, store=str(home))

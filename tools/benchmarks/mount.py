@@ -43,7 +43,7 @@ class Backends:
     """Mount and unmount the same payload with each tool at one mount point."""
 
     def __init__(self, image: Path, workdir: Path) -> None:
-        from appimg.image import Image
+        from appimg.format.image import Image
 
         with Image.open(image) as opened:
             self.offset = opened.partition("appimg-payload").offset
@@ -60,7 +60,7 @@ class Backends:
         """Mount with ``tool``; return the seconds until the mount was ready."""
         start = time.perf_counter()
         if tool == "appimg":
-            from appimg.mount.manager import mount_image
+            from appimg.services.mount.manager import mount_image
 
             mount_image(self.image, self.env, mountpoint=self.mnt, backend="fuse",
                         persistent=True)  # fmt: skip

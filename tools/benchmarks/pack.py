@@ -14,7 +14,7 @@ from .common import APPIMG, Report, Row, make_tree, run, timed
 PROBE = """
 import sys, time
 t = time.perf_counter()
-from appimg.image import Image
+from appimg.format.image import Image
 with Image.open(sys.argv[1]) as image:
     reader = image.payload
     inode = reader.lookup(sys.argv[2])
@@ -90,7 +90,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> Report:
                         mksquashfs_times=[round(t, 2) for t in peer_times])  # fmt: skip
     report.add(Row("pack time (s)", ours, peer, "s", "ratio <= 1.10", ours / peer <= 1.10))
 
-    from appimg.verity import hash_tree_size
+    from appimg.format.verity.hashtree import hash_tree_size
 
     mk_size = sqfs.stat().st_size
     peer_total = mk_size + hash_tree_size(-(-mk_size // 4096))

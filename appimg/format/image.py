@@ -1,0 +1,238 @@
+"""Opening an image: the O(1) checks and the verified payload (spec/format.md §Verification).
+
+:meth:`Image.open` reads only the head (MBR, primary GPT), the tail (backup GPT),
+the signature and manifest partitions and the verity superblock, and checks that
+the statement binds them all. The verity tree is checked by :meth:`check_tree`
+(reads the tree, never the payload); every payload byte read through
+:attr:`Image.payload` is checked against the tree on the way.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from appimg.errors import FormatError, IntegrityError, UsageError
+from appimg.format import canonical
+from appimg.format import manifest as manifest_mod
+from appimg.format.container import gpt
+from appimg.format.container.gpt import Layout
+from appimg.format.container.partitions import MANIFEST, PAYLOAD, SIGNATURE, VERITY, Partition
+from appimg.format.limits import MAX_MANIFEST_BYTES, SIGNATURE_PARTITION_SIZE
+from appimg.format.source import FileRegion
+from appimg.format.statement import SignatureBlock, decode, sha256
+from appimg.format.verity.hashtree import (
+    VerifiedSource,
+    VerityParams,
+    check_data,
+    check_superblock,
+    check_tree,
+)
+
+if TYPE_CHECKING:
+    from appimg.format.squashfs import SquashfsReader
+
+
+DISK_KEYS = {"size", "guid", "head_sha256", "tail_sha256"}
+
+
+@dataclass(frozen=True)
+class SignatureStatus:
+    key_id: str
+    valid: bool
+    trusted: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key_id": self.key_id, "valid": self.valid, "trusted": self.trusted}
+
+
+class Image:
+    """An open, structurally verified image. Use as a context manager."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd = fd
+        size = os.lseek(fd, 0, os.SEEK_END)  # also right for block devices, unlike st_size
+        head = self._pread(0, min(size, gpt.FIRST_PARTITION_OFFSET))
+        tail = self._pread(max(0, size - gpt.TAIL_SIZE), min(size, gpt.TAIL_SIZE))
+        self.layout: Layout = gpt.read_layout(head, tail, size)
+        tail = self._pread(self.layout.tail_offset, size - self.layout.tail_offset)
+        self.signature_block = self._read_signature_block()
+        self._check_binding(head, tail)
+        self.manifest_json, self.manifest = self._read_manifest()
+        self.verity = VerityParams.from_json(self.signature_block.statement.get("verity"))
+        if self.verity.data_blocks * self.verity.data_block_size != self.partition(PAYLOAD).size:
+            raise IntegrityError(
+                "payload partition size does not match the signed verity data size"
+            )
+        check_superblock(self.region(VERITY), self.verity)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Image:
+        path = Path(path)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise UsageError(f"{path}: {exc.strerror}") from None
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise UsageError(f"{path}: is a directory, not an image file")
+            if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+                raise UsageError(f"{path}: not a regular file")
+            return cls(path, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> Image:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- raw access -----------------------------------------------------------------------
+
+    def _pread(self, offset: int, length: int) -> bytes:
+        data = os.pread(self._fd, length, offset)
+        if len(data) != length:
+            raise FormatError(f"{self.path}: truncated")
+        return data
+
+    def partition(self, name: str) -> Partition:
+        return self.layout.by_name(name)
+
+    def region(self, name: str) -> FileRegion:
+        part = self.partition(name)
+        return FileRegion(self._fd, part.offset, part.size, name)
+
+    # -- the O(1) checks ------------------------------------------------------------------
+
+    def _read_signature_block(self) -> SignatureBlock:
+        part = self.partition(SIGNATURE)
+        if part.size != SIGNATURE_PARTITION_SIZE:
+            raise FormatError(
+                f"signature partition is {part.size} bytes, not {SIGNATURE_PARTITION_SIZE}"
+            )
+        return decode(self._pread(part.offset, part.size))
+
+    def _check_binding(self, head: bytes, tail: bytes) -> None:
+        """The statement must describe exactly this file's GPT and partitions."""
+        statement = self.signature_block.statement
+        disk = statement.get("disk")
+        if not isinstance(disk, dict) or set(disk) != {
+            "size",
+            "guid",
+            "head_sha256",
+            "tail_sha256",
+        }:
+            raise FormatError("statement: malformed disk section")
+        if disk["guid"] != str(self.layout.disk_guid):
+            raise IntegrityError("the disk GUID does not match the signed statement")
+        if not _is_int(disk["size"]) or disk["size"] != self.layout.file_size:
+            raise IntegrityError(
+                "file size differs from the signed statement (truncated or extended)"
+            )
+        if disk.get("head_sha256") != sha256(head[: self.layout.head_size]):
+            raise IntegrityError(
+                "the protective MBR or primary GPT does not match the signed statement"
+            )
+        if disk.get("tail_sha256") != sha256(tail):
+            raise IntegrityError("the backup GPT does not match the signed statement")
+        if statement.get("partitions") != [p.to_json() for p in self.layout.partitions]:
+            raise IntegrityError("the partition table does not match the signed statement")
+
+    def _read_manifest(self) -> tuple[bytes, dict[str, Any]]:
+        part = self.partition(MANIFEST)
+        info = self.signature_block.statement.get("manifest")
+        if not isinstance(info, dict) or set(info) != {"size", "sha256"}:
+            raise FormatError("statement: malformed manifest section")
+        size = info["size"]
+        if not _is_int(size) or not 0 < size <= MAX_MANIFEST_BYTES:
+            raise FormatError(
+                f"manifest: size {size!r} exceeds the {MAX_MANIFEST_BYTES} byte limit"
+            )
+        if part.size != gpt.align(size):
+            raise FormatError("manifest partition: its size does not match the manifest")
+        raw = self._pread(part.offset, part.size)
+        body = raw[:size]
+        if sha256(body) != info.get("sha256") or any(raw[size:]):
+            raise IntegrityError("manifest partition does not match the signed digest")
+        manifest = manifest_mod.validate(canonical.loads(body, "manifest"))
+        statement = self.signature_block.statement
+        if (
+            statement.get("app_id") != manifest["id"]
+            or statement.get("app_version") != manifest["version"]
+        ):
+            raise IntegrityError("statement: app id or version differs from the manifest")
+        return body, manifest
+
+    # -- further checks -------------------------------------------------------------------
+
+    def check_tree(self) -> None:
+        """Verify the whole hash tree up to the signed root hash (reads no payload)."""
+        check_tree(self.region(VERITY), self.verity)
+
+    def check_payload(self, progress: Any = None) -> None:
+        """Read every payload block and check it against the tree (``verify --full``)."""
+        check_data(self.region(PAYLOAD), self.region(VERITY), self.verity, progress)
+
+    def signatures(self, trusted: dict[str, Any] | None = None) -> list[SignatureStatus]:
+        """Each signature's validity; ``trusted`` maps key ids of trusted keys to keys."""
+        if not self.signature_block.signatures:
+            return []  # unsigned: no need to load the crypto library
+        from appimg.format import keys
+
+        message = self.signature_block.message
+        trusted = trusted or {}
+        result = []
+        for entry in self.signature_block.signatures:
+            valid = keys.check(entry, message)
+            kid = entry.get("key_id", "?")
+            result.append(SignatureStatus(kid, valid, valid and kid in trusted))
+        return result
+
+    # -- the payload ----------------------------------------------------------------------
+
+    @cached_property
+    def payload(self) -> SquashfsReader:
+        """The payload filesystem; every block it reads is checked against the verity tree."""
+        from appimg.format.squashfs import (
+            SquashfsReader,  # imported here: inspect/verify never need it
+        )
+
+        source = VerifiedSource(self.region(PAYLOAD), self.region(VERITY), self.verity)
+        return SquashfsReader(source)
+
+    def info(self) -> dict[str, Any]:
+        """What ``inspect --json`` prints."""
+        v = self.verity
+        return {
+            "path": str(self.path),
+            "format_version": self.signature_block.statement["format_version"],
+            "size": self.layout.file_size,
+            "disk_guid": str(self.layout.disk_guid),
+            "partitions": [p.to_json() for p in self.layout.partitions],
+            "manifest": self.manifest,
+            "verity": {
+                "root_hash": v.root_hash.hex(),
+                "salt": v.salt.hex(),
+                "hash_algorithm": v.hash_algorithm,
+                "data_block_size": v.data_block_size,
+                "hash_block_size": v.hash_block_size,
+                "data_blocks": v.data_blocks,
+            },
+        }
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,45 @@
+"""Path resolution inside a payload that follows symlinks, confined to the image.
+
+Symlink targets are resolved against the image's own root ('/' means the
+payload's root, never the host's) and ``..`` never climbs above it, so a path
+resolved here always names an entry of the payload.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from appimg.errors import NotADirError, PathError
+from appimg.format.squashfs import Inode, SquashfsReader
+
+MAX_SYMLINK_HOPS = 40
+
+
+def resolve(reader: SquashfsReader, path: str, *, follow_last: bool = True) -> Inode:
+    """The inode at ``path``; symlinks are followed (the last one only if ``follow_last``)."""
+    hops = 0
+    stack: list[Inode] = [reader.root]
+    pending = [p for p in path.split("/") if p][::-1]
+    while pending:
+        name = pending.pop()
+        if name == ".":
+            continue
+        if name == "..":
+            if len(stack) > 1:
+                stack.pop()
+            continue
+        current = stack[-1]
+        if not current.is_dir():
+            raise NotADirError(path)
+        child = reader.lookup_child(current, name)
+        if child.is_symlink() and (pending or follow_last):
+            hops += 1
+            if hops > MAX_SYMLINK_HOPS:
+                raise PathError(errno.ELOOP, path, f"too many levels of symbolic links: {path}")
+            target = reader.readlink(child)
+            if target.startswith("/"):
+                del stack[1:]
+            pending.extend([p for p in target.split("/") if p][::-1])
+            continue
+        stack.append(child)
+    return stack[-1]

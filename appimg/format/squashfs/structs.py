@@ -1,0 +1,412 @@
+"""On-disk structures of SquashFS 4.0 as written by squashfs-tools / squashfs-tools-ng.
+
+One ``construct`` definition per section of the format (superblock, metadata
+block header, inode table, directory table, fragment table, id table, xattr
+tables); all little-endian. Field names follow libsquashfs
+(``squashfs-tools-ng/include/sqfs/*.h``), except the superblock time, which
+keeps the kernel's name ``mkfs_time``.
+
+Every parse goes through this module: :func:`parse` for construct parses and
+:meth:`Layout.unpack` for the hot fixed-size records (inode and directory
+headers), both of which turn a short or malformed record into
+:class:`~appimg.errors.FormatError` naming the table and offset. A
+:class:`Layout` keeps the construct definition as the single source of truth
+and derives a ``struct.Struct`` from it, because even a compiled construct
+parse costs ~25x more than ``unpack_from`` and inode headers are parsed on
+every lookup.
+"""
+
+from __future__ import annotations
+
+import struct as _struct
+import sys
+from array import array
+from typing import Any
+
+import construct as cs
+
+from appimg.errors import FormatError
+
+SQUASHFS_MAGIC = 0x73717368  # "hsqs"
+SUPERBLOCK_SIZE = 96
+#: Uncompressed size of every metadata block but the last of a table.
+METADATA_SIZE = 8192
+#: Metadata block header: bit 15 set = stored uncompressed; low 15 bits = on-disk size.
+METADATA_UNCOMPRESSED = 0x8000
+METADATA_SIZE_MASK = 0x7FFF
+#: Data block / fragment size word: bit 24 set = stored uncompressed; size 0 = sparse block.
+DATA_UNCOMPRESSED = 1 << 24
+DATA_SIZE_MASK = ~DATA_UNCOMPRESSED & 0xFFFFFFFF
+#: "No such table" (xattr, export, fragment table start) and "no xattrs" / "no fragment".
+INVALID_U64 = 0xFFFFFFFFFFFFFFFF
+INVALID_U32 = 0xFFFFFFFF
+#: Entries per metadata block in the fragment, id and xattr-id tables.
+FRAGMENTS_PER_BLOCK = METADATA_SIZE // 16
+IDS_PER_BLOCK = METADATA_SIZE // 4
+XATTR_IDS_PER_BLOCK = METADATA_SIZE // 16
+#: Longest name in a directory entry / directory index.
+MAX_NAME = 256
+#: Most entries one directory header may cover.
+MAX_DIR_ENTRIES = 256
+
+# Superblock ``flags``.
+FLAG_UNCOMPRESSED_INODES = 0x0001
+FLAG_UNCOMPRESSED_DATA = 0x0002
+FLAG_UNCOMPRESSED_FRAGMENTS = 0x0008
+FLAG_NO_FRAGMENTS = 0x0010
+FLAG_ALWAYS_FRAGMENTS = 0x0020
+FLAG_DUPLICATES = 0x0040
+FLAG_EXPORTABLE = 0x0080
+FLAG_UNCOMPRESSED_XATTRS = 0x0100
+FLAG_NO_XATTRS = 0x0200
+FLAG_COMPRESSOR_OPTIONS = 0x0400
+FLAG_UNCOMPRESSED_IDS = 0x0800
+
+# Inode ``type``; extended types are basic + 7. Directory entries use basic types.
+INODE_DIR = 1
+INODE_FILE = 2
+INODE_SYMLINK = 3
+INODE_BLOCK = 4
+INODE_CHAR = 5
+INODE_FIFO = 6
+INODE_SOCKET = 7
+INODE_EXT_DIR = 8
+INODE_EXT_FILE = 9
+INODE_EXT_SYMLINK = 10
+INODE_EXT_BLOCK = 11
+INODE_EXT_CHAR = 12
+INODE_EXT_FIFO = 13
+INODE_EXT_SOCKET = 14
+
+# Xattr key ``type``: namespace in the low byte, flag for an out-of-line value.
+XATTR_PREFIXES = {0: "user.", 1: "trusted.", 2: "security."}
+XATTR_VALUE_OOL = 0x0100
+
+
+class Layout:
+    """A fixed-size, integer-only struct: its construct definition plus a fast unpacker.
+
+    ``unpack`` returns a plain tuple in field order (see ``fields``); ``parse``
+    returns a construct Container (cold paths, tests); ``build`` is the inverse.
+    """
+
+    __slots__ = ("_compiled", "definition", "fields", "name", "size", "unpack_from")
+
+    def __init__(self, name: str, definition: cs.Struct) -> None:
+        fmt = "<"
+        for sub in definition.subcons:
+            field = sub.subcon if isinstance(sub, cs.Renamed) else sub
+            if not isinstance(field, cs.FormatField):
+                raise TypeError(f"{name}.{sub.name} is not a fixed-size integer")
+            fmt += field.fmtstr.lstrip("<>=")
+        self.name = name
+        self.definition = definition
+        self._compiled: cs.Construct | None = None
+        self.fields: tuple[str, ...] = tuple(sub.name for sub in definition.subcons)
+        unpacker = _struct.Struct(fmt)
+        if unpacker.size != definition.sizeof():
+            raise TypeError(f"{name}: struct and construct sizes differ")
+        self.size: int = unpacker.size
+        #: The raw ``struct`` unpacker, for hot loops that have checked that ``size``
+        #: bytes are available (so it cannot fail); everything else uses ``unpack``.
+        self.unpack_from = unpacker.unpack_from
+
+    def unpack(self, buf: bytes, offset: int, table: str, where: int) -> tuple[int, ...]:
+        """Fields of the record at ``buf[offset:]``; ``table``/``where`` name it in errors."""
+        try:
+            return self.unpack_from(buf, offset)
+        except _struct.error:
+            raise FormatError(f"squashfs {table}: truncated {self.name} at {where}") from None
+
+    @property
+    def compiled(self) -> cs.Construct:
+        # Compiled on first use: compiling every layout at import costs ~20 ms of
+        # start-up, and the hot paths use ``unpack_from`` anyway.
+        if self._compiled is None:
+            self._compiled = self.definition.compile()
+        return self._compiled
+
+    def parse(self, data: bytes, table: str, where: int) -> cs.Container:
+        return parse(self.compiled, data, f"{table} {self.name}", where)
+
+    def build(self, **fields: int) -> bytes:
+        return self.definition.build(fields)
+
+
+def parse(definition: cs.Construct, data: bytes, table: str, where: int) -> Any:
+    """The construct parse choke point: construct errors become FormatError."""
+    try:
+        return definition.parse(data)
+    except (cs.ConstructError, _struct.error, ValueError, OverflowError) as e:
+        raise FormatError(f"squashfs {table}: cannot parse at offset {where}: {e}") from None
+
+
+# --- Superblock (offset 0) -------------------------------------------------
+
+superblock = cs.Struct(
+    "magic" / cs.Int32ul,
+    "inode_count" / cs.Int32ul,
+    "mkfs_time" / cs.Int32ul,
+    "block_size" / cs.Int32ul,
+    "fragment_entry_count" / cs.Int32ul,
+    "compression_id" / cs.Int16ul,
+    "block_log" / cs.Int16ul,
+    "flags" / cs.Int16ul,
+    "id_count" / cs.Int16ul,
+    "version_major" / cs.Int16ul,
+    "version_minor" / cs.Int16ul,
+    "root_inode_ref" / cs.Int64ul,
+    "bytes_used" / cs.Int64ul,
+    "id_table_start" / cs.Int64ul,
+    "xattr_id_table_start" / cs.Int64ul,
+    "inode_table_start" / cs.Int64ul,
+    "directory_table_start" / cs.Int64ul,
+    "fragment_table_start" / cs.Int64ul,
+    "export_table_start" / cs.Int64ul,
+)
+"""The 96-byte superblock at offset 0; table starts are absolute image offsets."""
+SUPERBLOCK = Layout("superblock", superblock)
+
+# --- Metadata blocks ---------------------------------------------------------
+
+metadata_header = cs.Struct("header" / cs.Int16ul)
+"""Header before each metadata block (inode, directory, fragment, id, xattr, export
+tables): on-disk size in bits 0-14, bit 15 set if stored uncompressed. The block
+holds at most 8 KiB once decompressed; a table is a chain of such blocks."""
+METADATA_HEADER = Layout("metadata block header", metadata_header)
+
+# --- Inode table -------------------------------------------------------------
+# An inode reference is (metadata block offset from inode_table_start) << 16 | offset
+# inside the decompressed block. Each inode is the common header, a fixed part
+# per type, and a variable tail (block list, symlink target, directory index).
+
+inode_header = cs.Struct(
+    "type" / cs.Int16ul,
+    "mode" / cs.Int16ul,  # permission bits only; the file type comes from ``type``
+    "uid_idx" / cs.Int16ul,  # index into the id table
+    "gid_idx" / cs.Int16ul,
+    "mod_time" / cs.Int32ul,
+    "inode_number" / cs.Int32ul,
+)
+"""Common header of every inode."""
+INODE_HEADER = Layout("inode header", inode_header)
+
+inode_dir = cs.Struct(
+    "start_block" / cs.Int32ul,  # listing's metadata block, from directory_table_start
+    "nlink" / cs.Int32ul,
+    "size" / cs.Int16ul,  # listing size + 3 (the implicit "." and "..")
+    "offset" / cs.Int16ul,  # listing's offset inside that block
+    "parent_inode" / cs.Int32ul,
+)
+"""Basic directory (type 1)."""
+INODE_DIR_FIXED = Layout("directory inode", inode_dir)
+
+inode_dir_ext = cs.Struct(
+    "nlink" / cs.Int32ul,
+    "size" / cs.Int32ul,
+    "start_block" / cs.Int32ul,
+    "parent_inode" / cs.Int32ul,
+    "inode_count" / cs.Int16ul,  # number of directory index entries that follow
+    "offset" / cs.Int16ul,
+    "xattr_idx" / cs.Int32ul,
+)
+"""Extended directory (type 8), followed by ``inode_count`` directory index entries."""
+INODE_DIR_EXT_FIXED = Layout("extended directory inode", inode_dir_ext)
+
+inode_file = cs.Struct(
+    "blocks_start" / cs.Int32ul,  # absolute offset of the first data block
+    "fragment_index" / cs.Int32ul,  # 0xFFFFFFFF: no fragment (tail in a data block)
+    "fragment_offset" / cs.Int32ul,  # tail's offset inside the decompressed fragment block
+    "file_size" / cs.Int32ul,
+)
+"""Basic regular file (type 2), followed by one u32 size word per data block."""
+INODE_FILE_FIXED = Layout("file inode", inode_file)
+
+inode_file_ext = cs.Struct(
+    "blocks_start" / cs.Int64ul,
+    "file_size" / cs.Int64ul,
+    "sparse" / cs.Int64ul,  # bytes saved by sparse blocks (informational)
+    "nlink" / cs.Int32ul,
+    "fragment_index" / cs.Int32ul,
+    "fragment_offset" / cs.Int32ul,
+    "xattr_idx" / cs.Int32ul,
+)
+"""Extended regular file (type 9), followed by the block size list."""
+INODE_FILE_EXT_FIXED = Layout("extended file inode", inode_file_ext)
+
+inode_slink = cs.Struct(
+    "nlink" / cs.Int32ul,
+    "target_size" / cs.Int32ul,
+)
+"""Symbolic link (types 3 and 10), followed by ``target_size`` bytes of target (no NUL);
+the extended type then has a u32 ``xattr_idx`` (:data:`XATTR_IDX`)."""
+INODE_SLINK_FIXED = Layout("symlink inode", inode_slink)
+
+inode_dev = cs.Struct(
+    "nlink" / cs.Int32ul,
+    "devno" / cs.Int32ul,  # old 32-bit dev_t: minor bits 0-7 and 20-31, major bits 8-19
+)
+"""Block or character device (types 4, 5)."""
+INODE_DEV_FIXED = Layout("device inode", inode_dev)
+
+inode_dev_ext = cs.Struct(
+    "nlink" / cs.Int32ul,
+    "devno" / cs.Int32ul,
+    "xattr_idx" / cs.Int32ul,
+)
+"""Extended block or character device (types 11, 12)."""
+INODE_DEV_EXT_FIXED = Layout("extended device inode", inode_dev_ext)
+
+inode_ipc = cs.Struct("nlink" / cs.Int32ul)
+"""FIFO or socket (types 6, 7)."""
+INODE_IPC_FIXED = Layout("ipc inode", inode_ipc)
+
+inode_ipc_ext = cs.Struct("nlink" / cs.Int32ul, "xattr_idx" / cs.Int32ul)
+"""Extended FIFO or socket (types 13, 14)."""
+INODE_IPC_EXT_FIXED = Layout("extended ipc inode", inode_ipc_ext)
+
+xattr_idx = cs.Struct("xattr_idx" / cs.Int32ul)
+"""The xattr index after an extended symlink's target."""
+XATTR_IDX = Layout("symlink xattr index", xattr_idx)
+
+#: inode ``type`` -> its fixed part after the common header.
+INODE_FIXED: dict[int, Layout] = {
+    INODE_DIR: INODE_DIR_FIXED,
+    INODE_FILE: INODE_FILE_FIXED,
+    INODE_SYMLINK: INODE_SLINK_FIXED,
+    INODE_BLOCK: INODE_DEV_FIXED,
+    INODE_CHAR: INODE_DEV_FIXED,
+    INODE_FIFO: INODE_IPC_FIXED,
+    INODE_SOCKET: INODE_IPC_FIXED,
+    INODE_EXT_DIR: INODE_DIR_EXT_FIXED,
+    INODE_EXT_FILE: INODE_FILE_EXT_FIXED,
+    INODE_EXT_SYMLINK: INODE_SLINK_FIXED,
+    INODE_EXT_BLOCK: INODE_DEV_EXT_FIXED,
+    INODE_EXT_CHAR: INODE_DEV_EXT_FIXED,
+    INODE_EXT_FIFO: INODE_IPC_EXT_FIXED,
+    INODE_EXT_SOCKET: INODE_IPC_EXT_FIXED,
+}
+#: inode ``type`` -> its basic type (the one directory entries use).
+BASIC_TYPE: dict[int, int] = {t: t if t <= INODE_SOCKET else t - 7 for t in INODE_FIXED}
+#: Largest common header + fixed part (the extended file inode).
+INODE_MAX_FIXED = INODE_HEADER.size + max(layout.size for layout in INODE_FIXED.values())
+
+dir_index = cs.Struct(
+    "index" / cs.Int32ul,  # byte offset of a directory header inside the listing
+    "start_block" / cs.Int32ul,  # metadata block holding it, from directory_table_start
+    "size" / cs.Int32ul,  # name length - 1
+)
+"""Directory index entry (after an extended directory inode): one per metadata block
+the listing crosses, naming the first entry of the header that starts there."""
+DIR_INDEX = Layout("directory index", dir_index)
+dir_index_named = cs.Struct(*dir_index.subcons, "name" / cs.Bytes(cs.this.size + 1))
+"""Directory index entry with its name."""
+
+# --- Directory table ---------------------------------------------------------
+# A listing is a run of headers, each followed by up to 256 entries whose inodes
+# share one inode-table metadata block.
+
+dir_header = cs.Struct(
+    "count" / cs.Int32ul,  # entries that follow - 1
+    "start_block" / cs.Int32ul,  # inode metadata block of those entries, from inode_table_start
+    "inode_number" / cs.Int32ul,  # base for the entries' ``inode_diff``
+)
+"""Directory header."""
+DIR_HEADER = Layout("directory header", dir_header)
+
+dir_entry = cs.Struct(
+    "offset" / cs.Int16ul,  # inode's offset inside the header's metadata block
+    "inode_diff" / cs.Int16sl,  # inode number - header inode_number
+    "type" / cs.Int16ul,  # basic inode type
+    "size" / cs.Int16ul,  # name length - 1
+)
+"""Directory entry (fixed part); the name follows."""
+DIR_ENTRY = Layout("directory entry", dir_entry)
+dir_entry_named = cs.Struct(*dir_entry.subcons, "name" / cs.Bytes(cs.this.size + 1))
+"""Directory entry with its name (names are sorted bytewise, strcmp order)."""
+
+# --- Fragment table ----------------------------------------------------------
+# fragment_table_start points at an array of u64 absolute offsets of the metadata
+# blocks that hold the entries (512 per block). The id, xattr-id and export tables
+# use the same two-level layout.
+
+fragment_entry = cs.Struct(
+    "start_offset" / cs.Int64ul,  # absolute offset of the fragment block
+    "size" / cs.Int32ul,  # on-disk size, bit 24 set if stored uncompressed
+    "pad0" / cs.Int32ul,
+)
+"""Fragment table entry."""
+FRAGMENT_ENTRY = Layout("fragment entry", fragment_entry)
+
+table_pointer = cs.Struct("start" / cs.Int64ul)
+"""One entry of a table index (fragment, id, xattr-id, export tables)."""
+TABLE_POINTER = Layout("table pointer", table_pointer)
+
+block_size_word = cs.Struct("size" / cs.Int32ul)
+"""One entry of a file's block size list (bit 24: uncompressed; 0: sparse block)."""
+BLOCK_SIZE_WORD = Layout("block size", block_size_word)
+
+id_entry = cs.Struct("id" / cs.Int32ul)
+"""One uid/gid in the id table (2048 per metadata block)."""
+ID_ENTRY = Layout("id", id_entry)
+
+# --- Xattr tables --------------------------------------------------------------
+
+xattr_id_table = cs.Struct(
+    "xattr_table_start" / cs.Int64ul,  # absolute offset of the key/value metadata blocks
+    "xattr_ids" / cs.Int32ul,
+    "unused" / cs.Int32ul,
+)
+"""Header at ``xattr_id_table_start``, followed by the u64 table index."""
+XATTR_ID_TABLE = Layout("xattr id table", xattr_id_table)
+
+xattr_id = cs.Struct(
+    "xattr" / cs.Int64ul,  # reference (block << 16 | offset) from xattr_table_start
+    "count" / cs.Int32ul,  # key/value pairs
+    "size" / cs.Int32ul,  # their total size
+)
+"""Xattr id entry (512 per metadata block); an inode's ``xattr_idx`` indexes these."""
+XATTR_ID = Layout("xattr id", xattr_id)
+
+xattr_entry = cs.Struct(
+    "type" / cs.Int16ul,  # namespace in bits 0-7, bit 8: value is out of line
+    "size" / cs.Int16ul,  # key length, without the namespace prefix
+)
+"""Xattr key header; the key bytes follow, then an :data:`xattr_value`."""
+XATTR_ENTRY = Layout("xattr key", xattr_entry)
+
+xattr_value = cs.Struct("size" / cs.Int32ul)
+"""Xattr value header; the value follows."""
+XATTR_VALUE = Layout("xattr value", xattr_value)
+
+xattr_value_ref = cs.Struct("ref" / cs.Int64ul)
+"""The 8-byte value of a key flagged out-of-line: a reference (block << 16 | offset,
+from xattr_table_start) to the xattr value header and value stored earlier."""
+XATTR_VALUE_REF = Layout("xattr value reference", xattr_value_ref)
+
+
+# --- Arrays ------------------------------------------------------------------
+
+_BIG_ENDIAN = sys.byteorder == "big"
+
+
+def _array(code: str, data: bytes) -> array:
+    out = array(code)
+    out.frombytes(data)
+    if _BIG_ENDIAN:
+        out.byteswap()
+    return out
+
+
+def u32_array(data: bytes, table: str, where: int) -> array:
+    """A packed array of little-endian u32 (block size lists, id table blocks)."""
+    if len(data) % 4:
+        raise FormatError(f"squashfs {table}: truncated u32 array at {where}")
+    return _array("I" if array("I").itemsize == 4 else "L", data)
+
+
+def u64_array(data: bytes, table: str, where: int) -> array:
+    """A packed array of little-endian u64 (table indexes)."""
+    if len(data) % 8:
+        raise FormatError(f"squashfs {table}: truncated u64 array at {where}")
+    return _array("Q", data)

@@ -1,0 +1,94 @@
+"""Named host profiles: rule sets the host defines and an app picks (spec/overlay-rules.md §3).
+
+A profile is a TOML file ``NAME.toml`` with an optional ``description`` and
+``[[host]]`` tables shaped like the manifest's (``path``, ``at``, ``mode``). The
+first file found wins: the user's ``$XDG_CONFIG_HOME/appimg/profiles/``, the
+system's ``/etc/appimg/profiles/``, then the ones shipped in
+``appimg/data/profiles/`` (``none`` and ``host``). A profile grants nothing by
+itself: its rules pass through the host whitelist like the app's own.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from appimg.errors import FormatError, PolicyError
+from appimg.format.manifest import host_rule
+from appimg.host.dirs import UserDirs
+from appimg.host.profile_dirs import SYSTEM_PROFILE_DIR, user_profile_dir
+
+MAX_PROFILE_BYTES = 1 << 20
+MAX_PROFILE_RULES = 1024
+#: Same rule as the manifest's ``profile`` key (spec/manifest.md).
+_PROFILE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}\Z")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    rules: tuple[dict[str, str], ...]  # each {"path", "at", "mode"}, validated
+    source: str
+
+
+def parse(name: str, data: bytes, source: str) -> Profile:
+    try:
+        table = tomllib.loads(data.decode("utf-8"))
+        unknown = set(table) - {"description", "host"}
+        if unknown:
+            raise FormatError(f"unknown key(s) {', '.join(sorted(unknown))}")
+        description = table.get("description", "")
+        if not isinstance(description, str):
+            raise FormatError("description must be a string")
+        rules = table.get("host", [])
+        if not isinstance(rules, list) or len(rules) > MAX_PROFILE_RULES:
+            raise FormatError(f"host must be a list of at most {MAX_PROFILE_RULES} rules")
+        checked = tuple(host_rule(rule, f"host[{i}]") for i, rule in enumerate(rules))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, FormatError) as exc:
+        raise PolicyError(f"profile {name!r} ({source}): {exc}") from None
+    return Profile(name, description, checked, source)
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_PROFILE_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read the profile: {exc.strerror}") from None
+    if len(data) > MAX_PROFILE_BYTES:
+        raise PolicyError(f"{path}: larger than {MAX_PROFILE_BYTES} bytes")
+    return data
+
+
+def load_profile(
+    name: str,
+    dirs: UserDirs,
+    *,
+    system_dir: Path | None = SYSTEM_PROFILE_DIR,
+    user_dir: Path | None = None,
+) -> Profile | None:
+    """The profile called ``name``, or None if no directory defines it."""
+    if not _PROFILE_NAME.match(name):
+        return None
+    folders = [user_dir if user_dir is not None else user_profile_dir(dirs)]
+    if system_dir is not None:
+        folders.append(system_dir)
+    for folder in folders:
+        data = _read(folder / f"{name}.toml")
+        if data is not None:
+            return parse(name, data, str(folder / f"{name}.toml"))
+    shipped = resources.files("appimg").joinpath("data", "profiles", f"{name}.toml")
+    if shipped.is_file():
+        return parse(name, shipped.read_bytes(), f"appimg's default profile {name}")
+    return None
+
+
+def shipped_profiles() -> list[str]:
+    folder = resources.files("appimg").joinpath("data", "profiles")
+    return sorted(f.name[:-5] for f in folder.iterdir() if f.name.endswith(".toml"))

@@ -1,0 +1,304 @@
+"""Applying the export rules to one image (spec/xdg-index.md §Export rules, §XDG files).
+
+:func:`plan_exports` decides, for every path the manifest's ``exports`` lists,
+whether it is exported and with which bytes (desktop entries and D-Bus services
+are rewritten to start the app through ``appimg run``), or refused and why.
+:func:`scan_xdg_files` lists every XDG data file the payload holds, exported or
+not, for the index. Both only read the payload through the verified reader.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from appimg.errors import PathError
+from appimg.format.squashfs import Inode, SquashfsReader
+from appimg.services.exports import Refused, exec_line, keyfile
+from appimg.services.exports.icons import check_icon
+from appimg.services.exports.xmlcheck import root_element
+
+#: XDG data directories (relative to ``share/``) recorded in the index.
+XDG_DIRS = ("applications", "icons", "metainfo", "appdata", "mime/packages", "dbus-1/services")
+#: Export kind -> ((payload directory, required suffix, size cap), ...); icons are separate.
+KIND_RULES: dict[str, tuple[tuple[str, str, int], ...]] = {
+    "desktop": (("share/applications/", ".desktop", 64 << 10),),
+    "metainfo": (("share/metainfo/", ".xml", 1 << 20), ("share/appdata/", ".xml", 1 << 20)),
+    "mime": (("share/mime/packages/", ".xml", 1 << 20),),
+    "dbus": (("share/dbus-1/services/", ".service", 16 << 10),),
+}
+MAX_ICON_READ = 1 << 20
+MAX_EXPORT_FILES = 512
+MAX_EXPORT_BYTES = 32 << 20
+MAX_XDG_FILES = 10_000
+MAX_XDG_DEPTH = 12
+MAX_SYMLINK_HOPS = 8
+_ICON_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*\Z")
+_DESKTOP_ROOTS = {"metainfo": ("component", "application"), "mime": ("mime-info",)}
+#: Keys removed from every group: ours (an image must not set them) and ones that run
+#: host programs outside `appimg run` (Flatpak removes the last one too).
+_DROPPED_KEYS = ("X-Appimg-Id", "X-Appimg-Image", "X-Appimg-Version",
+                 "X-GNOME-Bugzilla-ExtraInfoScript")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the rules need to know besides the image."""
+
+    app_id: str
+    version: str
+    launcher: str  # absolute path of the `appimg` program the Exec lines name
+    image_path: str  # absolute path of the image in the store
+    taken: Mapping[str, str] = field(default_factory=dict)  # rel -> other app exporting it
+    other_ids: Collection[str] = ()  # ids of the other installed apps
+
+
+@dataclass
+class Plan:
+    files: dict[str, bytes] = field(default_factory=dict)  # rel under share/ -> bytes
+    sources: dict[str, str] = field(default_factory=dict)  # rel -> payload path
+    refused: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
+    notes: list[str] = field(default_factory=list)
+
+
+def owned_name(name: str, app_id: str) -> bool:
+    """Flatpak's rule: the file name starts with the app id followed by '.' or '-'."""
+    return name.startswith(app_id) and name[len(app_id) : len(app_id) + 1] in (".", "-")
+
+
+def _owner_conflict(name: str, ctx: Context) -> str | None:
+    """Another installed app whose (longer) id also prefixes ``name`` owns it."""
+    for pos in range(len(ctx.app_id) + 1, len(name)):
+        if name[pos] in ".-" and name[:pos] in ctx.other_ids:
+            return name[:pos]
+    return None
+
+
+def read_confined(reader: SquashfsReader, path: str, cap: int) -> bytes:
+    """A regular file of the payload, following only relative symlinks that stay inside it."""
+    current = path
+    for _ in range(MAX_SYMLINK_HOPS + 1):
+        try:
+            inode: Inode = reader.lookup(current)
+        except PathError:
+            raise Refused("not found in the image (or a parent is not a directory)") from None
+        if inode.is_symlink():
+            target = reader.readlink(inode)
+            joined = posixpath.normpath(posixpath.join(posixpath.dirname(current), target))
+            if target.startswith("/") or joined == ".." or joined.startswith("../"):
+                raise Refused(f"symlink to {target!r} points outside the image")
+            current = joined
+            continue
+        if not inode.is_file():
+            raise Refused(f"not a regular file ({inode.kind})")
+        if inode.size > cap:
+            raise Refused(f"file is {inode.size} bytes (limit {cap})")
+        return reader.read(inode, 0, inode.size)
+    raise Refused("too many levels of symbolic links")
+
+
+def command_for(program: str, manifest: Mapping[str, Any]) -> str | None:
+    """Which command of the app an Exec program names: None for the entry point."""
+    path = program.lstrip("/")
+    base = path.rsplit("/", 1)[-1]
+    entry = manifest["entrypoint"]
+    if path == entry or base == entry.rsplit("/", 1)[-1] or program == manifest["id"]:
+        return None
+    for name, target in sorted(manifest.get("commands", {}).items()):
+        if base == name or path == target or base == target.rsplit("/", 1)[-1]:
+            return name
+    raise Refused(
+        f"Exec program {program!r} is neither the app's entry point nor one of its commands"
+    )
+
+
+def rewrite_exec(raw: str, manifest: Mapping[str, Any], ctx: Context, *,
+                 field_codes: bool = True) -> str:  # fmt: skip
+    """``Exec`` (raw key file value) -> ``LAUNCHER run ID [--command NAME] -- ARGS`` (raw)."""
+    args = exec_line.parse(keyfile.unescape(raw), field_codes=field_codes)
+    args = exec_line.drop_deprecated(args)
+    if not args:
+        raise Refused("Exec has no program")
+    program = args[0]
+    if "%" in program.text.replace("%%", ""):
+        raise Refused("Exec: the program must not be a field code")
+    command = command_for(program.literal(), manifest)
+    parts = [exec_line.literal_arg(ctx.launcher), "run", exec_line.literal_arg(ctx.app_id)]
+    if command is not None:
+        parts += ["--command", exec_line.literal_arg(command)]
+    parts.append("--")
+    if len(args) > 1:
+        parts.append(exec_line.join(args[1:]))
+    return keyfile.escape(" ".join(parts))
+
+
+def _default_exec(ctx: Context) -> str:
+    return keyfile.escape(
+        f"{exec_line.literal_arg(ctx.launcher)} run {exec_line.literal_arg(ctx.app_id)} --"
+    )
+
+
+def rewrite_desktop(data: bytes, manifest: Mapping[str, Any], ctx: Context,
+                    dbus_names: Collection[str], stem: str) -> bytes:  # fmt: skip
+    kf = keyfile.parse(data)
+    main = kf.groups[0]
+    if main.name != "Desktop Entry":
+        raise Refused("the first group is not [Desktop Entry]")
+    kind = main.get("Type")
+    if kind is None or keyfile.unescape(kind) != "Application":
+        raise Refused("Type is not Application")
+    if main.get("Name") is None:
+        raise Refused("no Name key")
+    icon = main.get("Icon")
+    if icon is not None:
+        value = keyfile.unescape(icon)
+        if not _ICON_NAME.match(value) or value in (".", ".."):
+            raise Refused(f"Icon {value!r} must be an icon name, not a path")
+    for group in kf.groups:
+        if group is not main and not group.name.startswith(("Desktop Action ", "X-")):
+            raise Refused(f"unexpected group [{group.name}]")
+        for key in _DROPPED_KEYS:
+            group.remove(key)
+        if group.name.startswith("X-"):
+            continue
+        raw = group.get("Exec")
+        if raw is None:
+            if group is not main:
+                raise Refused(f"[{group.name}] has no Exec")
+            group.set("Exec", _default_exec(ctx))
+        else:
+            try:
+                group.set("Exec", rewrite_exec(raw, manifest, ctx))
+            except Refused as exc:
+                raise Refused(f"[{group.name}] {exc}") from None
+        if group.get("TryExec") is not None:
+            group.set("TryExec", keyfile.escape(ctx.launcher))
+        # A working directory on the host means nothing inside the app's view.
+        group.remove("Path")
+    if keyfile.boolean(main.get("DBusActivatable")) and stem not in dbus_names:
+        # Without our rewritten D-Bus service the bus would start nothing: launch by Exec.
+        main.remove("DBusActivatable")
+    main.set("X-Appimg-Id", keyfile.escape(ctx.app_id))
+    main.set("X-Appimg-Version", keyfile.escape(ctx.version))
+    main.set("X-Appimg-Image", keyfile.escape(ctx.image_path))
+    return kf.dump()
+
+
+def rewrite_dbus(data: bytes, manifest: Mapping[str, Any], ctx: Context, stem: str) -> bytes:
+    kf = keyfile.parse(data)
+    if len(kf.groups) != 1 or kf.groups[0].name != "D-BUS Service":
+        raise Refused("a D-Bus service file has exactly one group, [D-BUS Service]")
+    group = kf.groups[0]
+    name = group.get("Name")
+    if name is None or keyfile.unescape(name) != stem:
+        raise Refused(f"Name must be {stem!r}, the file's name")
+    if group.get("User") is not None:
+        raise Refused("User= is for system services")
+    raw = group.get("Exec")
+    if raw is None:
+        raise Refused("no Exec key")
+    group.set("Exec", rewrite_exec(raw, manifest, ctx, field_codes=False))
+    # These would start host units or change confinement outside `appimg run`.
+    group.remove("SystemdService")
+    group.remove("AssumedAppArmorLabel")
+    return kf.dump()
+
+
+def _rel(payload_path: str) -> str:
+    return payload_path[len("share/") :]
+
+
+def _check_kind(kind: str, path: str) -> tuple[str, int]:
+    """The name of a non-icon export and its size cap, if it sits where its kind belongs."""
+    for prefix, suffix, cap in KIND_RULES[kind]:
+        name = path[len(prefix) :]
+        if path.startswith(prefix) and "/" not in name and name.endswith(suffix):
+            return name, cap
+    where = " or ".join(f"{p}*{s}" for p, s, _ in KIND_RULES[kind])
+    raise Refused(f"{kind} exports must be {where}")
+
+
+def plan_exports(reader: SquashfsReader, manifest: Mapping[str, Any], ctx: Context) -> Plan:
+    """Every export of the manifest, either rendered (``files``) or refused with a reason."""
+    plan = Plan()
+    exports: Mapping[str, list[str]] = manifest.get("exports", {})
+    total = 0
+    dbus_names: set[str] = set()
+    # D-Bus services first: a desktop entry keeps DBusActivatable only if its service is exported.
+    order = ("dbus", "desktop", "icons", "metainfo", "mime")
+    for kind in order:
+        for path in exports.get(kind, []):
+            try:
+                rel = _rel(path) if path.startswith("share/") else path
+                name = path.rsplit("/", 1)[-1]
+                if not owned_name(name, ctx.app_id):
+                    raise Refused(f"the file name does not start with the app id {ctx.app_id}")
+                owner = _owner_conflict(name, ctx)
+                if owner:
+                    raise Refused(f"the name belongs to the installed app {owner}")
+                if rel in ctx.taken:
+                    raise Refused(f"already exported by {ctx.taken[rel]}")
+                if rel in plan.files:
+                    raise Refused("listed twice")
+                if len(plan.files) >= MAX_EXPORT_FILES:
+                    raise Refused(f"more than {MAX_EXPORT_FILES} exported files")
+                if kind == "icons":
+                    data = read_confined(reader, path, MAX_ICON_READ)
+                    check_icon(path, data)
+                else:
+                    name, cap = _check_kind(kind, path)
+                    data = read_confined(reader, path, cap)
+                    stem = name.rsplit(".", 1)[0]
+                    if kind == "desktop":
+                        data = rewrite_desktop(data, manifest, ctx, dbus_names, stem)
+                    elif kind == "dbus":
+                        data = rewrite_dbus(data, manifest, ctx, stem)
+                        dbus_names.add(stem)
+                    else:
+                        root = root_element(data)
+                        if root not in _DESKTOP_ROOTS[kind]:
+                            raise Refused(f"root element <{root}> is not "
+                                          f"<{'> or <'.join(_DESKTOP_ROOTS[kind])}>")  # fmt: skip
+                if total + len(data) > MAX_EXPORT_BYTES:
+                    raise Refused(f"exports exceed {MAX_EXPORT_BYTES} bytes in all")
+            except Refused as exc:
+                plan.refused.append({"path": path, "reason": str(exc)})
+                continue
+            total += len(data)
+            plan.files[rel] = data
+            plan.sources[rel] = path
+    return plan
+
+
+def _printable(name: str) -> bool:
+    return name.isprintable() and "/" not in name and name not in ("", ".", "..")
+
+
+def scan_xdg_files(reader: SquashfsReader) -> tuple[dict[str, str], bool]:
+    """``({rel under share/: payload path}, truncated)`` for the XDG data directories."""
+    found: dict[str, str] = {}
+    for sub in XDG_DIRS:
+        try:
+            top = reader.lookup("share/" + sub)
+        except PathError:
+            continue
+        if not top.is_dir():
+            continue
+        stack: list[tuple[str, Inode, int]] = [(sub, top, 0)]
+        while stack:
+            rel_dir, inode, depth = stack.pop()
+            for name, child in reader.iterdir(inode):
+                if not _printable(name):
+                    continue
+                rel = f"{rel_dir}/{name}"
+                if child.is_dir():
+                    if depth < MAX_XDG_DEPTH:
+                        stack.append((rel, child, depth + 1))
+                elif child.is_file() or child.is_symlink():
+                    if len(found) >= MAX_XDG_FILES:
+                        return dict(sorted(found.items())), True
+                    found[rel] = "share/" + rel
+    return dict(sorted(found.items())), False

@@ -1,0 +1,206 @@
+"""Records of live mounts and their references (spec/overlay-rules.md §8, "Mounts").
+
+Everything lives in ``$XDG_RUNTIME_DIR/appimg/mounts/`` (private to the
+user, gone at logout): per mount NAME a record ``NAME.json`` (written
+atomically), a lock file ``NAME.lock`` and the server's log ``NAME.log``.
+
+A *reference* to a mount is an open file description of ``NAME.lock`` holding
+a shared ``flock``. The kernel drops the lock when the last descriptor of it
+is closed, also when its process is killed, so references never go stale.
+The mount's server takes the lock exclusively (non-blocking) to learn that no
+reference is left; while it holds it, new users wait in their shared
+``flock`` until the old mount is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from appimg.host.dirs import runtime_dir
+
+
+@dataclass
+class MountInfo:
+    """One mount of an image, as recorded (and as returned by ``mount_image``)."""
+
+    name: str
+    mountpoint: str
+    image: str
+    app_id: str
+    version: str
+    root_hash: str
+    backend: str  # "fuse" | "kernel"
+    pid: int | None  # the server process (FUSE) or the reference watcher (kernel)
+    verity: str  # how payload blocks are checked, in words
+    persistent: bool  # stays until `appimg umount`, whatever the references
+    created: float
+    fingerprint: str  # of the granted host rules (equal views, equal fingerprints)
+    rules: list[dict[str, Any]] = field(default_factory=list)  # every request and its fate
+    warnings: list[str] = field(default_factory=list)
+    kernel: dict[str, Any] = field(default_factory=dict)  # kernel backend: devices, mounts
+    pid_start: int | None = None  # start time of ``pid`` (clock ticks), against pid reuse
+    # Not stored: filled when read back (status, references) or by mount_image.
+    status: str = ""  # mounted | detached (lazily unmounted, still busy) | dead | gone
+    references: int = 0  # shared locks held on NAME.lock
+    reused: bool = False  # mount_image found this mount live and reused it
+    reference: int | None = None  # mount_image: the caller's reference fd (None if persistent)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in _TRANSIENT:
+            data.pop(key)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> MountInfo:
+        known = set(cls.__dataclass_fields__) - _TRANSIENT
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def public(self) -> dict[str, Any]:
+        """What ``appimg mounts --json`` shows."""
+        data = self.to_json()
+        data.update(status=self.status, references=self.references)
+        data.pop("pid_start")
+        return data
+
+
+_TRANSIENT = {"status", "references", "reused", "reference"}
+
+
+def state_dir(env: Mapping[str, str]) -> Path:
+    path = runtime_dir(env) / "appimg" / "mounts"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def record_path(env: Mapping[str, str], name: str) -> Path:
+    return state_dir(env) / f"{name}.json"
+
+
+def lock_path(env: Mapping[str, str], name: str) -> Path:
+    return state_dir(env) / f"{name}.lock"
+
+
+def log_path(env: Mapping[str, str], name: str) -> Path:
+    return state_dir(env) / f"{name}.log"
+
+
+def write(env: Mapping[str, str], info: MountInfo) -> None:
+    path = record_path(env, info.name)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Atomic (rename), not durable: runtime state does not outlive a crash or reboot.
+    with open(tmp, "w") as handle:
+        json.dump(info.to_json(), handle, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def read(env: Mapping[str, str], name: str) -> MountInfo | None:
+    try:
+        data = json.loads(record_path(env, name).read_text())
+        return MountInfo.from_json(data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def remove(env: Mapping[str, str], name: str) -> None:
+    for path in (record_path(env, name),):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def names(env: Mapping[str, str]) -> list[str]:
+    try:
+        return sorted(p[:-5] for p in os.listdir(state_dir(env)) if p.endswith(".json"))
+    except OSError:
+        return []
+
+
+# -- processes ----------------------------------------------------------------------------
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw.rpartition(")")[2].split()  # fields 3.. of proc(5); the name may hold spaces
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else None
+
+
+def alive(pid: int | None, started: int | None) -> bool:
+    """Is ``pid`` running and the same process (not a reused pid, not a zombie that its
+    parent, often init, has yet to reap)?"""
+    if not pid:
+        return False
+    fields = _stat_fields(pid)
+    if not fields or fields[0] in ("Z", "X"):
+        return False
+    return started is None or int(fields[19]) == started
+
+
+# -- references -----------------------------------------------------------------------------
+
+
+def open_lock(env: Mapping[str, str], name: str) -> int:
+    return os.open(lock_path(env, name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+def take_reference(env: Mapping[str, str], name: str, timeout: float = 30.0) -> int:
+    """A new reference (an fd holding a shared flock on NAME.lock).
+
+    Waits while the mount's server holds the lock exclusively to tear it down.
+    """
+    fd = open_lock(env, name)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise TimeoutError(f"mount {name} is being torn down for too long") from None
+            time.sleep(0.01)
+
+
+def references(env: Mapping[str, str], name: str) -> int:
+    """How many shared locks (references) are held on NAME.lock, from /proc/locks."""
+    try:
+        st = os.stat(lock_path(env, name))
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return 0
+    major, minor = os.major(st.st_dev), os.minor(st.st_dev)
+    wanted = {f"{major:02x}:{minor:02x}:{st.st_ino}", f"{major:x}:{minor:x}:{st.st_ino}"}
+    count = 0
+    for line in lines:
+        parts = line.split()
+        if "->" in parts:
+            continue  # a waiter, not a holder
+        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[3] == "READ" and parts[5] in wanted:
+            count += 1
+    return count
+
+
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on ``path`` (created 0600) for the block."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

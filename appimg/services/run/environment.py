@@ -1,0 +1,64 @@
+"""What the app finds in its sandbox: data directory, environment, socket binds (spec/run.md)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from appimg.host.dirs import home
+from appimg.services.run.sandbox import Bind
+
+PASSED_THROUGH = ("TERM", "COLORTERM", "LANG", "LANGUAGE", "TZ", "NO_COLOR")
+DEFAULT_PATH = "/bin:/usr/bin:/sbin:/usr/sbin"
+X11_SOCKETS = "/tmp/.X11-unix"
+
+
+def data_dir(app_id: str, env: Mapping[str, str]) -> Path:
+    """``~/.var/appimg/ID``, created (0700) with its XDG subdirectories on first use."""
+    base = home(env) / ".var" / "appimg" / app_id
+    for sub in ("", "data", "config", "cache", "state"):
+        (base / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+    return base
+
+
+def app_environment(
+    manifest: Mapping[str, Any], caller: Mapping[str, str], data: Path
+) -> dict[str, str]:
+    env = {
+        "HOME": str(data),
+        "XDG_DATA_HOME": str(data / "data"),
+        "XDG_CONFIG_HOME": str(data / "config"),
+        "XDG_CACHE_HOME": str(data / "cache"),
+        "XDG_STATE_HOME": str(data / "state"),
+        "PATH": DEFAULT_PATH,
+        "APPIMG_ID": manifest["id"],
+        "APPIMG_VERSION": manifest["version"],
+    }
+    for key, value in caller.items():
+        if key in PASSED_THROUGH or key.startswith("LC_"):
+            env[key] = value
+    env.update(manifest.get("env", {}))
+    return env
+
+
+def socket_binds(granted: Iterable[tuple[str, str]], caller: Mapping[str, str],
+                 env: dict[str, str]) -> list[Bind]:  # fmt: skip
+    """Binds for granted (host path, at) pairs the FUSE view cannot carry.
+
+    Sockets cannot be used through FUSE, and anything under /tmp is hidden by the
+    sandbox's private /tmp: those are bound directly. DISPLAY follows the X11 grant.
+    """
+    binds = []
+    for path, at in granted:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            continue
+        if stat.S_ISSOCK(mode) or at == "/tmp" or at.startswith("/tmp/"):
+            binds.append(Bind(path, at, writable=stat.S_ISSOCK(mode)))
+        if at == X11_SOCKETS and "DISPLAY" in caller:
+            env["DISPLAY"] = caller["DISPLAY"]
+    return binds

@@ -1,0 +1,150 @@
+"""The sandbox an app runs in: namespaces, the merged view as its root (spec/run.md).
+
+A :class:`Sandbox` says what the app sees: the view's top-level entries
+(read-only), a fresh /proc, a minimal /dev, a private /tmp, its writable data
+directory and any granted host sockets, plus a cleared environment. It is
+started with bubblewrap where installed, else by :mod:`appimg.services.run.direct` with
+the kernel calls directly. Both give user + mount + pid namespaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Provided by the sandbox itself; same-named entries of the view are hidden.
+SANDBOX_DIRS = ("proc", "dev", "tmp")
+
+#: Signals passed on to the app. SIGINT only when the terminal did not already
+#: deliver it to the app's process group (see :func:`_forward`).
+FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+             signal.SIGINT)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Bind:
+    """A host path bound into the sandbox at ``dest`` (for sockets and the data dir)."""
+
+    source: str
+    dest: str
+    writable: bool = False
+
+
+@dataclass
+class Sandbox:
+    root: Path  # the merged view: a mount point or any directory tree
+    argv: list[str]  # argv[0] is an absolute path inside the view
+    env: dict[str, str]
+    binds: list[Bind] = field(default_factory=list)
+    cwd: str = "/"
+
+    def top_level(self) -> Iterator[tuple[str, str | None]]:
+        """(name, symlink target or None) of every top-level entry of the view."""
+        with os.scandir(self.root) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                if entry.name in SANDBOX_DIRS:
+                    continue
+                target = os.readlink(entry.path) if entry.is_symlink() else None
+                yield entry.name, target
+
+
+def bwrap_path() -> str | None:
+    if os.environ.get("APPIMG_NO_BWRAP"):
+        return None  # forces the direct backend (tests, or a broken bwrap)
+    return shutil.which("bwrap")
+
+
+def bwrap_argv(sandbox: Sandbox, bwrap: str, info_fd: int) -> list[str]:
+    args = [
+        bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+        "--unshare-cgroup-try", "--die-with-parent", "--info-fd", str(info_fd),
+        "--tmpfs", "/",
+    ]  # fmt: skip
+    for name, target in sandbox.top_level():
+        if target is not None:
+            args += ["--symlink", target, f"/{name}"]
+        else:
+            args += ["--ro-bind", str(sandbox.root / name), f"/{name}"]
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    for bind in sandbox.binds:
+        args += ["--bind" if bind.writable else "--ro-bind", bind.source, bind.dest]
+    args += ["--remount-ro", "/", "--chdir", sandbox.cwd, "--clearenv"]
+    for key, value in sorted(sandbox.env.items()):
+        args += ["--setenv", key, value]
+    return [*args, "--", *sandbox.argv]
+
+
+def _app_pids(init_pid: int) -> list[int]:
+    """Processes directly under the sandbox's init: the app (outer pid numbers)."""
+    try:
+        tasks = os.listdir(f"/proc/{init_pid}/task")
+    except OSError:
+        return []
+    pids: list[int] = []
+    for task in tasks:
+        try:
+            with open(f"/proc/{init_pid}/task/{task}/children") as handle:
+                pids += [int(p) for p in handle.read().split()]
+        except OSError:
+            continue
+    return pids
+
+
+def _terminal_delivers_sigint() -> bool:
+    """True when ^C on our terminal reaches the app directly (same foreground group)."""
+    try:
+        return os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False
+
+
+class SignalForwarder:
+    """Pass signals this process receives on to the app inside the sandbox."""
+
+    def __init__(self) -> None:
+        self.init_pid: int | None = None
+        self.fallback_pid: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> SignalForwarder:
+        for sig in FORWARDED:
+            self._previous[sig] = signal.signal(sig, self._forward)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+    def _forward(self, signum: int, _frame: object) -> None:
+        if signum == signal.SIGINT and _terminal_delivers_sigint():
+            return  # the app got this ^C from the terminal itself
+        targets = _app_pids(self.init_pid) if self.init_pid else []
+        if not targets and self.fallback_pid:
+            targets = [self.fallback_pid]
+        for pid in targets:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+
+def run_bwrap(sandbox: Sandbox, bwrap: str) -> int:
+    """Run the sandbox with bubblewrap; return the app's exit status (128+N if killed)."""
+    read_fd, write_fd = os.pipe()
+    argv = bwrap_argv(sandbox, bwrap, write_fd)
+    with SignalForwarder() as forwarder:
+        proc = subprocess.Popen(argv, pass_fds=(write_fd,))
+        os.close(write_fd)
+        forwarder.fallback_pid = proc.pid
+        with os.fdopen(read_fd) as info:
+            text = info.read()
+        # Empty or partial when bwrap failed before starting the app (it said why on stderr).
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            forwarder.init_pid = int(json.loads(text)["child-pid"])
+        status = proc.wait()
+    return status if status >= 0 else 128 - status

@@ -1,0 +1,422 @@
+"""Install, update, roll back and uninstall (spec/xdg-index.md §Operations, §Trust policy).
+
+Each operation takes the store lock, finishes or undoes any interrupted
+change first (:func:`.transaction.recover`), computes the new index and the
+new export files, and hands them to a :class:`.transaction.Transaction`.
+Installing reads only what the O(1) checks, the hash tree and the exported
+files need: the image is copied in the kernel and its payload blocks are
+verified later, when they are read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from appimg.atomic import replace_file
+from appimg.errors import IntegrityError, PolicyError, SignatureError, StoreError, UsageError
+from appimg.services.store import index as index_mod
+from appimg.services.store.layout import Layout
+from appimg.services.store.lock import StoreLock
+from appimg.services.store.transaction import (
+    StepHook,
+    Transaction,
+    needs_recovery,
+    recover,
+    remove_store,
+    step_hook,
+)
+
+if TYPE_CHECKING:
+    from appimg.format.image import Image
+    from appimg.services.exports.plan import Context, Plan
+
+# The image reader and the export rules (construct, cryptography, the decompressors) are
+# imported by the operations that open images, so that `uninstall` and recovery start fast.
+
+
+@dataclass
+class Outcome:
+    """What an operation did, for the command line to report."""
+
+    op: str
+    app_id: str
+    version: str = ""
+    file: str = ""
+    signature: dict[str, Any] = field(default_factory=dict)
+    exported: list[str] = field(default_factory=list)
+    refused: list[dict[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def version_key(version: str, root_hash: str) -> str:
+    """A file-name-safe, unique name for one installed version."""
+    safe = re.sub(r"[^A-Za-z0-9._+-]", "_", version)[:64].lstrip(".") or "v"
+    return f"{safe}-{root_hash[:12]}"
+
+
+# --- trust -----------------------------------------------------------------------------
+
+
+def signature_state(
+    image: Image,
+    trusted: Mapping[str, Any],
+    *,
+    allow_unsigned: bool,
+    trust: bool,
+    pinned: list[str] | tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Decide whether ``image`` may be installed; the result is kept in the index.
+
+    States: ``trusted`` (a valid signature by a key in the trust store),
+    ``pinned`` (by a key an earlier installed version of the app was accepted
+    with: updates keep working after ``--trust``), ``accepted`` (valid but
+    untrusted signatures, allowed by ``--trust``), ``unsigned``
+    (``--allow-unsigned``). An invalid signature is always refused.
+    """
+    sigs = image.signatures(dict(trusted))
+    bad = [s.key_id for s in sigs if not s.valid]
+    if bad:
+        raise SignatureError(
+            f"{image.path}: invalid signature by key {', '.join(bad)} (modified after signing?)"
+        )
+    if not sigs:
+        if not allow_unsigned:
+            raise PolicyError(
+                f"{image.path} is not signed; install it anyway with --allow-unsigned"
+            )
+        return {"state": "unsigned", "key_ids": []}
+    ids = sorted(s.key_id for s in sigs)
+    good = sorted(s.key_id for s in sigs if s.trusted)
+    if good:
+        return {"state": "trusted", "key_ids": good}
+    same = sorted(k for k in ids if k in pinned)
+    if same:
+        return {"state": "pinned", "key_ids": same}
+    if trust:
+        return {"state": "accepted", "key_ids": ids}
+    raise PolicyError(
+        f"{image.path} is signed by {', '.join(ids)}, which is not a trusted key; "
+        "trust it with 'appimg trust add KEY.pub' or pass --trust"
+    )
+
+
+# --- the launcher the exported Exec lines name ----------------------------------------------
+
+
+def launcher_path(layout: Layout, env: Mapping[str, str]) -> str:
+    """An absolute path to an ``appimg`` program that runs this installation.
+
+    GLib drops a desktop entry whose Exec program it cannot find, so the path
+    must resolve: the console script beside this interpreter, else ``appimg``
+    on PATH, else a small script written into the store.
+    """
+    beside = Path(sys.executable).parent / "appimg"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("appimg", path=env.get("PATH") or os.defpath)
+    if found:
+        return os.path.abspath(found)
+    import appimg
+
+    package_parent = str(Path(appimg.__file__).resolve().parent.parent)
+    paths = [package_parent] + [p for p in sys.path if p and os.path.isdir(p)]
+    script = (
+        "#!/bin/sh\n"
+        "# Written by appimg install: starts appimg as the interpreter that installed it.\n"
+        f"PYTHONPATH={shlex.quote(':'.join(dict.fromkeys(paths)))}"
+        '${PYTHONPATH:+:"$PYTHONPATH"} '
+        f'exec {shlex.quote(sys.executable)} -m appimg "$@"\n'
+    )
+    target = layout.bin / "appimg"
+    if not target.exists() or target.read_text() != script:
+        layout.bin.mkdir(parents=True, exist_ok=True)
+        replace_file(target, script.encode(), 0o755)
+    return str(target)
+
+
+# --- rendering ---------------------------------------------------------------------------
+
+
+def _context(layout: Layout, index: index_mod.Index, app_id: str, version: dict[str, Any],
+             launcher: str) -> Context:  # fmt: skip
+    from appimg.services.exports.plan import Context
+
+    taken = {rel: other for rel, other in index_mod.exported_by(index).items() if other != app_id}
+    return Context(
+        app_id=app_id,
+        version=version["version"],
+        launcher=launcher,
+        image_path=str(layout.image_file(version["file"])),
+        taken=taken,
+        other_ids=set(index["apps"]) - {app_id},
+    )
+
+
+def _render(image: Image, layout: Layout, index: index_mod.Index, version: dict[str, Any],
+            env: Mapping[str, str]) -> Plan:  # fmt: skip
+    from appimg.services.exports.plan import plan_exports
+
+    ctx = _context(layout, index, image.manifest["id"], version, launcher_path(layout, env))
+    return plan_exports(image.payload, image.manifest, ctx)
+
+
+def _open_installed(layout: Layout, version: dict[str, Any]) -> Image:
+    from appimg.format.image import Image
+
+    image = Image.open(layout.image_file(version["file"]))
+    try:
+        if image.verity.root_hash.hex() != version["root_hash"]:
+            raise IntegrityError(f"{image.path}: not the image that was installed")
+        image.check_tree()
+    except BaseException:
+        image.close()
+        raise
+    return image
+
+
+def rerenderer(env: Mapping[str, str]) -> Any:
+    """For recovery: render an app's exports again from its active image."""
+
+    def rerender(app_id: str, index: index_mod.Index) -> dict[str, bytes]:
+        layout = Layout.from_env(env)
+        version = index_mod.active_version(index["apps"][app_id])
+        with _open_installed(layout, version) as image:
+            plan = _render(image, layout, index, version, env)
+        exported = set(index["apps"][app_id]["exported"])
+        return {rel: data for rel, data in plan.files.items() if rel in exported}
+
+    return rerender
+
+
+# --- locking -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def locked(env: Mapping[str, str]) -> Iterator[tuple[Layout, StepHook, list[str]]]:
+    """Hold the store lock, with any interrupted change finished or undone first."""
+    layout = Layout.from_env(env)
+    with StoreLock(layout):
+        notes = recover(layout, rerenderer(env)) if needs_recovery(layout) else []
+        try:
+            yield layout, step_hook(env), notes
+        finally:
+            # A command that failed on a store it created must not leave the store behind.
+            with contextlib.suppress(StoreError):
+                if not layout.journal.exists() and not index_mod.load(layout)["apps"]:
+                    remove_store(layout)
+
+
+def maybe_recover(env: Mapping[str, str]) -> list[str]:
+    """For read-only commands: repair an interrupted change if no other command is running."""
+    layout = Layout.from_env(env)
+    if not needs_recovery(layout) and not layout.is_abandoned():
+        return []
+    lock = StoreLock(layout, blocking=False)
+    if not lock.acquire():
+        return []  # a change is in progress; what we read is still a committed state
+    try:
+        if needs_recovery(layout):
+            return recover(layout, rerenderer(env))
+        if layout.is_abandoned():
+            remove_store(layout)  # nothing was ever committed: leave no trace
+        return []
+    finally:
+        lock.release()
+
+
+# --- operations ------------------------------------------------------------------------------
+
+
+def install(
+    env: Mapping[str, str],
+    source: Path,
+    *,
+    allow_unsigned: bool = False,
+    trust: bool = False,
+    update: bool = False,
+    strict: bool = False,
+) -> Outcome:
+    """Install (or, with ``update``, add as the new active version) the image ``source``.
+
+    With ``strict``, a refused export fails the whole operation."""
+    from appimg.format.image import Image
+    from appimg.host.dirs import UserDirs
+    from appimg.host.trust import load_trusted
+    from appimg.services.exports.plan import scan_xdg_files
+
+    op = "update" if update else "install"
+    source = Path(os.path.abspath(source))
+    trusted = load_trusted(UserDirs.from_env(env))
+    with Image.open(source) as image:  # refuse early, before copying anything
+        manifest = image.manifest
+        app_id = manifest["id"]
+        root_hash = image.verity.root_hash.hex()
+        pinned = _pinned(Layout.from_env(env), app_id) if update else []
+        signature_state(image, trusted, allow_unsigned=allow_unsigned, trust=trust, pinned=pinned)
+    with locked(env) as (layout, step, notes):
+        index = index_mod.load(layout)
+        existing = index["apps"].get(app_id)
+        key = version_key(manifest["version"], root_hash)
+        if update and existing is None:
+            raise UsageError(f"{app_id} is not installed (use appimg install)")
+        if not update and existing is not None:
+            active = index_mod.active_version(existing)["version"]
+            raise UsageError(f"{app_id} {active} is already installed (use appimg update)")
+        if existing and any(v["key"] == key for v in existing["versions"]):
+            raise UsageError(f"{app_id} {manifest['version']} is already installed")
+        pinned = existing.get("pinned_keys", []) if existing else []
+        rel = f"images/{app_id}/{key}.appimg"
+        with Transaction(layout, op, app_id, step, rerenderer(env)) as tx:
+            staged = tx.stage_image(source)
+            with Image.open(staged) as image:
+                # The copy is what will run: check it, not the source, which may change.
+                image.check_tree()
+                if image.verity.root_hash.hex() != root_hash or image.manifest != manifest:
+                    raise IntegrityError(f"{source} changed while it was being installed")
+                signature = signature_state(image, trusted, allow_unsigned=allow_unsigned,
+                                            trust=trust, pinned=pinned)  # fmt: skip
+                xdg_files, truncated = scan_xdg_files(image.payload)
+                version = {
+                    "key": key,
+                    "version": manifest["version"],
+                    "file": rel,
+                    "root_hash": root_hash,
+                    "size": image.layout.file_size,
+                    "installed": int(time.time()),
+                    "signature": signature,
+                    "xdg_files": xdg_files,
+                    "xdg_truncated": truncated,
+                }
+                plan = _render(image, layout, index, version, env)
+            if strict and plan.refused:
+                first = plan.refused[0]
+                raise PolicyError(f"{len(plan.refused)} export(s) refused, first "
+                                  f"{first['path']}: {first['reason']}")  # fmt: skip
+            new_index = _copy(index)
+            kept = [version] + (existing["versions"][:1] if existing else [])
+            new_index["apps"][app_id] = {
+                "id": app_id,
+                "name": manifest["name"],
+                "active": key,
+                "versions": kept,
+                "exported": {r: index_mod.digest(d) for r, d in sorted(plan.files.items())},
+                "refused": plan.refused,
+                "pinned_keys": signature["key_ids"],
+            }
+            obsolete = [v["file"] for v in (existing["versions"][1:] if existing else [])]
+            tx.commit(
+                new_index,
+                new_files=plan.files,
+                old_exported=existing["exported"] if existing else (),
+                staged_image=staged,
+                added_image=rel,
+                obsolete_images=obsolete,
+            )
+        notes += _placement_notes(layout, env, plan.files)
+        return Outcome(op, app_id, manifest["version"], str(layout.image_file(rel)), signature,
+                       sorted(plan.files), plan.refused, notes)  # fmt: skip
+
+
+def uninstall(env: Mapping[str, str], app_id: str) -> Outcome:
+    with locked(env) as (layout, step, notes):
+        index = index_mod.load(layout)
+        app = index["apps"].get(app_id)
+        if app is None:
+            raise UsageError(f"{app_id} is not installed")
+        new_index = _copy(index)
+        del new_index["apps"][app_id]
+        with Transaction(layout, "uninstall", app_id, step) as tx:
+            tx.commit(
+                new_index,
+                new_files={},
+                old_exported=app["exported"],
+                obsolete_images=[v["file"] for v in app["versions"]],
+            )
+        version = index_mod.active_version(app)["version"]
+        return Outcome("uninstall", app_id, version, exported=sorted(app["exported"]), notes=notes)
+
+
+def rollback(env: Mapping[str, str], app_id: str) -> Outcome:
+    """Make the previous version active again (and the current one the previous)."""
+    with locked(env) as (layout, step, notes):
+        index = index_mod.load(layout)
+        app = index["apps"].get(app_id)
+        if app is None:
+            raise UsageError(f"{app_id} is not installed")
+        if len(app["versions"]) < 2:
+            raise UsageError(f"{app_id} has no previous version to roll back to")
+        current, previous = app["versions"][0], app["versions"][1]
+        with Transaction(layout, "rollback", app_id, step, rerenderer(env)) as tx:
+            with _open_installed(layout, previous) as image:
+                plan = _render(image, layout, index, previous, env)
+            new_index = _copy(index)
+            entry = new_index["apps"][app_id]
+            entry["versions"] = [previous, current]
+            entry["active"] = previous["key"]
+            entry["exported"] = {r: index_mod.digest(d) for r, d in sorted(plan.files.items())}
+            entry["refused"] = plan.refused
+            entry["pinned_keys"] = previous["signature"]["key_ids"]
+            tx.commit(new_index, new_files=plan.files, old_exported=app["exported"])
+        return Outcome("rollback", app_id, previous["version"],
+                       str(layout.image_file(previous["file"])), previous["signature"],
+                       sorted(plan.files), plan.refused, notes)  # fmt: skip
+
+
+def active_image(app_id: str, env: Mapping[str, str]) -> Path | None:
+    """For ``appimg run ID``: the active image of an installed app, None if not installed."""
+    from appimg.services.store import installed_image
+
+    return installed_image(env, app_id)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _copy(index: index_mod.Index) -> index_mod.Index:
+    return json.loads(index_mod.dumps(index))
+
+
+def _pinned(layout: Layout, app_id: str) -> list[str]:
+    with contextlib.suppress(StoreError):
+        app = index_mod.load(layout)["apps"].get(app_id)
+        if app:
+            return list(app.get("pinned_keys", []))
+    return []
+
+
+def _placement_notes(
+    layout: Layout, env: Mapping[str, str], files: Mapping[str, bytes]
+) -> list[str]:
+    """Tell the user when the desktop will not see an export, or when one hides a host file."""
+    from appimg.host.dirs import data_dirs, data_home
+    from appimg.services.xdgpath.env import environment_d_file
+
+    notes = []
+    dirs = [str(p).rstrip("/") for p in data_dirs(env)]
+    exports = str(layout.exports)
+    if exports not in dirs and not environment_d_file(env).exists():
+        notes.append(f"{exports} is not in XDG_DATA_DIRS: run 'appimg xdg setup' once "
+                     "(then log in again) so the desktop finds installed apps")  # fmt: skip
+    for rel in files:
+        if not rel.startswith("applications/"):
+            continue
+        if (data_home(env) / rel).exists():
+            notes.append(f"{data_home(env) / rel} takes precedence over the exported {rel}")
+        for directory in dirs:
+            if directory != exports and os.path.exists(os.path.join(directory, rel)):
+                notes.append(f"the exported {rel} hides {directory}/{rel}")
+    return notes

@@ -1,0 +1,343 @@
+"""Changing the store atomically, and finishing or undoing an interrupted change
+(spec/xdg-index.md §Transactions).
+
+A change runs under the store lock in this order:
+
+1. stage: copy the image and write every new export file under ``tmp/<tx>/``
+   (each fsynced);
+2. write ``journal.json`` (the transaction record: the SHA-256 of the new
+   index, the image files it adds and the ones it makes obsolete);
+3. move the new image into ``images/``;
+4. **commit**: write the new index to a temporary file, fsync, rename it over
+   ``index.json``, fsync the directory;
+5. move the staged exports into ``exports/share/`` and delete the ones the
+   app no longer exports; delete obsolete images; refresh the caches;
+6. delete the staging directory, then the journal.
+
+Before the commit the old index is in force and nothing visible has changed
+but an unreferenced image; after it the new index is in force and exports
+follow. :func:`recover` (run by the next command whenever a journal or a
+staging directory is left) looks at which index is in place, deletes the
+images of the side that lost, and reconciles the exports directory with the
+index: files the index lists are taken from the staging directory or, failing
+that, rendered again from their image; files it does not list are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+from appimg.atomic import (
+    copy_file,
+    fsync_dir,
+    remove_empty_dirs,
+    replace_file,
+    unlink,
+    write_file,
+)
+from appimg.services.store import caches
+from appimg.services.store import index as index_mod
+from appimg.services.store.layout import Layout
+from appimg.services.store.lock import created_dirs
+
+#: Renders an app's exports again from its image: (app id, index) -> {rel: bytes}.
+Rerender = Callable[[str, index_mod.Index], dict[str, bytes]]
+StepHook = Callable[[str], None]
+
+
+def step_hook(env: Mapping[str, str]) -> StepHook:
+    """Test hook: APPIMG_TEST_SLOW_STEPS=SECONDS sleeps after each step, and
+    APPIMG_TEST_STEP_LOG=FILE appends each step's name, so that crash tests can
+    kill a command at every phase."""
+    delay = float(env.get("APPIMG_TEST_SLOW_STEPS") or 0)
+    log = env.get("APPIMG_TEST_STEP_LOG")
+    if not delay and not log:
+        return lambda _name: None
+
+    def hook(name: str) -> None:
+        if log:
+            with open(log, "a") as handle:
+                handle.write(f"{time.monotonic():.6f} {name}\n")
+        if delay:
+            time.sleep(delay)
+
+    return hook
+
+
+def sha256_file(path: Path) -> str | None:
+    import hashlib
+
+    try:
+        with open(path, "rb", buffering=0) as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+
+
+class Transaction:
+    """One change to the store; the caller holds the lock. Use as a context manager."""
+
+    def __init__(self, layout: Layout, op: str, app_id: str, step: StepHook,
+                 rerender: Rerender | None = None) -> None:  # fmt: skip
+        self.layout = layout
+        self.rerender = rerender
+        self.op = op
+        self.app_id = app_id
+        self.step = step
+        self.txid = f"{int(time.time())}-{os.getpid()}-{secrets.token_hex(4)}"
+        self.staging = layout.tmp / self.txid
+        self.journal_written = False
+        self.done = False
+
+    def __enter__(self) -> Transaction:
+        self.staging.mkdir(parents=True)
+        self.step("begin")
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None or self.done:
+            return
+        if self.journal_written:
+            recover(self.layout, self.rerender)  # finish or undo what was started
+        else:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            remove_empty_dirs(self.layout.tmp, self.layout.root)
+
+    def stage_image(self, source: Path) -> Path:
+        target = self.staging / "image.appimg"
+        copy_file(source, target)
+        self.step("image-copied")
+        return target
+
+    def commit(
+        self,
+        new_index: index_mod.Index,
+        *,
+        new_files: Mapping[str, bytes],
+        old_exported: Iterable[str] = (),
+        staged_image: Path | None = None,
+        added_image: str | None = None,
+        obsolete_images: Iterable[str] = (),
+    ) -> None:
+        """Steps 1 (exports) to 6 above; ``added_image`` is the store-relative name of
+        ``staged_image`` once placed."""
+        layout = self.layout
+        share = self.staging / "share"
+        for rel, data in new_files.items():
+            path = share / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_file(path, data)
+        self.step("staged")
+        new_bytes = index_mod.dumps(new_index)
+        obsolete = sorted(set(obsolete_images))
+        record = {
+            "tx": self.txid,
+            "op": self.op,
+            "app": self.app_id,
+            "after_sha256": index_mod.digest(new_bytes),
+            "added_images": [added_image] if added_image else [],
+            "obsolete_images": obsolete,
+            "entry": new_index["apps"].get(self.app_id),
+        }
+        replace_file(layout.journal, json.dumps(record, sort_keys=True).encode())
+        self.journal_written = True
+        self.step("journal")
+        if staged_image is not None and added_image:
+            target = layout.image_file(added_image)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(staged_image, target)
+            fsync_dir(target.parent)
+            self.step("image-placed")
+        replace_file(layout.index, new_bytes)  # the commit point
+        self.step("committed")
+        removed = set(old_exported) - set(new_files)
+        apply_exports(layout, share, new_files, removed)
+        self.step("exports-applied")
+        for rel in obsolete:
+            if not _referenced(new_index, rel):
+                unlink(layout.image_file(rel))
+                remove_empty_dirs(layout.image_file(rel).parent, layout.root)
+        self.step("images-removed")
+        kinds = {caches.kind_of(rel) for rel in [*new_files, *removed]} - {None}
+        caches.refresh(layout.exports, kinds)  # type: ignore[arg-type]
+        prune_exports(layout, [*new_files, *removed])
+        self.step("caches")
+        finish(layout, new_index)
+        self.done = True
+        self.step("done")
+
+
+def apply_exports(layout: Layout, staged: Path, new: Iterable[str], removed: Iterable[str]) -> None:
+    touched: set[Path] = set()
+    for rel in new:
+        target = layout.exports / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(staged / rel, target)
+        touched.add(target.parent)
+    for rel in removed:
+        target = layout.exports / rel
+        unlink(target)
+        touched.add(target.parent)
+    for directory in touched:
+        with contextlib.suppress(FileNotFoundError):
+            fsync_dir(directory)
+
+
+def prune_exports(layout: Layout, rels: Iterable[str]) -> None:
+    """Remove directories of exports/share that the change left empty."""
+    for rel in sorted(set(rels), reverse=True):
+        remove_empty_dirs((layout.exports / rel).parent, layout.exports)
+    mime = layout.exports / "mime"
+    if mime.is_dir() and not any(mime.iterdir()):
+        remove_empty_dirs(mime, layout.exports)
+
+
+def _referenced(index: index_mod.Index, rel: str) -> bool:
+    return any(v["file"] == rel for app in index["apps"].values() for v in app["versions"])
+
+
+def finish(layout: Layout, index: index_mod.Index) -> None:
+    """Drop the staging area and the journal; remove the whole store once it is empty."""
+    shutil.rmtree(layout.tmp, ignore_errors=True)
+    for stray in layout.root.glob(".*.tmp-*"):
+        unlink(stray)
+    if not index["apps"]:
+        # The journal goes last (remove_store unlinks it after the index): a kill in
+        # between leaves a journal, and the next command finishes the removal.
+        remove_store(layout)
+        return
+    unlink(layout.journal)
+    fsync_dir(layout.root)
+
+
+def remove_store(layout: Layout) -> None:
+    """The last app is gone: leave no trace (images of unknown origin are kept)."""
+    shutil.rmtree(layout.exports.parent, ignore_errors=True)
+    shutil.rmtree(layout.bin, ignore_errors=True)
+    if layout.images.is_dir():
+        for entry in layout.images.iterdir():
+            with contextlib.suppress(OSError):
+                entry.rmdir()
+        with contextlib.suppress(OSError):
+            layout.images.rmdir()
+    parents = created_dirs(layout)
+    unlink(layout.index)
+    unlink(layout.journal)
+    unlink(layout.lock)  # safe while locked: lockers check the inode (lock.py)
+    with contextlib.suppress(OSError):
+        layout.root.rmdir()
+        for directory in parents:  # e.g. ~/.local/share on a fresh HOME
+            directory.rmdir()
+
+
+def needs_recovery(layout: Layout) -> bool:
+    return layout.needs_recovery()
+
+
+def recover(layout: Layout, rerender: Rerender | None = None) -> list[str]:
+    """Finish or undo an interrupted change, then make the exports match the index.
+
+    The caller holds the lock. Returns notes for the user (what was repaired).
+    """
+    notes: list[str] = []
+    try:
+        record = json.loads(layout.journal.read_bytes())
+    except FileNotFoundError:
+        record = None
+    except ValueError:
+        record = None  # unreachable (written atomically), but never fatal
+    data = index_mod.read_bytes(layout)
+    index = index_mod.empty() if data is None else index_mod.parse(data)
+    current = index_mod.digest(data if data is not None else index_mod.dumps(index))
+    staged: list[Path] = []
+    if record:
+        committed = record.get("after_sha256") == current
+        verb = "finished" if committed else "undid"
+        notes.append(f"{verb} an interrupted {record.get('op')} of {record.get('app')}")
+        doomed = record.get("obsolete_images" if committed else "added_images") or []
+        for rel in doomed:
+            if isinstance(rel, str) and not _referenced(index, rel) and ".." not in rel:
+                unlink(layout.image_file(rel))
+                remove_empty_dirs(layout.image_file(rel).parent, layout.root)
+        staged.append(layout.tmp / str(record.get("tx")) / "share")
+        # From here on only reconciling is left, which is idempotent: record that.
+        neutral = {"tx": record.get("tx"), "op": "recover", "app": record.get("app"),
+                   "after_sha256": "", "added_images": [], "obsolete_images": []}  # fmt: skip
+        replace_file(layout.journal, json.dumps(neutral, sort_keys=True).encode())
+    index = reconcile(layout, index, staged, rerender, notes)
+    caches.refresh(layout.exports)
+    finish(layout, index)
+    return notes
+
+
+def reconcile(
+    layout: Layout,
+    index: index_mod.Index,
+    staged: list[Path],
+    rerender: Rerender | None,
+    notes: list[str],
+) -> index_mod.Index:
+    """Make exports/share hold exactly the files the index lists, with their digests."""
+    expected: dict[str, tuple[str, str]] = {
+        rel: (app_id, sha) for app_id, app in index["apps"].items()
+        for rel, sha in app["exported"].items()
+    }  # fmt: skip
+    removed: list[str] = []
+    if layout.exports.is_dir():
+        for root, _dirs, files in os.walk(layout.exports):
+            for name in files:
+                rel = Path(root, name).relative_to(layout.exports).as_posix()
+                if rel not in expected and not caches.is_generated(rel):
+                    unlink(Path(root, name))
+                    removed.append(rel)
+    broken: set[str] = set()
+    for rel, (app_id, sha) in expected.items():
+        target = layout.exports / rel
+        if sha256_file(target) == sha:
+            continue
+        for base in staged:
+            if sha256_file(base / rel) == sha:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(base / rel, target)
+                break
+        else:
+            broken.add(app_id)
+    for app_id in sorted(broken):
+        index = _rerender_app(layout, index, app_id, rerender, notes)
+    prune_exports(layout, [*removed, *expected])
+    return index
+
+
+def _rerender_app(
+    layout: Layout, index: index_mod.Index, app_id: str, rerender: Rerender | None,
+    notes: list[str],
+) -> index_mod.Index:  # fmt: skip
+    """Exports of ``app_id`` went missing or changed: render them again from the image."""
+    app = index["apps"][app_id]
+    files: dict[str, bytes] = {}
+    if rerender is not None:
+        try:
+            files = rerender(app_id, index)
+        except Exception as exc:  # a broken image must not block repairing the others
+            notes.append(f"could not re-export {app_id}: {exc}")
+    for rel in app["exported"]:
+        if rel not in files:
+            unlink(layout.exports / rel)
+    for rel, data in files.items():
+        target = layout.exports / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        replace_file(target, data)
+    new = {rel: index_mod.digest(data) for rel, data in files.items()}
+    if new != app["exported"]:
+        index = json.loads(index_mod.dumps(index))
+        index["apps"][app_id]["exported"] = new
+        replace_file(layout.index, index_mod.dumps(index))
+    notes.append(f"re-exported {app_id} ({len(files)} files)")
+    return index
