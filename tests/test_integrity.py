@@ -10,10 +10,12 @@ import pytest
 
 from appimg.errors import AppimgError, IntegrityError
 from appimg.format.image import Image
+from appimg.host.dirs import UserDirs
 from appimg.services.verify import verify
 
 from .helpers import appimg, assert_one_line_error, write_app
 
+DIRS = UserDirs(Path("/nonexistent"))
 REGIONS = ("head", "appimg-manifest", "appimg-verity", "appimg-signature", "tail")
 
 
@@ -58,7 +60,7 @@ def test_any_flipped_byte_fails_verify(image: Path, tmp_path: Path, region: str)
     for position in sorted(positions):
         _flip(image, bad, offset + position)
         with pytest.raises(AppimgError):
-            verify(bad)
+            verify(bad, DIRS)
 
 
 @pytest.mark.parametrize("region", REGIONS)
@@ -86,7 +88,7 @@ def test_payload_change_caught_on_read_and_by_full(image: Path, tmp_path: Path) 
     target = payload_offset + (1 << 20)
     _flip(image, bad, target)
     # Without --full the payload is not read, so verify still passes...
-    verify(bad)
+    verify(bad, DIRS)
     assert appimg("verify", bad).returncode == 0
     # ... --full reads every block and fails, naming the block.
     result = appimg("verify", "--full", bad, check=False)
@@ -112,9 +114,9 @@ def test_verify_does_not_read_the_payload(image: Path, tmp_path: Path) -> None:
     with bad.open("r+b") as f:
         f.seek(offset)
         f.write(bytes(size))
-    verify(bad)
+    verify(bad, DIRS)
     with pytest.raises(IntegrityError):
-        verify(bad, full=True)
+        verify(bad, DIRS, full=True)
 
 
 def test_key_requirement(image: Path, tmp_path: Path, keypair) -> None:

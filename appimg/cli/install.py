@@ -295,17 +295,19 @@ def cmd_apps(args: argparse.Namespace) -> int:
 
 
 def cmd_trust_add(args: argparse.Namespace) -> int:
-    from appimg.services.store import trusted_keys
+    from appimg.host.dirs import UserDirs
+    from appimg.host.trust import add_trusted
 
-    kid, path, new = trusted_keys.add(_env(), args.key)
+    kid, path, new = add_trusted(UserDirs.from_env(_env()), args.key)
     print(f"{'trusted' if new else 'already trusted'}: {kid} ({path})")
     return 0
 
 
 def cmd_trust_list(args: argparse.Namespace) -> int:
-    from appimg.services.store import trusted_keys
+    from appimg.host.dirs import UserDirs
+    from appimg.host.trust import list_trusted
 
-    rows = trusted_keys.listing(_env())
+    rows = list_trusted(UserDirs.from_env(_env()))
     if args.json:
         print_json(rows)
         return 0
@@ -318,9 +320,10 @@ def cmd_trust_list(args: argparse.Namespace) -> int:
 
 
 def cmd_trust_remove(args: argparse.Namespace) -> int:
-    from appimg.services.store import trusted_keys
+    from appimg.host.dirs import UserDirs
+    from appimg.host.trust import remove_trusted
 
-    for path in trusted_keys.remove(_env(), args.key):
+    for path in remove_trusted(UserDirs.from_env(_env()), args.key):
         print(f"removed {path}")
     return 0
 

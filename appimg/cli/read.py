@@ -142,7 +142,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from appimg.format import keys
-    from appimg.host.trust import load_trusted
     from appimg.services.verify import verify
 
     required = {keys.key_id(keys.load_public(path)) for path in args.key}
@@ -151,9 +150,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     try:
         report = verify(
             args.file,
+            UserDirs.from_env(os.environ),
             full=args.full,
             required_key_ids=required,
-            trusted=load_trusted(UserDirs.from_env(os.environ)),
             progress=bar,
         )
     finally:

@@ -1,22 +1,50 @@
-"""Trusted keys: which signatures count (spec/format.md §Trust).
+"""Trust: which signatures count, the trust store, and the one decision every command
+makes about an image's signatures (spec/format.md §12, spec/xdg-index.md §4).
 
 Keys live as files in ``$XDG_CONFIG_HOME/appimg/trusted-keys/`` (the user's) and
 ``/etc/appimg/trusted-keys/`` (the system's), one public key per file.
+:func:`decide` is the rule that ``verify``, ``install``/``update``, ``mount``
+and ``run`` all apply; each command says only what the user allowed it and
+which flag would allow more. The rule:
+
+* any invalid signature: refused, :class:`SignatureError` (exit 5), whatever
+  was allowed: a broken signature means the image was changed after signing;
+* a valid signature by a trusted key: ``trusted``;
+* a valid signature by a key the installed app is pinned to: ``pinned``;
+* valid signatures by other keys: ``accepted`` if the user allowed untrusted
+  images, else :class:`PolicyError` (exit 6);
+* no signature: ``unsigned`` if the user allowed unsigned images, else
+  :class:`PolicyError`.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from appimg.errors import AppimgError
-from appimg.format import keys
+from appimg.atomic import replace_file
+from appimg.errors import AppimgError, PolicyError, SignatureError, UsageError
 from appimg.host.dirs import UserDirs
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from appimg.format.image import Image, SignatureStatus
 
 SYSTEM_TRUST_DIR = Path("/etc/appimg/trusted-keys")
 MAX_TRUSTED_KEYS = 4096
+
+TRUSTED = "trusted"
+PINNED = "pinned"
+ACCEPTED = "accepted"
+UNSIGNED = "unsigned"
+#: States in which the user, not a trusted key, let the image in.
+CONSENTED = (PINNED, ACCEPTED, UNSIGNED)
+
+
+# -- the trust store --------------------------------------------------------------------------
 
 
 def user_trust_dir(dirs: UserDirs) -> Path:
@@ -27,18 +55,156 @@ def trust_dirs(dirs: UserDirs) -> list[Path]:
     return [user_trust_dir(dirs), SYSTEM_TRUST_DIR]
 
 
+def _key_files(directory: Path) -> list[Path]:
+    try:
+        names = sorted(os.listdir(directory))[:MAX_TRUSTED_KEYS]
+    except OSError:
+        return []
+    return [directory / name for name in names]
+
+
 def load_trusted(dirs: UserDirs) -> dict[str, Ed25519PublicKey]:
     """Key id → key for every readable key file in the trust directories."""
+    from appimg.format import keys  # the crypto library: only where keys are read
+
     found: dict[str, Ed25519PublicKey] = {}
     for directory in trust_dirs(dirs):
-        try:
-            names = sorted(os.listdir(directory))[:MAX_TRUSTED_KEYS]
-        except OSError:
-            continue
-        for name in names:
+        for path in _key_files(directory):
             try:
-                key = keys.load_public(directory / name)
+                key = keys.load_public(path)
             except AppimgError:
                 continue  # an unreadable key trusts nothing; `appimg trust list` shows it
             found[keys.key_id(key)] = key
     return found
+
+
+def list_trusted(dirs: UserDirs) -> list[dict[str, Any]]:
+    """Every key file of both directories: key id (None if unreadable), scope, file, error."""
+    from appimg.format import keys
+
+    rows = []
+    for directory in trust_dirs(dirs):
+        scope = "system" if directory == SYSTEM_TRUST_DIR else "user"
+        for path in _key_files(directory):
+            row: dict[str, Any] = {"key_id": None, "scope": scope, "file": str(path), "error": None}
+            try:
+                row["key_id"] = keys.key_id(keys.load_public(path))
+            except AppimgError as exc:
+                row["error"] = str(exc)
+            rows.append(row)
+    return rows
+
+
+def add_trusted(dirs: UserDirs, source: Path) -> tuple[str, Path, bool]:
+    """Trust the public key in ``source`` (a .pub, a private key or base64): (id, file, new).
+
+    The key is stored as ``<key id>.pub`` (SubjectPublicKeyInfo PEM) in the user's
+    directory; the system directory is only changed by its administrator."""
+    from appimg.format import keys
+
+    public = keys.load_public(source)
+    kid = keys.key_id(public)
+    directory = user_trust_dir(dirs)
+    target = directory / f"{kid}.pub"
+    known = any(row["key_id"] == kid for row in list_trusted(dirs) if row["scope"] == "user")
+    if not known:
+        directory.mkdir(parents=True, exist_ok=True)
+        replace_file(target, keys.public_pem(public))
+    return kid, target, not known
+
+
+def remove_trusted(dirs: UserDirs, key: str) -> list[Path]:
+    """Stop trusting a key, named by its id (or a unique prefix of 8+ digits) or a key file."""
+    from appimg.format import keys
+
+    if Path(key).exists() and not key.isalnum():
+        key = keys.key_id(keys.load_public(Path(key)))
+    key = key.lower()
+    if len(key) < 8:
+        raise UsageError(f"{key!r}: give at least 8 digits of the key id, or a key file")
+    rows = [r for r in list_trusted(dirs) if r["key_id"] and r["key_id"].startswith(key)]
+    if len({r["key_id"] for r in rows}) > 1:
+        raise UsageError(f"{key!r} matches more than one key")
+    if not rows:
+        raise UsageError(f"no trusted key {key}")
+    removed = []
+    for row in rows:
+        if row["scope"] == "system":
+            continue
+        Path(row["file"]).unlink()
+        removed.append(Path(row["file"]))
+    if not removed:
+        raise PolicyError(f"key {rows[0]['key_id']} is trusted system-wide in "
+                          f"{SYSTEM_TRUST_DIR}; only an administrator can remove it")  # fmt: skip
+    return removed
+
+
+# -- the decision ----------------------------------------------------------------------------
+
+
+class Verdict:
+    """Why an image may be used: its ``state`` and the keys that state rests on."""
+
+    __slots__ = ("key_ids", "state", "statuses", "warning")
+
+    def __init__(
+        self, state: str, key_ids: list[str], statuses: list[SignatureStatus], warning: str = ""
+    ) -> None:
+        self.state = state
+        self.key_ids = key_ids
+        #: Every signature's validity and trust, for reports (``verify``).
+        self.statuses = statuses
+        #: What to tell the user when only their consent let the image in ("" if trusted).
+        self.warning = warning
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``signature`` record of the store's index (spec/xdg-index.md §3)."""
+        return {"state": self.state, "key_ids": list(self.key_ids)}
+
+
+def decide(
+    image: Image,
+    dirs: UserDirs,
+    *,
+    allow_unsigned: bool = False,
+    allow_untrusted: bool = False,
+    pinned: Collection[str] = (),
+    unsigned_flag: str = "--allow-unsigned",
+    untrusted_flag: str = "--allow-untrusted",
+) -> Verdict:
+    """The one trust rule (see the module docstring) for ``image`` on this host.
+
+    ``allow_*`` is what the user explicitly allowed; ``*_flag`` names the option
+    that would allow it, for the refusal's hint. Raises SignatureError or PolicyError.
+    """
+    # Trusted keys are read only for signed images: an unsigned one needs no crypto library.
+    statuses = image.signatures(load_trusted(dirs) if image.signature_block.signatures else {})
+    name = image.path
+    invalid = [s.key_id for s in statuses if not s.valid]
+    if invalid:
+        raise SignatureError(
+            f"{name}: invalid signature by key {', '.join(invalid)} (modified after signing?)"
+        )
+    if not statuses:
+        if not allow_unsigned:
+            raise PolicyError(
+                f"{name}: refused: it is not signed, so its origin cannot be verified "
+                f"(pass {unsigned_flag} to accept it)"
+            )
+        return Verdict(
+            UNSIGNED, [], statuses, f"{name}: unsigned image, its origin is not verified"
+        )
+    trusted = sorted(s.key_id for s in statuses if s.trusted)
+    if trusted:
+        return Verdict(TRUSTED, trusted, statuses)
+    ids = sorted(s.key_id for s in statuses)
+    same = [k for k in ids if k in pinned]
+    if same:
+        return Verdict(PINNED, same, statuses)
+    why = f"it is signed by {', '.join(ids)}, which is not a trusted key"
+    if not allow_untrusted:
+        raise PolicyError(
+            f"{name}: refused: {why} (trust the key with 'appimg trust add KEY.pub', "
+            f"or pass {untrusted_flag})"
+        )
+    return Verdict(ACCEPTED, ids, statuses, f"{name}: accepted although {why} ({untrusted_flag})")

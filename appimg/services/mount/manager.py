@@ -40,7 +40,7 @@ from appimg.format.image import Image
 from appimg.host.app_rules import host_rules
 from appimg.host.dirs import UserDirs, runtime_dir
 from appimg.host.rules import Resolution, Rule
-from appimg.host.trust import load_trusted
+from appimg.host.trust import decide
 from appimg.services.mount import state
 from appimg.services.mount.state import MountInfo
 
@@ -74,25 +74,11 @@ class Prepared:
 
 
 def check_trust(image: Image, env: Mapping[str, str], allow_untrusted: bool) -> list[str]:
-    """Trusted signature: mount. Unsigned: mount with a warning. Signed, but by no
-    trusted key (or invalid): refuse unless ``allow_untrusted``. Returns warnings."""
-    statuses = image.signatures(load_trusted(UserDirs.from_env(env)))
-    if any(s.valid and s.trusted for s in statuses):
-        return []
-    if not statuses:
-        return [f"{image.path}: unsigned image, its origin is not verified"]
-    invalid = [s.key_id for s in statuses if not s.valid]
-    if invalid:
-        why = f"its signature by {', '.join(invalid)} is invalid"
-    else:
-        keys = ", ".join(s.key_id for s in statuses)
-        why = f"it is signed by {keys}, which is not a trusted key"
-    if not allow_untrusted:
-        raise PolicyError(
-            f"{image.path}: refused: {why} (trust the key with 'appimg trust add KEY.pub', "
-            "or pass --allow-untrusted)"
-        )
-    return [f"{image.path}: mounted although {why} (--allow-untrusted)"]
+    """The trust rule (:func:`appimg.host.trust.decide`) for a mount: unsigned images
+    mount with a warning, untrusted ones only with ``allow_untrusted``. Returns warnings."""
+    verdict = decide(image, UserDirs.from_env(env), allow_unsigned=True,
+                     allow_untrusted=allow_untrusted)  # fmt: skip
+    return [verdict.warning] if verdict.warning else []
 
 
 def prepare(

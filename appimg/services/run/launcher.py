@@ -11,6 +11,7 @@ from typing import Any
 from appimg.errors import PathError, UsageError
 from appimg.format.image import Image
 from appimg.format.payload.paths import resolve
+from appimg.host.trust import CONSENTED
 from appimg.services.run.environment import app_environment, data_dir, socket_binds
 from appimg.services.run.sandbox import Bind, Sandbox, bwrap_path, run_bwrap
 
@@ -35,11 +36,7 @@ def resolve_target(target: str, env: Mapping[str, str]) -> tuple[Path, bool]:
         raise UsageError(f"{target}: neither an image file nor an installed app id")
     app = index_mod.load(Layout.from_env(env))["apps"][target]
     state = index_mod.active_version(app).get("signature", {}).get("state")
-    return found, state in ACCEPTED_AT_INSTALL
-
-
-#: Signature states of installed images (spec/xdg-index.md §4) the user consented to.
-ACCEPTED_AT_INSTALL = ("accepted", "pinned", "unsigned")
+    return found, state in CONSENTED
 
 
 def program_of(manifest: Mapping[str, Any], command: str | None) -> str:

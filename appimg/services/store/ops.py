@@ -5,7 +5,8 @@ change first (:func:`.transaction.recover`), computes the new index and the
 new export files, and hands them to a :class:`.transaction.Transaction`.
 Installing reads only what the O(1) checks, the hash tree and the exported
 files need: the image is copied in the kernel and its payload blocks are
-verified later, when they are read.
+verified later, when they are read. Signatures are judged by the one trust
+rule, :func:`appimg.host.trust.decide`, on the source and again on the copy.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appimg.atomic import replace_file
-from appimg.errors import IntegrityError, PolicyError, SignatureError, StoreError, UsageError
+from appimg.errors import IntegrityError, PolicyError, StoreError, UsageError
 from appimg.services.store import index as index_mod
 from appimg.services.store.layout import Layout
 from appimg.services.store.lock import StoreLock
@@ -66,52 +67,6 @@ def version_key(version: str, root_hash: str) -> str:
     """A file-name-safe, unique name for one installed version."""
     safe = re.sub(r"[^A-Za-z0-9._+-]", "_", version)[:64].lstrip(".") or "v"
     return f"{safe}-{root_hash[:12]}"
-
-
-# --- trust -----------------------------------------------------------------------------
-
-
-def signature_state(
-    image: Image,
-    trusted: Mapping[str, Any],
-    *,
-    allow_unsigned: bool,
-    trust: bool,
-    pinned: list[str] | tuple[str, ...] = (),
-) -> dict[str, Any]:
-    """Decide whether ``image`` may be installed; the result is kept in the index.
-
-    States: ``trusted`` (a valid signature by a key in the trust store),
-    ``pinned`` (by a key an earlier installed version of the app was accepted
-    with: updates keep working after ``--trust``), ``accepted`` (valid but
-    untrusted signatures, allowed by ``--trust``), ``unsigned``
-    (``--allow-unsigned``). An invalid signature is always refused.
-    """
-    sigs = image.signatures(dict(trusted))
-    bad = [s.key_id for s in sigs if not s.valid]
-    if bad:
-        raise SignatureError(
-            f"{image.path}: invalid signature by key {', '.join(bad)} (modified after signing?)"
-        )
-    if not sigs:
-        if not allow_unsigned:
-            raise PolicyError(
-                f"{image.path} is not signed; install it anyway with --allow-unsigned"
-            )
-        return {"state": "unsigned", "key_ids": []}
-    ids = sorted(s.key_id for s in sigs)
-    good = sorted(s.key_id for s in sigs if s.trusted)
-    if good:
-        return {"state": "trusted", "key_ids": good}
-    same = sorted(k for k in ids if k in pinned)
-    if same:
-        return {"state": "pinned", "key_ids": same}
-    if trust:
-        return {"state": "accepted", "key_ids": ids}
-    raise PolicyError(
-        f"{image.path} is signed by {', '.join(ids)}, which is not a trusted key; "
-        "trust it with 'appimg trust add KEY.pub' or pass --trust"
-    )
 
 
 # --- the launcher the exported Exec lines name ----------------------------------------------
@@ -255,18 +210,24 @@ def install(
     With ``strict``, a refused export fails the whole operation."""
     from appimg.format.image import Image
     from appimg.host.dirs import UserDirs
-    from appimg.host.trust import load_trusted
+    from appimg.host.trust import decide
     from appimg.services.exports.plan import scan_xdg_files
 
+    dirs = UserDirs.from_env(env)
     op = "update" if update else "install"
     source = Path(os.path.abspath(source))
-    trusted = load_trusted(UserDirs.from_env(env))
+
+    def check_signatures(image: Image, pinned: list[str]) -> dict[str, Any]:
+        """The trust rule, as install and update apply it (spec/xdg-index.md §4)."""
+        verdict = decide(image, dirs, allow_unsigned=allow_unsigned, allow_untrusted=trust,
+                         pinned=pinned, untrusted_flag="--trust")  # fmt: skip
+        return verdict.to_json()
+
     with Image.open(source) as image:  # refuse early, before copying anything
         manifest = image.manifest
         app_id = manifest["id"]
         root_hash = image.verity.root_hash.hex()
-        pinned = _pinned(Layout.from_env(env), app_id) if update else []
-        signature_state(image, trusted, allow_unsigned=allow_unsigned, trust=trust, pinned=pinned)
+        check_signatures(image, _pinned(Layout.from_env(env), app_id) if update else [])
     with locked(env) as (layout, step, notes):
         index = index_mod.load(layout)
         existing = index["apps"].get(app_id)
@@ -287,8 +248,7 @@ def install(
                 image.check_tree()
                 if image.verity.root_hash.hex() != root_hash or image.manifest != manifest:
                     raise IntegrityError(f"{source} changed while it was being installed")
-                signature = signature_state(image, trusted, allow_unsigned=allow_unsigned,
-                                            trust=trust, pinned=pinned)  # fmt: skip
+                signature = check_signatures(image, pinned)
                 xdg_files, truncated = scan_xdg_files(image.payload)
                 version = {
                     "key": key,
