@@ -117,7 +117,9 @@ class Record:
     @property
     def compiled(self) -> cs.Construct:
         # Compiled on first use: compiling every record at import costs ~20 ms of
-        # start-up, and the hot paths use ``unpack_from`` anyway.
+        # start-up, and the hot paths use ``unpack_from`` anyway. Safe to compile
+        # because a Record holds integers only: construct 2.10's compiled ``Bytes``
+        # does not check that the data is long enough.
         if self._compiled is None:
             self._compiled = self.definition.compile()
         return self._compiled
