@@ -1,4 +1,4 @@
-"""Ed25519 signing keys (key files, key ids, signatures) (spec/format.md §Signature partition)."""
+"""Ed25519 signing keys: key files, key ids, signatures (spec/format.md §Signature partition)."""
 
 from __future__ import annotations
 
