@@ -7,12 +7,13 @@ import uuid
 import pytest
 
 from appimg.errors import FormatError
+from appimg.format import binary
 from appimg.format.container import gpt, structs
 from appimg.format.container.partitions import ORDER
 from appimg.format.verity.structs import VERITY_SUPERBLOCK
 
 
-def _layout() -> gpt.Layout:
+def _layout() -> gpt.DiskLayout:
     sizes = dict(zip(ORDER, (4096, 8192 * 16, 8192, 65536), strict=True))
     return gpt.plan(sizes, {n: uuid.uuid4() for n in ORDER}, uuid.uuid4())
 
@@ -55,7 +56,7 @@ def test_partitions_are_aligned_and_contiguous() -> None:
 
 def test_parse_errors_become_format_errors() -> None:
     with pytest.raises(FormatError):
-        structs.parse(structs.GPT_HEADER, b"short", "GPT header")
+        binary.parse(structs.GPT_HEADER, b"short", "GPT header")
     with pytest.raises(FormatError):
         gpt.read_layout(bytes(gpt.FIRST_PARTITION_OFFSET), bytes(gpt.TAIL_SIZE), 1 << 20)
 

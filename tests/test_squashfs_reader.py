@@ -553,28 +553,28 @@ def test_open_and_lookup_read_o1_bytes(tmp_path: Path) -> None:
 # --- structs and codecs --------------------------------------------------------------
 
 
-LAYOUTS = [v for v in vars(S).values() if isinstance(v, S.Layout)]
+RECORDS = [v for v in vars(S).values() if isinstance(v, S.Record)]
 
 
-@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda layout: layout.name)
-def test_layout_round_trip(layout: S.Layout) -> None:
-    rng = random.Random(layout.name)
+@pytest.mark.parametrize("record", RECORDS, ids=lambda record: record.name)
+def test_record_round_trip(record: S.Record) -> None:
+    rng = random.Random(record.name)
     values = {}
-    for sub in layout.definition.subcons:
+    for sub in record.definition.subcons:
         fmt = sub.subcon.fmtstr
         bits = sub.subcon.sizeof() * 8
         signed = fmt[-1].islower()
         lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
         values[sub.name] = rng.randint(lo, hi)
-    raw = layout.build(**values)
-    assert len(raw) == layout.size
-    parsed = layout.parse(raw, "test", 0)
-    assert {k: parsed[k] for k in layout.fields} == values
-    assert layout.unpack(b"pad" + raw, 3, "test", 0) == tuple(values.values())
+    raw = record.build(**values)
+    assert len(raw) == record.size
+    parsed = record.parse(raw, "test", 0)
+    assert {k: parsed[k] for k in record.fields} == values
+    assert record.unpack(b"pad" + raw, 3, "test", 0) == tuple(values.values())
     with pytest.raises(FormatError, match="truncated"):
-        layout.unpack(raw[:-1], 0, "test", 0)
+        record.unpack(raw[:-1], 0, "test", 0)
     with pytest.raises(FormatError):
-        layout.parse(raw[:-1], "test", 0)
+        record.parse(raw[:-1], "test", 0)
 
 
 def test_named_structs_round_trip() -> None:

@@ -20,7 +20,7 @@ from appimg.errors import FormatError, IntegrityError, UsageError
 from appimg.format import canonical
 from appimg.format import manifest as manifest_mod
 from appimg.format.container import gpt
-from appimg.format.container.gpt import Layout
+from appimg.format.container.gpt import DiskLayout
 from appimg.format.container.partitions import MANIFEST, PAYLOAD, SIGNATURE, VERITY, Partition
 from appimg.format.limits import MAX_MANIFEST_BYTES, SIGNATURE_PARTITION_SIZE
 from appimg.format.source import FileRegion
@@ -59,7 +59,7 @@ class Image:
         size = os.lseek(fd, 0, os.SEEK_END)  # also right for block devices, unlike st_size
         head = self._pread(0, min(size, gpt.FIRST_PARTITION_OFFSET))
         tail = self._pread(max(0, size - gpt.TAIL_SIZE), min(size, gpt.TAIL_SIZE))
-        self.layout: Layout = gpt.read_layout(head, tail, size)
+        self.layout: DiskLayout = gpt.read_layout(head, tail, size)
         tail = self._pread(self.layout.tail_offset, size - self.layout.tail_offset)
         self.signature_block = self._read_signature_block()
         self._check_binding(head, tail)

@@ -16,7 +16,7 @@ from typing import Any
 from appimg import FORMAT_VERSION
 from appimg.errors import FormatError
 from appimg.format import canonical
-from appimg.format.container.gpt import Layout
+from appimg.format.container.gpt import DiskLayout
 from appimg.format.limits import MAX_SIGNATURES, SIGNATURE_PARTITION_SIZE
 from appimg.format.verity.hashtree import VerityParams
 
@@ -32,7 +32,7 @@ def sha256(data: bytes) -> str:
 
 
 def build_statement(
-    layout: Layout,
+    layout: DiskLayout,
     head: bytes,
     tail: bytes,
     manifest_json: bytes,

@@ -3,6 +3,8 @@
 The layout is fixed: LBA 0 protective MBR, LBA 1 header, LBA 2-33 the 128-entry
 array, the partitions from LBA 40 (4 KiB aligned, contiguous), and the backup
 array and header in the last 33 sectors. The file size is a multiple of 4 KiB.
+:class:`DiskLayout` says where everything goes; the structures are in
+:mod:`.structs`, parsed and built through :mod:`appimg.format.binary`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import uuid
 import zlib
 from dataclasses import dataclass
 
+import construct as cs
+
 from appimg.errors import FormatError
+from appimg.format import binary
 from appimg.format.container import structs
 from appimg.format.container.partitions import (
     ATTR_READ_ONLY,
@@ -44,7 +49,7 @@ def align(value: int, to: int = ALIGNMENT) -> int:
 
 
 @dataclass(frozen=True)
-class Layout:
+class DiskLayout:
     """Where everything goes in an image of the given partition sizes."""
 
     partitions: tuple[Partition, ...]
@@ -68,7 +73,7 @@ class Layout:
 
 def plan(
     sizes: dict[str, int], partition_uuids: dict[str, uuid.UUID], disk_guid: uuid.UUID
-) -> Layout:
+) -> DiskLayout:
     """Place the four partitions (sizes already 4 KiB multiples) contiguously."""
     offset = FIRST_PARTITION_OFFSET
     parts = []
@@ -79,13 +84,13 @@ def plan(
         parts.append(Partition(name, TYPE_GUIDS[name], partition_uuids[name], offset, size))
         offset += size
     file_size = align(offset + TAIL_SIZE)
-    return Layout(tuple(parts), disk_guid, file_size)
+    return DiskLayout(tuple(parts), disk_guid, file_size)
 
 
-def _entry_array(layout: Layout) -> bytes:
+def _entry_array(layout: DiskLayout) -> bytes:
     array = bytearray(ENTRY_ARRAY_SIZE)
     for index, part in enumerate(layout.partitions):
-        entry = structs.build(
+        entry = binary.build(
             structs.GPT_ENTRY,
             {
                 "partition_type_guid": part.type_guid.bytes_le,
@@ -95,12 +100,13 @@ def _entry_array(layout: Layout) -> bytes:
                 "attributes": ATTR_READ_ONLY,
                 "partition_name": part.name.encode("utf-16-le").ljust(72, b"\0"),
             },
+            f"GPT entry {index}",
         )
         array[index * GPT_ENTRY_SIZE : (index + 1) * GPT_ENTRY_SIZE] = entry
     return bytes(array)
 
 
-def _header(layout: Layout, array_crc: int, backup: bool) -> bytes:
+def _header(layout: DiskLayout, array_crc: int, backup: bool) -> bytes:
     last_lba = layout.file_size // SECTOR_SIZE - 1
     fields = {
         "revision": GPT_REVISION,
@@ -117,8 +123,9 @@ def _header(layout: Layout, array_crc: int, backup: bool) -> bytes:
         "size_of_partition_entry": GPT_ENTRY_SIZE,
         "partition_entry_array_crc32": array_crc,
     }
-    fields["header_crc32"] = zlib.crc32(structs.build(structs.GPT_HEADER, fields))
-    return structs.build(structs.GPT_HEADER, fields).ljust(SECTOR_SIZE, b"\0")
+    what = "GPT backup header" if backup else "GPT primary header"
+    fields["header_crc32"] = zlib.crc32(binary.build(structs.GPT_HEADER, fields, what))
+    return binary.build(structs.GPT_HEADER, fields, what).ljust(SECTOR_SIZE, b"\0")
 
 
 def _protective_mbr(file_size: int) -> bytes:
@@ -139,7 +146,7 @@ def _protective_mbr(file_size: int) -> bytes:
         "starting_lba": 0,
         "size_in_lba": 0,
     }
-    return structs.build(
+    return binary.build(
         structs.PROTECTIVE_MBR,
         {
             "boot_code": STUB.ljust(440, b"\0"),
@@ -147,17 +154,18 @@ def _protective_mbr(file_size: int) -> bytes:
             "unknown": 0,
             "partition_record": [record, empty, empty, empty],
         },
+        "protective MBR",
     )
 
 
-def head_bytes(layout: Layout) -> bytes:
+def head_bytes(layout: DiskLayout) -> bytes:
     """Everything before the first partition: MBR, primary header, array, zero gap."""
     array = _entry_array(layout)
     head = _protective_mbr(layout.file_size) + _header(layout, zlib.crc32(array), backup=False)
     return (head + array).ljust(layout.head_size, b"\0")
 
 
-def tail_bytes(layout: Layout) -> bytes:
+def tail_bytes(layout: DiskLayout) -> bytes:
     """Everything after the last partition: zero gap, backup array, backup header."""
     array = _entry_array(layout)
     tail = array + _header(layout, zlib.crc32(array), backup=True)
@@ -167,16 +175,17 @@ def tail_bytes(layout: Layout) -> bytes:
 # --- reading ---------------------------------------------------------------------------
 
 
-def _check_header(raw: bytes, where: str) -> structs.Any:
-    header = structs.parse(
-        structs.GPT_HEADER, raw[: structs.GPT_HEADER_SIZE], f"GPT {where} header"
+def _check_header(raw: bytes, where: str, offset: int) -> cs.Container:
+    header = binary.parse(
+        structs.GPT_HEADER, raw[: structs.GPT_HEADER_SIZE], f"GPT {where} header", offset
     )
     if header.header_size != structs.GPT_HEADER_SIZE:
         raise FormatError(f"GPT {where} header: unsupported header size {header.header_size}")
     fields = dict(header)
     fields.pop("_io", None)
     fields["header_crc32"] = 0
-    if zlib.crc32(structs.build(structs.GPT_HEADER, fields)) != header.header_crc32:
+    raw_fields = binary.build(structs.GPT_HEADER, fields, f"GPT {where} header")
+    if zlib.crc32(raw_fields) != header.header_crc32:
         raise FormatError(f"GPT {where} header: CRC32 mismatch")
     if header.revision != GPT_REVISION:
         raise FormatError(f"GPT {where} header: unsupported revision {header.revision:#x}")
@@ -194,7 +203,7 @@ def _check_header(raw: bytes, where: str) -> structs.Any:
     return header
 
 
-def read_layout(head: bytes, tail: bytes, file_size: int) -> Layout:
+def read_layout(head: bytes, tail: bytes, file_size: int) -> DiskLayout:
     """Validate the MBR and both GPTs; return the layout of the four partitions.
 
     ``head`` is the file's first FIRST_PARTITION_OFFSET bytes and ``tail`` its last
@@ -204,17 +213,17 @@ def read_layout(head: bytes, tail: bytes, file_size: int) -> Layout:
         raise FormatError(f"file is too small to be an appimg image ({file_size} bytes)")
     if file_size % ALIGNMENT:
         raise FormatError(f"file size {file_size} is not a multiple of 4 KiB (truncated?)")
-    mbr = structs.parse(structs.PROTECTIVE_MBR, head[:SECTOR_SIZE], "protective MBR")
+    mbr = binary.parse(structs.PROTECTIVE_MBR, head[:SECTOR_SIZE], "protective MBR", 0)
     if not mbr.boot_code.startswith(b"#!/bin/sh\n") or mbr.partition_record[0].os_type != 0xEE:
         raise FormatError("not an appimg image (no protective MBR with the appimg stub)")
-    primary = _check_header(head[SECTOR_SIZE : 2 * SECTOR_SIZE], "primary")
+    primary = _check_header(head[SECTOR_SIZE : 2 * SECTOR_SIZE], "primary", SECTOR_SIZE)
     last_lba = file_size // SECTOR_SIZE - 1
     if primary.my_lba != 1 or primary.partition_entry_lba != 2 or primary.alternate_lba != last_lba:
         raise FormatError("GPT primary header: LBAs do not match the file (truncated or resized?)")
     array = head[2 * SECTOR_SIZE : 2 * SECTOR_SIZE + ENTRY_ARRAY_SIZE]
     if zlib.crc32(array) != primary.partition_entry_array_crc32:
         raise FormatError("GPT primary partition entry array: CRC32 mismatch")
-    backup = _check_header(tail[-SECTOR_SIZE:], "backup")
+    backup = _check_header(tail[-SECTOR_SIZE:], "backup", file_size - SECTOR_SIZE)
     backup_array = tail[-SECTOR_SIZE - ENTRY_ARRAY_SIZE : -SECTOR_SIZE]
     if zlib.crc32(backup_array) != backup.partition_entry_array_crc32:
         raise FormatError("GPT backup partition entry array: CRC32 mismatch")
@@ -237,7 +246,7 @@ def read_layout(head: bytes, tail: bytes, file_size: int) -> Layout:
         offset = part.end
     if file_size != align(offset + TAIL_SIZE):
         raise FormatError("the file does not end right after the backup GPT (resized?)")
-    return Layout(tuple(parts), uuid.UUID(bytes_le=primary.disk_guid), file_size)
+    return DiskLayout(tuple(parts), uuid.UUID(bytes_le=primary.disk_guid), file_size)
 
 
 def _read_entries(array: bytes, first_usable: int, last_usable: int) -> list[Partition]:
@@ -246,7 +255,8 @@ def _read_entries(array: bytes, first_usable: int, last_usable: int) -> list[Par
         raw = array[index * GPT_ENTRY_SIZE : (index + 1) * GPT_ENTRY_SIZE]
         if not any(raw):
             continue
-        entry = structs.parse(structs.GPT_ENTRY, raw, f"GPT entry {index}")
+        at = 2 * SECTOR_SIZE + index * GPT_ENTRY_SIZE  # in the primary array
+        entry = binary.parse(structs.GPT_ENTRY, raw, f"GPT entry {index}", at)
         type_guid = uuid.UUID(bytes_le=entry.partition_type_guid)
         name = NAMES_BY_TYPE.get(type_guid)
         if name is None:

@@ -1,16 +1,13 @@
 """On-disk structures of the container: protective MBR and GPT (spec/format.md §Container).
 
-Field names follow the UEFI specification (2.10, §5.2 and §5.3). Every parse goes
-through :func:`parse`, which turns the parser's errors into :class:`FormatError`.
+Field names follow the UEFI specification (2.10, §5.2 and §5.3). Only the
+definitions live here; every parse and build goes through :mod:`appimg.format.binary`,
+which turns the parser's errors into :class:`~appimg.errors.FormatError`.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import construct as cs
-
-from appimg.errors import FormatError
 
 MBR_PARTITION_RECORD = cs.Struct(
     "boot_indicator" / cs.Int8ul,
@@ -60,15 +57,3 @@ GPT_ENTRY = cs.Struct(
     "partition_name" / cs.Bytes(72),
 )
 """One 128-byte GPT partition entry (UEFI §5.3.3); GUIDs in mixed-endian order."""
-
-
-def parse(struct: cs.Construct, data: bytes, what: str) -> Any:
-    """Parse ``data`` with ``struct``; any parser error becomes a FormatError naming ``what``."""
-    try:
-        return struct.parse(data)
-    except cs.ConstructError as exc:
-        raise FormatError(f"{what}: malformed ({exc.__class__.__name__})") from None
-
-
-def build(struct: cs.Construct, value: dict[str, Any]) -> bytes:
-    return struct.build(value)

@@ -408,8 +408,8 @@ class SquashfsReader:
         itype, mode, uid_idx, gid_idx, mtime, number = S.INODE_HEADER.unpack(
             buf, o, "inode table", ref
         )
-        layout = S.INODE_FIXED.get(itype)
-        if layout is None:
+        record = S.INODE_FIXED.get(itype)
+        if record is None:
             raise FormatError(f"squashfs: inode {ref:#x} has unknown type {itype}")
         if not 0 < number <= self._inode_count:
             raise FormatError(f"squashfs: inode {ref:#x} has invalid number {number}")
@@ -417,11 +417,11 @@ class SquashfsReader:
         if uid_idx >= len(ids) or gid_idx >= len(ids):
             raise FormatError(f"squashfs: inode {ref:#x} has an id index outside the id table")
         node = Inode(ref, number, itype, mode, ids[uid_idx], ids[gid_idx], mtime)
-        fixed = layout.unpack(buf, o + S.INODE_HEADER.size, "inode table", ref)
+        fixed = record.unpack(buf, o + S.INODE_HEADER.size, "inode table", ref)
         # The variable tail (block list, target, directory index) starts here,
         # as a logical offset from ``pos`` that may run into the next blocks.
         node._tail_pos = pos
-        node._tail_offset = offset + S.INODE_HEADER.size + layout.size
+        node._tail_offset = offset + S.INODE_HEADER.size + record.size
         basic = S.BASIC_TYPE[itype]
         if basic == S.INODE_FILE:
             self._init_file(node, fixed)

@@ -6,14 +6,13 @@ tables); all little-endian. Field names follow libsquashfs
 (``squashfs-tools-ng/include/sqfs/*.h``), except the superblock time, which
 keeps the kernel's name ``mkfs_time``.
 
-Every parse goes through this module: :func:`parse` for construct parses and
-:meth:`Layout.unpack` for the hot fixed-size records (inode and directory
-headers), both of which turn a short or malformed record into
-:class:`~appimg.errors.FormatError` naming the table and offset. A
-:class:`Layout` keeps the construct definition as the single source of truth
-and derives a ``struct.Struct`` from it, because even a compiled construct
-parse costs ~25x more than ``unpack_from`` and inode headers are parsed on
-every lookup.
+Every parse goes through :mod:`appimg.format.binary`, the one place a parser
+error becomes :class:`~appimg.errors.FormatError` naming the table and offset:
+:meth:`Record.parse` for construct parses and :meth:`Record.unpack` for the hot
+fixed-size records (inode and directory headers). A :class:`Record` keeps the
+construct definition as the single source of truth and derives a
+``struct.Struct`` from it, because even a compiled construct parse costs ~25x
+more than ``unpack_from`` and inode headers are parsed on every lookup.
 """
 
 from __future__ import annotations
@@ -21,11 +20,11 @@ from __future__ import annotations
 import struct as _struct
 import sys
 from array import array
-from typing import Any
 
 import construct as cs
 
 from appimg.errors import FormatError
+from appimg.format import binary
 
 SQUASHFS_MAGIC = 0x73717368  # "hsqs"
 SUPERBLOCK_SIZE = 96
@@ -83,14 +82,14 @@ XATTR_PREFIXES = {0: "user.", 1: "trusted.", 2: "security."}
 XATTR_VALUE_OOL = 0x0100
 
 
-class Layout:
-    """A fixed-size, integer-only struct: its construct definition plus a fast unpacker.
+class Record:
+    """A fixed-size, integer-only struct: its construct definition plus a derived ``struct.Struct``.
 
     ``unpack`` returns a plain tuple in field order (see ``fields``); ``parse``
     returns a construct Container (cold paths, tests); ``build`` is the inverse.
     """
 
-    __slots__ = ("_compiled", "definition", "fields", "name", "size", "unpack_from")
+    __slots__ = ("_compiled", "definition", "fields", "name", "size", "unpack", "unpack_from")
 
     def __init__(self, name: str, definition: cs.Struct) -> None:
         fmt = "<"
@@ -110,35 +109,27 @@ class Layout:
         #: The raw ``struct`` unpacker, for hot loops that have checked that ``size``
         #: bytes are available (so it cannot fail); everything else uses ``unpack``.
         self.unpack_from = unpacker.unpack_from
-
-    def unpack(self, buf: bytes, offset: int, table: str, where: int) -> tuple[int, ...]:
-        """Fields of the record at ``buf[offset:]``; ``table``/``where`` name it in errors."""
-        try:
-            return self.unpack_from(buf, offset)
-        except _struct.error:
-            raise FormatError(f"squashfs {table}: truncated {self.name} at {where}") from None
+        #: ``unpack(buf, offset, table, where)``: the fields of the record at
+        #: ``buf[offset:]``; a short buffer is a FormatError naming ``table`` and
+        #: ``where``. A closure from :func:`binary.unpacker`, as cheap as a method.
+        self.unpack: binary.Unpack = binary.unpacker(unpacker, name, "squashfs ")
 
     @property
     def compiled(self) -> cs.Construct:
-        # Compiled on first use: compiling every layout at import costs ~20 ms of
-        # start-up, and the hot paths use ``unpack_from`` anyway.
+        # Compiled on first use: compiling every record at import costs ~20 ms of
+        # start-up, and the hot paths use ``unpack_from`` anyway. Safe to compile
+        # because a Record holds integers only: construct 2.10's compiled ``Bytes``
+        # does not check that the data is long enough.
         if self._compiled is None:
             self._compiled = self.definition.compile()
         return self._compiled
 
     def parse(self, data: bytes, table: str, where: int) -> cs.Container:
-        return parse(self.compiled, data, f"{table} {self.name}", where)
+        what = self.name if table == self.name else f"{table} {self.name}"
+        return binary.parse(self.compiled, data, f"squashfs {what}", where)
 
     def build(self, **fields: int) -> bytes:
-        return self.definition.build(fields)
-
-
-def parse(definition: cs.Construct, data: bytes, table: str, where: int) -> Any:
-    """The construct parse choke point: construct errors become FormatError."""
-    try:
-        return definition.parse(data)
-    except (cs.ConstructError, _struct.error, ValueError, OverflowError) as e:
-        raise FormatError(f"squashfs {table}: cannot parse at offset {where}: {e}") from None
+        return binary.build(self.definition, fields, f"squashfs {self.name}")
 
 
 # --- Superblock (offset 0) -------------------------------------------------
@@ -165,7 +156,7 @@ superblock = cs.Struct(
     "export_table_start" / cs.Int64ul,
 )
 """The 96-byte superblock at offset 0; table starts are absolute image offsets."""
-SUPERBLOCK = Layout("superblock", superblock)
+SUPERBLOCK = Record("superblock", superblock)
 
 # --- Metadata blocks ---------------------------------------------------------
 
@@ -173,7 +164,7 @@ metadata_header = cs.Struct("header" / cs.Int16ul)
 """Header before each metadata block (inode, directory, fragment, id, xattr, export
 tables): on-disk size in bits 0-14, bit 15 set if stored uncompressed. The block
 holds at most 8 KiB once decompressed; a table is a chain of such blocks."""
-METADATA_HEADER = Layout("metadata block header", metadata_header)
+METADATA_HEADER = Record("metadata block header", metadata_header)
 
 # --- Inode table -------------------------------------------------------------
 # An inode reference is (metadata block offset from inode_table_start) << 16 | offset
@@ -189,7 +180,7 @@ inode_header = cs.Struct(
     "inode_number" / cs.Int32ul,
 )
 """Common header of every inode."""
-INODE_HEADER = Layout("inode header", inode_header)
+INODE_HEADER = Record("inode header", inode_header)
 
 inode_dir = cs.Struct(
     "start_block" / cs.Int32ul,  # listing's metadata block, from directory_table_start
@@ -199,7 +190,7 @@ inode_dir = cs.Struct(
     "parent_inode" / cs.Int32ul,
 )
 """Basic directory (type 1)."""
-INODE_DIR_FIXED = Layout("directory inode", inode_dir)
+INODE_DIR_FIXED = Record("directory inode", inode_dir)
 
 inode_dir_ext = cs.Struct(
     "nlink" / cs.Int32ul,
@@ -211,7 +202,7 @@ inode_dir_ext = cs.Struct(
     "xattr_idx" / cs.Int32ul,
 )
 """Extended directory (type 8), followed by ``inode_count`` directory index entries."""
-INODE_DIR_EXT_FIXED = Layout("extended directory inode", inode_dir_ext)
+INODE_DIR_EXT_FIXED = Record("extended directory inode", inode_dir_ext)
 
 inode_file = cs.Struct(
     "blocks_start" / cs.Int32ul,  # absolute offset of the first data block
@@ -220,7 +211,7 @@ inode_file = cs.Struct(
     "file_size" / cs.Int32ul,
 )
 """Basic regular file (type 2), followed by one u32 size word per data block."""
-INODE_FILE_FIXED = Layout("file inode", inode_file)
+INODE_FILE_FIXED = Record("file inode", inode_file)
 
 inode_file_ext = cs.Struct(
     "blocks_start" / cs.Int64ul,
@@ -232,7 +223,7 @@ inode_file_ext = cs.Struct(
     "xattr_idx" / cs.Int32ul,
 )
 """Extended regular file (type 9), followed by the block size list."""
-INODE_FILE_EXT_FIXED = Layout("extended file inode", inode_file_ext)
+INODE_FILE_EXT_FIXED = Record("extended file inode", inode_file_ext)
 
 inode_slink = cs.Struct(
     "nlink" / cs.Int32ul,
@@ -240,14 +231,14 @@ inode_slink = cs.Struct(
 )
 """Symbolic link (types 3 and 10), followed by ``target_size`` bytes of target (no NUL);
 the extended type then has a u32 ``xattr_idx`` (:data:`XATTR_IDX`)."""
-INODE_SLINK_FIXED = Layout("symlink inode", inode_slink)
+INODE_SLINK_FIXED = Record("symlink inode", inode_slink)
 
 inode_dev = cs.Struct(
     "nlink" / cs.Int32ul,
     "devno" / cs.Int32ul,  # old 32-bit dev_t: minor bits 0-7 and 20-31, major bits 8-19
 )
 """Block or character device (types 4, 5)."""
-INODE_DEV_FIXED = Layout("device inode", inode_dev)
+INODE_DEV_FIXED = Record("device inode", inode_dev)
 
 inode_dev_ext = cs.Struct(
     "nlink" / cs.Int32ul,
@@ -255,22 +246,22 @@ inode_dev_ext = cs.Struct(
     "xattr_idx" / cs.Int32ul,
 )
 """Extended block or character device (types 11, 12)."""
-INODE_DEV_EXT_FIXED = Layout("extended device inode", inode_dev_ext)
+INODE_DEV_EXT_FIXED = Record("extended device inode", inode_dev_ext)
 
 inode_ipc = cs.Struct("nlink" / cs.Int32ul)
 """FIFO or socket (types 6, 7)."""
-INODE_IPC_FIXED = Layout("ipc inode", inode_ipc)
+INODE_IPC_FIXED = Record("ipc inode", inode_ipc)
 
 inode_ipc_ext = cs.Struct("nlink" / cs.Int32ul, "xattr_idx" / cs.Int32ul)
 """Extended FIFO or socket (types 13, 14)."""
-INODE_IPC_EXT_FIXED = Layout("extended ipc inode", inode_ipc_ext)
+INODE_IPC_EXT_FIXED = Record("extended ipc inode", inode_ipc_ext)
 
 xattr_idx = cs.Struct("xattr_idx" / cs.Int32ul)
 """The xattr index after an extended symlink's target."""
-XATTR_IDX = Layout("symlink xattr index", xattr_idx)
+XATTR_IDX = Record("symlink xattr index", xattr_idx)
 
 #: inode ``type`` -> its fixed part after the common header.
-INODE_FIXED: dict[int, Layout] = {
+INODE_FIXED: dict[int, Record] = {
     INODE_DIR: INODE_DIR_FIXED,
     INODE_FILE: INODE_FILE_FIXED,
     INODE_SYMLINK: INODE_SLINK_FIXED,
@@ -289,7 +280,7 @@ INODE_FIXED: dict[int, Layout] = {
 #: inode ``type`` -> its basic type (the one directory entries use).
 BASIC_TYPE: dict[int, int] = {t: t if t <= INODE_SOCKET else t - 7 for t in INODE_FIXED}
 #: Largest common header + fixed part (the extended file inode).
-INODE_MAX_FIXED = INODE_HEADER.size + max(layout.size for layout in INODE_FIXED.values())
+INODE_MAX_FIXED = INODE_HEADER.size + max(record.size for record in INODE_FIXED.values())
 
 dir_index = cs.Struct(
     "index" / cs.Int32ul,  # byte offset of a directory header inside the listing
@@ -298,7 +289,7 @@ dir_index = cs.Struct(
 )
 """Directory index entry (after an extended directory inode): one per metadata block
 the listing crosses, naming the first entry of the header that starts there."""
-DIR_INDEX = Layout("directory index", dir_index)
+DIR_INDEX = Record("directory index", dir_index)
 dir_index_named = cs.Struct(*dir_index.subcons, "name" / cs.Bytes(cs.this.size + 1))
 """Directory index entry with its name."""
 
@@ -312,7 +303,7 @@ dir_header = cs.Struct(
     "inode_number" / cs.Int32ul,  # base for the entries' ``inode_diff``
 )
 """Directory header."""
-DIR_HEADER = Layout("directory header", dir_header)
+DIR_HEADER = Record("directory header", dir_header)
 
 dir_entry = cs.Struct(
     "offset" / cs.Int16ul,  # inode's offset inside the header's metadata block
@@ -321,7 +312,7 @@ dir_entry = cs.Struct(
     "size" / cs.Int16ul,  # name length - 1
 )
 """Directory entry (fixed part); the name follows."""
-DIR_ENTRY = Layout("directory entry", dir_entry)
+DIR_ENTRY = Record("directory entry", dir_entry)
 dir_entry_named = cs.Struct(*dir_entry.subcons, "name" / cs.Bytes(cs.this.size + 1))
 """Directory entry with its name (names are sorted bytewise, strcmp order)."""
 
@@ -336,19 +327,19 @@ fragment_entry = cs.Struct(
     "pad0" / cs.Int32ul,
 )
 """Fragment table entry."""
-FRAGMENT_ENTRY = Layout("fragment entry", fragment_entry)
+FRAGMENT_ENTRY = Record("fragment entry", fragment_entry)
 
 table_pointer = cs.Struct("start" / cs.Int64ul)
 """One entry of a table index (fragment, id, xattr-id, export tables)."""
-TABLE_POINTER = Layout("table pointer", table_pointer)
+TABLE_POINTER = Record("table pointer", table_pointer)
 
 block_size_word = cs.Struct("size" / cs.Int32ul)
 """One entry of a file's block size list (bit 24: uncompressed; 0: sparse block)."""
-BLOCK_SIZE_WORD = Layout("block size", block_size_word)
+BLOCK_SIZE_WORD = Record("block size", block_size_word)
 
 id_entry = cs.Struct("id" / cs.Int32ul)
 """One uid/gid in the id table (2048 per metadata block)."""
-ID_ENTRY = Layout("id", id_entry)
+ID_ENTRY = Record("id", id_entry)
 
 # --- Xattr tables --------------------------------------------------------------
 
@@ -358,7 +349,7 @@ xattr_id_table = cs.Struct(
     "unused" / cs.Int32ul,
 )
 """Header at ``xattr_id_table_start``, followed by the u64 table index."""
-XATTR_ID_TABLE = Layout("xattr id table", xattr_id_table)
+XATTR_ID_TABLE = Record("xattr id table", xattr_id_table)
 
 xattr_id = cs.Struct(
     "xattr" / cs.Int64ul,  # reference (block << 16 | offset) from xattr_table_start
@@ -366,23 +357,23 @@ xattr_id = cs.Struct(
     "size" / cs.Int32ul,  # their total size
 )
 """Xattr id entry (512 per metadata block); an inode's ``xattr_idx`` indexes these."""
-XATTR_ID = Layout("xattr id", xattr_id)
+XATTR_ID = Record("xattr id", xattr_id)
 
 xattr_entry = cs.Struct(
     "type" / cs.Int16ul,  # namespace in bits 0-7, bit 8: value is out of line
     "size" / cs.Int16ul,  # key length, without the namespace prefix
 )
 """Xattr key header; the key bytes follow, then an :data:`xattr_value`."""
-XATTR_ENTRY = Layout("xattr key", xattr_entry)
+XATTR_ENTRY = Record("xattr key", xattr_entry)
 
 xattr_value = cs.Struct("size" / cs.Int32ul)
 """Xattr value header; the value follows."""
-XATTR_VALUE = Layout("xattr value", xattr_value)
+XATTR_VALUE = Record("xattr value", xattr_value)
 
 xattr_value_ref = cs.Struct("ref" / cs.Int64ul)
 """The 8-byte value of a key flagged out-of-line: a reference (block << 16 | offset,
 from xattr_table_start) to the xattr value header and value stored earlier."""
-XATTR_VALUE_REF = Layout("xattr value reference", xattr_value_ref)
+XATTR_VALUE_REF = Record("xattr value reference", xattr_value_ref)
 
 
 # --- Arrays ------------------------------------------------------------------

@@ -4,6 +4,8 @@ The verity partition starts with the superblock ``veritysetup format`` writes
 (cryptsetup ``lib/verity/verity.c``, ``struct verity_sb``): 512 bytes,
 little-endian, zero-padded to one hash block. Field names follow cryptsetup.
 Only this module knows the byte layout; :mod:`appimg.format.verity.hashtree` builds on it.
+Parsing and building go through :mod:`appimg.format.binary`, which turns the
+parser's errors into :class:`~appimg.errors.FormatError`.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ from typing import Any
 from construct import (
     Bytes,
     Const,
-    Construct,
-    ConstructError,
     Container,
     Int16ul,
     Int32ul,
@@ -24,6 +24,7 @@ from construct import (
 )
 
 from appimg.errors import FormatError
+from appimg.format import binary
 
 #: ``signature`` of every verity superblock.
 VERITY_SIGNATURE = b"verity\x00\x00"
@@ -62,18 +63,6 @@ VERITY_SUPERBLOCK = Struct(
 VERITY_SUPERBLOCK_SIZE = VERITY_SUPERBLOCK.sizeof()
 
 
-def parse(struct: Construct, data: bytes, what: str, offset: int = 0) -> Container:
-    """Parse ``data`` with ``struct``; the one place construct errors become FormatError.
-
-    ``what`` names the partition or structure and ``offset`` where it starts, so the
-    message points at the broken bytes.
-    """
-    try:
-        return struct.parse(data)
-    except (ConstructError, UnicodeDecodeError) as e:
-        raise FormatError(f"{what} at offset {offset}: malformed ({e})") from None
-
-
 def parse_superblock(data: bytes, offset: int = 0) -> Container:
     """Parse the first :data:`VERITY_SUPERBLOCK_SIZE` bytes of ``data`` as a superblock."""
     if len(data) < VERITY_SUPERBLOCK_SIZE:
@@ -81,11 +70,8 @@ def parse_superblock(data: bytes, offset: int = 0) -> Container:
             f"verity superblock at offset {offset}: truncated "
             f"({len(data)} of {VERITY_SUPERBLOCK_SIZE} bytes)"
         )
-    return parse(
-        VERITY_SUPERBLOCK,
-        data[:VERITY_SUPERBLOCK_SIZE],
-        "verity superblock",
-        offset,
+    return binary.parse(
+        VERITY_SUPERBLOCK, data[:VERITY_SUPERBLOCK_SIZE], "verity superblock", offset
     )
 
 
@@ -112,7 +98,4 @@ def build_superblock(
         "salt": salt.ljust(VERITY_MAX_SALT_SIZE, b"\x00"),
         "_pad2": bytes(168),
     }
-    try:
-        return VERITY_SUPERBLOCK.build(fields)
-    except (ConstructError, UnicodeEncodeError) as e:
-        raise FormatError(f"verity superblock: cannot encode ({e})") from None
+    return binary.build(VERITY_SUPERBLOCK, fields, "verity superblock")

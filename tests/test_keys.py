@@ -1,0 +1,200 @@
+"""Ed25519 signing keys: key files, key ids, signatures (spec/format.md §Signature partition)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from appimg.errors import SignatureError, UsageError
+from appimg.format import keys
+
+MESSAGE = b'{"statement":"anything canonical"}'
+
+
+@pytest.fixture
+def key_path(tmp_path: Path) -> Path:
+    path = tmp_path / "release.key"
+    keys.generate(path)
+    return path
+
+
+def one_line(exc: pytest.ExceptionInfo[Exception], path: Path | str) -> str:
+    """The error is a single line that names the file."""
+    text = str(exc.value)
+    assert "\n" not in text and str(path) in text, text
+    return text
+
+
+def test_generate_load_sign_check_round_trip(key_path: Path) -> None:
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+    private = keys.load_private(key_path)
+    public = keys.load_public(key_path.with_name("release.key.pub"))
+    assert keys.raw_public(public) == keys.raw_public(private.public_key())
+    entry = keys.sign(private, MESSAGE)
+    assert set(entry) == {"algorithm", "key_id", "public_key", "signature"}
+    assert entry["algorithm"] == "ed25519"
+    assert base64.b64decode(entry["public_key"]) == keys.raw_public(public)
+    assert keys.check(entry, MESSAGE)
+
+
+def test_public_file_is_spki_pem(key_path: Path) -> None:
+    pem = key_path.with_name("release.key.pub").read_bytes()
+    assert pem.startswith(b"-----BEGIN PUBLIC KEY-----\n")
+    assert pem == keys.public_pem(keys.load_private(key_path).public_key())
+
+
+def test_key_id_is_truncated_sha256_of_raw_public_key(key_path: Path) -> None:
+    public = keys.load_private(key_path).public_key()
+    raw = keys.raw_public(public)
+    assert len(raw) == 32
+    assert keys.key_id(public) == keys.key_id(raw) == hashlib.sha256(raw).hexdigest()[:32]
+    assert keys.sign(keys.load_private(key_path), MESSAGE)["key_id"] == keys.key_id(raw)
+    assert keys.key_id(Ed25519PrivateKey.generate().public_key()) != keys.key_id(raw)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda e: e.update(signature=base64.b64encode(bytes(64)).decode()),
+        lambda e: e.update(key_id="0" * 32),
+        lambda e: e.update(public_key=base64.b64encode(bytes(32)).decode()),
+        lambda e: e.update(public_key="not base64!"),
+        lambda e: e.update(signature=e["signature"][:-4]),
+        lambda e: e.pop("public_key"),
+        lambda e: e.update(public_key=None),
+    ],
+)
+def test_check_refuses_altered_entries(key_path: Path, change) -> None:
+    entry = keys.sign(keys.load_private(key_path), MESSAGE)
+    change(entry)
+    assert keys.check(entry, MESSAGE) is False
+
+
+def test_check_refuses_another_message(key_path: Path) -> None:
+    entry = keys.sign(keys.load_private(key_path), MESSAGE)
+    assert not keys.check(entry, MESSAGE + b" ")
+
+
+def test_generate_does_not_overwrite_without_force(key_path: Path) -> None:
+    before = key_path.read_bytes()
+    with pytest.raises(UsageError, match="already exists"):
+        keys.generate(key_path)
+    assert key_path.read_bytes() == before
+    keys.generate(key_path, force=True)
+    assert key_path.read_bytes() != before
+    pub = keys.load_public(key_path.with_name("release.key.pub"))
+    assert keys.raw_public(pub) == keys.raw_public(keys.load_private(key_path).public_key())
+
+
+def test_generate_into_missing_directory(tmp_path: Path) -> None:
+    target = tmp_path / "no" / "such" / "key"
+    with pytest.raises(UsageError) as exc:
+        keys.generate(target)
+    one_line(exc, target)
+
+
+def _pem_private(key) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+WRONG_PRIVATE = {
+    "garbage": (b"not a key at all\n", "not an unencrypted PEM private key"),
+    "empty": (b"", "not an unencrypted PEM private key"),
+    "binary": (bytes(range(256)), "not an unencrypted PEM private key"),
+    "ec key": (_pem_private(ec.generate_private_key(ec.SECP256R1())), "not an Ed25519 key"),
+    "encrypted": (
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        ),
+        "not an unencrypted PEM private key",
+    ),
+    "oversized": (b"-----BEGIN PRIVATE KEY-----\n" + b"A" * keys.MAX_KEY_FILE, "too large"),
+}
+
+
+@pytest.mark.parametrize("name", WRONG_PRIVATE)
+def test_wrong_private_key_files_give_one_clear_error(tmp_path: Path, name: str) -> None:
+    data, message = WRONG_PRIVATE[name]
+    path = tmp_path / "bad.key"
+    path.write_bytes(data)
+    with pytest.raises(SignatureError, match=message) as exc:
+        keys.load_private(path)
+    one_line(exc, path)
+
+
+def test_public_key_file_is_not_a_private_key(key_path: Path) -> None:
+    pub = key_path.with_name("release.key.pub")
+    with pytest.raises(SignatureError, match="not an unencrypted PEM private key") as exc:
+        keys.load_private(pub)
+    one_line(exc, pub)
+
+
+@pytest.mark.parametrize("loader", [keys.load_private, keys.load_public])
+def test_missing_key_file_is_a_usage_error(tmp_path: Path, loader) -> None:
+    with pytest.raises(UsageError) as exc:
+        loader(tmp_path / "missing.key")
+    one_line(exc, tmp_path / "missing.key")
+
+
+def test_public_key_from_any_of_its_spellings(key_path: Path) -> None:
+    private = keys.load_private(key_path)
+    raw = keys.raw_public(private.public_key())
+    spellings = {
+        "private key file": key_path.read_bytes(),
+        "public key file": key_path.with_name("release.key.pub").read_bytes(),
+        "base64": base64.b64encode(raw) + b"\n",
+    }
+    for where, data in spellings.items():
+        assert keys.raw_public(keys.parse_public(data, where)) == raw, where
+    assert keys.raw_public(keys.load_public(key_path)) == raw  # its public half
+
+
+WRONG_PUBLIC = {
+    "garbage": (b"not a key", "not an Ed25519 public key"),
+    "short base64": (base64.b64encode(bytes(31)), "not an Ed25519 public key"),
+    "long base64": (base64.b64encode(bytes(33)), "not an Ed25519 public key"),
+    "bad PEM": (b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+                "not an Ed25519 public key"),
+    "ec public key": (
+        ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+        "not an Ed25519 key",
+    ),
+    "ec private key": (_pem_private(ec.generate_private_key(ec.SECP256R1())),
+                       "not an Ed25519 key"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", WRONG_PUBLIC)
+def test_wrong_public_keys_give_one_clear_error(tmp_path: Path, name: str) -> None:
+    data, message = WRONG_PUBLIC[name]
+    with pytest.raises(SignatureError, match=message) as exc:
+        keys.parse_public(data, "--key")
+    one_line(exc, "--key")
+    path = tmp_path / "bad.pub"
+    path.write_bytes(data)
+    with pytest.raises(SignatureError, match=message) as exc:
+        keys.load_public(path)
+    one_line(exc, path)
+
+
+def test_oversized_public_key_file(tmp_path: Path) -> None:
+    path = tmp_path / "big.pub"
+    path.write_bytes(b"A" * (keys.MAX_KEY_FILE + 1))
+    with pytest.raises(SignatureError, match="too large") as exc:
+        keys.load_public(path)
+    one_line(exc, path)
