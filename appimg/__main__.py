@@ -1,3 +1,3 @@
-from appimg.cli import run
+from appimg.cli import console_main
 
-run()
+console_main()

@@ -1,5 +1,7 @@
-"""The ``appimg`` command line: one parser, subcommands registered by topic modules.
+"""The ``appimg`` command line: the top-level parser, error handling and entry points.
 
+The commands are declared in :mod:`appimg.cli.commands` (one table) and implemented
+by its modules; options shared between commands are in :mod:`appimg.cli.options`.
 Every failure the user can cause surfaces as one line on stderr and a non-zero
 exit status (see :mod:`appimg.errors`); ``--debug`` shows the traceback instead.
 """
@@ -12,24 +14,13 @@ import sys
 from collections.abc import Sequence
 
 from appimg import __version__
-from appimg.cli import build, install, mount, read, run
+from appimg.cli.commands import COMMANDS, add_command, add_summaries
 from appimg.errors import AppimgError
-
-TOPICS = (build, read, install, run, mount)
-#: The commands each topic registers: only the topic of the command being run builds
-#: its parsers (building all of them is ~10 ms of every start; a test keeps this in step).
-TOPIC_COMMANDS = {
-    build: ("init", "pack", "keygen", "sign"),
-    read: ("inspect", "verify", "ls", "cat", "extract"),
-    install: ("install", "update", "uninstall", "rollback", "list", "info", "apps", "trust",
-              "xdg"),
-    run: ("run",),
-    mount: ("mount", "umount", "mounts"),
-}  # fmt: skip
 
 
 def make_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser; with ``command``, only that command's topic is registered."""
+    """The parser. With a known ``command``, only that command is registered, in full;
+    otherwise every command, without its arguments (for the listing and usage errors)."""
     parser = argparse.ArgumentParser(
         prog="appimg",
         description=(
@@ -43,9 +34,10 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show a traceback instead of a one-line error"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    only = [t for t in TOPICS if command in TOPIC_COMMANDS[t]]
-    for topic in only or TOPICS:
-        topic.register(commands)
+    if command in COMMANDS:
+        add_command(commands, command)
+    else:
+        add_summaries(commands)
     return parser
 
 
@@ -91,5 +83,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def run() -> None:
+def console_main() -> None:
+    """The ``appimg`` console script and ``python -m appimg``."""
     sys.exit(main())

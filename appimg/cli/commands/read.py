@@ -1,4 +1,5 @@
-"""Commands that read images: inspect, verify, ls, cat, extract."""
+"""Commands that read images: inspect, verify, ls, cat, extract (declared in
+:mod:`appimg.cli.commands`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from appimg.cli import options
+from appimg.cli.commands import Subcommands
 from appimg.cli.output import human_size, print_json, shell_quote_name
 from appimg.cli.progress import ProgressBar
 from appimg.errors import UsageError
@@ -19,61 +22,69 @@ from appimg.host.dirs import UserDirs
 # construct, cryptography and the decompressors, and `inspect`/`verify` must start fast.
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def add_inspect(commands: Subcommands, name: str, summary: str) -> None:
     p = commands.add_parser(
-        "inspect",
-        help="show an image's partitions, manifest, verity and signatures",
+        name,
+        help=summary,
         description="Show what FILE holds, after the O(1) structural checks (GPT, "
         "statement, manifest digest, verity superblock).",
     )
-    p.add_argument("file", type=Path, metavar="FILE")
-    p.add_argument("--json", action="store_true", help="print JSON for programs")
+    options.image_file(p)
+    options.JSON.add_to(p)
     p.set_defaults(func=cmd_inspect)
 
+
+def add_verify(commands: Subcommands, name: str, summary: str) -> None:
     p = commands.add_parser(
-        "verify",
-        help="check an image's integrity and signatures",
+        name,
+        help=summary,
         description="Check FILE: GPT, statement, manifest, the whole verity tree up to "
         "the signed root hash and every signature, without reading the payload. "
         "--full also reads every payload block. With --key, at least one valid "
         "signature by one of those public keys is required. Exit status 0 only if "
         "everything checked is intact.",
     )
-    p.add_argument("file", type=Path, metavar="FILE")
+    options.image_file(p)
     p.add_argument("--full", action="store_true", help="also check every payload block")
     p.add_argument("--key", action="append", type=Path, default=[], metavar="PUB",
                    help="require a valid signature by this public key (repeatable)")  # fmt: skip
-    p.add_argument("--json", action="store_true", help="print JSON for programs")
+    options.JSON.add_to(p)
     p.set_defaults(func=cmd_verify)
 
+
+def add_ls(commands: Subcommands, name: str, summary: str) -> None:
     p = commands.add_parser(
-        "ls",
-        help="list files inside an image",
+        name,
+        help=summary,
         description="List the directory PATH (default /) inside FILE, like ls -l.",
     )
-    p.add_argument("file", type=Path, metavar="FILE")
+    options.image_file(p)
     p.add_argument("path", nargs="?", default="/", metavar="PATH")
     p.add_argument("-R", "--recursive", action="store_true", help="list subdirectories too")
-    p.add_argument("--json", action="store_true", help="print JSON for programs")
+    options.JSON.add_to(p)
     p.set_defaults(func=cmd_ls)
 
+
+def add_cat(commands: Subcommands, name: str, summary: str) -> None:
     p = commands.add_parser(
-        "cat",
-        help="write a file inside an image to stdout",
+        name,
+        help=summary,
         description="Write the file PATH inside FILE to standard output (symlinks "
         "inside the image are followed, never out of it).",
     )
-    p.add_argument("file", type=Path, metavar="FILE")
+    options.image_file(p)
     p.add_argument("path", metavar="PATH")
     p.set_defaults(func=cmd_cat)
 
+
+def add_extract(commands: Subcommands, name: str, summary: str) -> None:
     p = commands.add_parser(
-        "extract",
-        help="unpack an image's files into a directory",
+        name,
+        help=summary,
         description="Unpack the payload of FILE (or only the PATHs given) into DIR, which "
         "must be missing or empty. Every block is checked against the verity tree.",
     )
-    p.add_argument("file", type=Path, metavar="FILE")
+    options.image_file(p)
     p.add_argument("dir", type=Path, metavar="DIR")
     p.add_argument("paths", nargs="*", metavar="PATH")
     p.set_defaults(func=cmd_extract)

@@ -1,5 +1,5 @@
 """Commands of the per-user store: install, update, rollback, uninstall, list, info,
-apps, trust and xdg (spec/xdg-index.md).
+apps, trust and xdg (spec/xdg-index.md; declared in :mod:`appimg.cli.commands`).
 
 Only argparse and the standard library are imported at module level: ``apps``,
 ``list`` and ``xdg find`` must start fast, so each command imports what it needs.
@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from appimg.cli import options
+from appimg.cli.commands import Subcommands
 from appimg.cli.output import print_json
 
 
@@ -20,79 +22,97 @@ def _env() -> dict[str, str]:
     return dict(os.environ)
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    for name, func, text in (
-        ("install", cmd_install, "install an image for this user and export it to the desktop"),
-        ("update", cmd_update, "install a new version of an installed app (the old one is kept)"),
-    ):
-        p = commands.add_parser(
-            name,
-            help=text,
-            description=text[0].upper() + text[1:] + ". The image is copied into "
-            "$XDG_DATA_HOME/appimg/images, its desktop entries, icons, metainfo, MIME and "
-            "D-Bus files are exported under the rules of spec/xdg-index.md (anything refused "
-            "is reported with the reason), and the change is atomic. Unsigned images and "
-            "images signed by keys that are not trusted are refused unless allowed explicitly.",
-        )
-        p.add_argument("file", type=Path, metavar="FILE")
-        p.add_argument("--allow-unsigned", action="store_true", help="install an unsigned image")
-        p.add_argument("--trust", action="store_true",
-                       help="accept valid signatures by keys that are not in the trust store "
-                       "(later updates signed by the same key are accepted too)")  # fmt: skip
-        p.add_argument("--strict", action="store_true",
-                       help="fail instead of installing if any export is refused")  # fmt: skip
-        p.add_argument("--json", action="store_true", help="print the result as JSON")
-        p.set_defaults(func=func)
-
+def _install_parser(commands: Subcommands, name: str, summary: str) -> argparse.ArgumentParser:
+    """install and update take the same arguments."""
     p = commands.add_parser(
-        "uninstall",
-        help="remove an installed app, its exports and its images",
+        name,
+        help=summary,
+        description=summary[0].upper() + summary[1:] + ". The image is copied into "
+        "$XDG_DATA_HOME/appimg/images, its desktop entries, icons, metainfo, MIME and "
+        "D-Bus files are exported under the rules of spec/xdg-index.md (anything refused "
+        "is reported with the reason), and the change is atomic. Unsigned images and "
+        "images signed by keys that are not trusted are refused unless allowed explicitly.",
+    )
+    options.image_file(p)
+    p.add_argument("--allow-unsigned", action="store_true", help="install an unsigned image")
+    p.add_argument("--trust", action="store_true",
+                   help="accept valid signatures by keys that are not in the trust store "
+                   "(later updates signed by the same key are accepted too)")  # fmt: skip
+    p.add_argument("--strict", action="store_true",
+                   help="fail instead of installing if any export is refused")  # fmt: skip
+    options.JSON.add_to(p)
+    return p
+
+
+def add_install(commands: Subcommands, name: str, summary: str) -> None:
+    _install_parser(commands, name, summary).set_defaults(func=cmd_install)
+
+
+def add_update(commands: Subcommands, name: str, summary: str) -> None:
+    _install_parser(commands, name, summary).set_defaults(func=cmd_update)
+
+
+def add_uninstall(commands: Subcommands, name: str, summary: str) -> None:
+    p = commands.add_parser(
+        name,
+        help=summary,
         description="Remove the app ID: every exported file, its index entry and its "
         "images. Removing the last app removes the whole store.",
     )
-    p.add_argument("app_id", metavar="ID")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    options.app_id(p)
+    options.JSON.add_to(p)
     p.set_defaults(func=cmd_uninstall)
 
+
+def add_rollback(commands: Subcommands, name: str, summary: str) -> None:
     p = commands.add_parser(
-        "rollback",
-        help="switch an app back to its previous version",
+        name,
+        help=summary,
         description="Make the previous version of ID active again (atomically); the "
         "current one becomes the previous, so a second rollback undoes the first.",
     )
-    p.add_argument("app_id", metavar="ID")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    options.app_id(p)
+    options.JSON.add_to(p)
     p.set_defaults(func=cmd_rollback)
 
-    p = commands.add_parser("list", help="list installed apps",
-                            description="List the apps installed for this user.")  # fmt: skip
-    p.add_argument("--json", action="store_true", help="print JSON for programs")
+
+def add_list(commands: Subcommands, name: str, summary: str) -> None:
+    p = commands.add_parser(
+        name, help=summary, description="List the apps installed for this user."
+    )
+    options.JSON.add_to(p)
     p.set_defaults(func=cmd_list)
 
+
+def add_info(commands: Subcommands, name: str, summary: str) -> None:
     p = commands.add_parser(
-        "info",
-        help="show what the store knows about an installed app",
+        name,
+        help=summary,
         description="Show ID's versions, image files, signature state, exported and refused "
         "files, and every XDG data file its active image holds.",
     )
-    p.add_argument("app_id", metavar="ID")
-    p.add_argument("--json", action="store_true", help="print JSON for programs")
+    options.app_id(p)
+    options.JSON.add_to(p)
     p.set_defaults(func=cmd_info)
 
+
+def add_apps(commands: Subcommands, name: str, summary: str) -> None:
     p = commands.add_parser(
-        "apps",
-        help="list every desktop application, appimg's and the host's",
+        name,
+        help=summary,
         description="Enumerate applications as a desktop shell does (GLib's rules) along "
         "XDG_DATA_HOME, the exports directory and XDG_DATA_DIRS: desktop id, name, icon "
         "name and file, Exec and source (appimg or host).",
     )
-    p.add_argument("--json", action="store_true", help="print JSON for programs")
+    options.JSON.add_to(p)
     p.add_argument("--all", action="store_true", help="include entries with NoDisplay=true")
     p.set_defaults(func=cmd_apps)
 
+
+def add_trust(commands: Subcommands, name: str, summary: str) -> None:
     p = commands.add_parser(
-        "trust",
-        help="manage the keys whose signatures install without questions",
+        name,
+        help=summary,
         description="Trusted keys live in $XDG_CONFIG_HOME/appimg/trusted-keys/ (yours) "
         "and /etc/appimg/trusted-keys/ (the system's).",
     )
@@ -101,15 +121,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     q.add_argument("key", type=Path, metavar="KEYFILE")
     q.set_defaults(func=cmd_trust_add)
     q = sub.add_parser("list", help="list trusted keys")
-    q.add_argument("--json", action="store_true", help="print JSON for programs")
+    options.JSON.add_to(q)
     q.set_defaults(func=cmd_trust_list)
     q = sub.add_parser("remove", help="stop trusting a key (by key id, or its file)")
     q.add_argument("key", metavar="KEY")
     q.set_defaults(func=cmd_trust_remove)
 
+
+def add_xdg(commands: Subcommands, name: str, summary: str) -> None:
     p = commands.add_parser(
-        "xdg",
-        help="the XDG data search path with appimg's exports",
+        name,
+        help=summary,
         description="Put the exports directory on the XDG data search path, and find data "
         "files along it and inside installed images without mounting them.",
     )
@@ -135,7 +157,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     q.add_argument("rel", metavar="REL")
     q.add_argument("--all", action="store_true", help="every match, not only the first")
-    q.add_argument("--json", action="store_true", help="print JSON for programs")
+    options.JSON.add_to(q)
     q.set_defaults(func=cmd_xdg_find)
 
 

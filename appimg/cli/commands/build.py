@@ -1,4 +1,4 @@
-"""Commands that make images: init, pack, keygen, sign."""
+"""Commands that make images: init, pack, keygen, sign (declared in :mod:`appimg.cli.commands`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import os
 import re
 from pathlib import Path
 
+from appimg.cli import options
+from appimg.cli.commands import Subcommands
 from appimg.cli.output import human_size, print_json
 from appimg.cli.progress import ProgressBar
 from appimg.errors import FormatError, UsageError
@@ -24,19 +26,21 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * scale
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def add_init(commands: Subcommands, name: str, summary: str) -> None:
     p = commands.add_parser(
-        "init",
-        help="write a commented appimg.toml template into an app directory",
+        name,
+        help=summary,
         description="Write a commented appimg.toml template into DIR (created if missing).",
     )
     p.add_argument("dir", type=Path, metavar="DIR")
     p.add_argument("--force", action="store_true", help="overwrite an existing appimg.toml")
     p.set_defaults(func=cmd_init)
 
+
+def add_pack(commands: Subcommands, name: str, summary: str) -> None:
     p = commands.add_parser(
-        "pack",
-        help="turn an app directory into one image file",
+        name,
+        help=summary,
         description=(
             "Pack DIR (which holds appimg.toml) into one image: the files as a SquashFS "
             "payload written by squashfs-tools-ng, the manifest, a dm-verity hash tree and "
@@ -82,12 +86,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         metavar="KEYFILE",
         help="sign with this private key (repeatable)",
     )
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=cmd_pack)  # fmt: skip
+    options.JSON.add_to(p)
+    p.set_defaults(func=cmd_pack)
 
+
+def add_keygen(commands: Subcommands, name: str, summary: str) -> None:
     p = commands.add_parser(
-        "keygen",
-        help="make an Ed25519 signing key",
+        name,
+        help=summary,
         description="Write a new Ed25519 private key to KEY (mode 0600) and its public key "
         "to KEY.pub.",
     )
@@ -95,13 +101,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.set_defaults(func=cmd_keygen)
 
+
+def add_sign(commands: Subcommands, name: str, summary: str) -> None:
     p = commands.add_parser(
-        "sign",
-        help="add a signature to an image",
+        name,
+        help=summary,
         description="Add a signature by KEY to FILE, in place. The statement it signs binds "
         "the partition table, the manifest and the verity root hash.",
     )
-    p.add_argument("file", type=Path, metavar="FILE")
+    options.image_file(p)
     p.add_argument("--key", action="append", type=Path, required=True, metavar="KEY",
                    help="private key file (repeatable)")  # fmt: skip
     p.set_defaults(func=cmd_sign)

@@ -1,4 +1,5 @@
-"""Commands that mount images: mount, umount, mounts (spec/overlay-rules.md §7-§9)."""
+"""Commands that mount images: mount, umount, mounts (spec/overlay-rules.md §7-§9;
+declared in :mod:`appimg.cli.commands`)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import os
 import sys
 from pathlib import Path
 
+from appimg.cli import options
+from appimg.cli.commands import Subcommands
 from appimg.cli.output import print_json, shell_quote_name
 from appimg.errors import UsageError
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def add_mount(commands: Subcommands, name: str, summary: str) -> None:
     p = commands.add_parser(
-        "mount",
-        help="mount an image read-only, merged with the host paths it may see",
+        name,
+        help=summary,
         description="Mount FILE read-only at MOUNTPOINT (default: a directory under "
         "$XDG_RUNTIME_DIR/appimg/) and print the mount point once it is ready. The app's "
         "files are merged with the host paths its manifest and profile ask for and the "
@@ -24,25 +27,25 @@ def register(commands: argparse._SubParsersAction) -> None:
         "signed by no trusted key is refused unless --allow-untrusted. The mount stays "
         "until 'appimg umount'.",
     )
-    p.add_argument("file", type=Path, metavar="FILE")
+    options.image_file(p)
     p.add_argument("mountpoint", nargs="?", type=Path, metavar="MOUNTPOINT")
-    p.add_argument("--no-host", action="store_true", help="show only the app's own files")
-    p.add_argument("--strict", action="store_true",
-                   help="fail if the host refuses any requested host path")  # fmt: skip
+    options.NO_HOST.add_to(p)
+    options.STRICT.add_to(p)
     p.add_argument("--backend", choices=("auto", "fuse", "kernel"), default="auto",
                    help="fuse (any user), kernel (root: loop, dm-verity, squashfs, overlayfs) "
                    "or auto (kernel only for root with dm-verity and a view overlayfs can "
                    "show exactly; default)")  # fmt: skip
     p.add_argument("--foreground", action="store_true",
                    help="serve in this process until unmounted or interrupted (FUSE)")  # fmt: skip
-    p.add_argument("--allow-untrusted", action="store_true",
-                   help="mount an image signed by no trusted key (with a warning)")  # fmt: skip
-    p.add_argument("--json", action="store_true", help="print the mount as JSON")
+    options.ALLOW_UNTRUSTED.add_to(p)
+    options.JSON.add_to(p)
     p.set_defaults(func=cmd_mount)
 
+
+def add_umount(commands: Subcommands, name: str, summary: str) -> None:
     p = commands.add_parser(
-        "umount",
-        help="unmount an image",
+        name,
+        help=summary,
         description="Unmount the mount named by TARGET: a mount point, an image file "
         "(every mount of it), a mount name or an app id (see 'appimg mounts'). A mount "
         "in use is refused with a message; --lazy detaches it at once and lets it go "
@@ -52,14 +55,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("-l", "--lazy", action="store_true", help="detach now, clean up when idle")
     p.set_defaults(func=cmd_umount)
 
+
+def add_mounts(commands: Subcommands, name: str, summary: str) -> None:
     p = commands.add_parser(
-        "mounts",
-        help="list mounted images",
+        name,
+        help=summary,
         description="List this user's mounted images: name, backend, status, references "
         "and mount point (--json: everything, including the host rules and how blocks are "
         "verified).",
     )
-    p.add_argument("--json", action="store_true", help="print JSON for programs")
+    options.JSON.add_to(p)
     p.set_defaults(func=cmd_mounts)
 
 

@@ -1,4 +1,5 @@
-"""The run command: start an app inside its merged view, without root."""
+"""The run command: start an app inside its merged view, without root (declared in
+:mod:`appimg.cli.commands`)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import argparse
 import os
 import sys
 
+from appimg.cli import options
+from appimg.cli.commands import Subcommands
 from appimg.errors import UsageError
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def add_run(commands: Subcommands, name: str, summary: str) -> None:
     p = commands.add_parser(
-        "run",
-        help="run an app image (or an installed app) in its sandbox",
+        name,
+        help=summary,
         description=(
             "Start the app of FILE (an image) or ID (an installed app) inside its merged\n"
             "view: user, mount and pid namespaces, the image's files plus the host paths\n"
@@ -26,16 +29,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("target", metavar="FILE|ID")
     p.add_argument("--command", dest="app_command", metavar="NAME",
                    help="run the manifest's named command")  # fmt: skip
-    p.add_argument("--strict", action="store_true", help="fail if the policy denies a rule")
-    p.add_argument("--allow-untrusted", action="store_true",
-                   help="run an image signed by a key that is not trusted")  # fmt: skip
-    p.add_argument("--no-host", action="store_true", help="grant no host paths at all")
+    for flag in RUN_FLAGS:
+        flag.add_to(p)
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
                    help="arguments for the app (after --)")  # fmt: skip
     p.set_defaults(func=cmd_run)
 
 
-RUN_FLAGS = {"--strict": "strict", "--allow-untrusted": "allow_untrusted", "--no-host": "no_host"}
+#: The on/off options, also accepted after FILE|ID.
+RUN_FLAGS = (options.STRICT, options.ALLOW_UNTRUSTED, options.NO_HOST)
 
 
 def _take_options(args: argparse.Namespace, rest: list[str]) -> list[str]:
@@ -48,8 +50,9 @@ def _take_options(args: argparse.Namespace, rest: list[str]) -> list[str]:
         word = rest[0]
         if word == "--":
             return rest[1:]
-        if word in RUN_FLAGS:
-            setattr(args, RUN_FLAGS[word], True)
+        flag = next((f for f in RUN_FLAGS if f.flag == word), None)
+        if flag is not None:
+            setattr(args, flag.dest, True)
             rest = rest[1:]
         elif word == "--command":
             if len(rest) < 2:
