@@ -34,9 +34,11 @@ def test_command_table_is_what_the_parser_knows() -> None:
 
 
 def test_top_level_help_lists_every_command_with_its_summary() -> None:
-    out = " ".join(appimg("--help").stdout.split())
-    for name, command in COMMANDS.items():
-        assert f" {name} {command.summary} " in out, name
+    # Also when a command word follows the help flag: the top-level help lists them all.
+    for argv in (["--help"], ["--help", "inspect"]):
+        out = " ".join(appimg(*argv).stdout.split())
+        for name, command in COMMANDS.items():
+            assert f" {name} {command.summary} " in out, (argv, name)
 
 
 def test_every_command_explains_itself() -> None:

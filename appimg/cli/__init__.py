@@ -42,7 +42,13 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def _command_word(argv: list[str]) -> str | None:
-    return next((word for word in argv if not word.startswith("-")), None)
+    """The command being run; None when the top-level help comes first (it lists all)."""
+    for word in argv:
+        if word in ("-h", "--help"):
+            return None
+        if not word.startswith("-"):
+            return word
+    return None
 
 
 def _split_passthrough(argv: list[str]) -> tuple[list[str], list[str] | None]:
