@@ -15,9 +15,9 @@ import pytest
 
 from .helpers import FIXTURES
 from .test_install_store import home_snapshot, make_app, pack, store_dir
-from .users import appimg_as, ensure_user, requires_root, run_as, user_env, user_tmpdir
+from .users import appimg_as, ensure_user, run_as, user_env, user_tmpdir
 
-pytestmark = requires_root
+pytestmark = pytest.mark.root
 
 GLIB_PYTHON = "/usr/bin/python3"  # Debian's, with python3-gi
 GLIB_LIST = """

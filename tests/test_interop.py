@@ -86,13 +86,11 @@ def test_veritysetup_verify_accepts_the_tree(tmp_path: Path) -> None:
 
 
 def _loop_available() -> bool:
-    return (
-        os.geteuid() == 0 and os.path.exists("/dev/loop-control") and bool(shutil.which("losetup"))
-    )
+    return os.path.exists("/dev/loop-control") and bool(shutil.which("losetup"))
 
 
 @pytest.mark.root
-@pytest.mark.skipif(not _loop_available(), reason="needs root and loop devices")
+@pytest.mark.skipif(not _loop_available(), reason="needs loop devices")
 def test_losetup_partitions_mount_with_kernel_squashfs(hello_image: Path, tmp_path: Path) -> None:
     loop = subprocess.run(
         ["losetup", "--find", "--show", "--partscan", "--read-only", str(hello_image)],

@@ -31,7 +31,6 @@ from .users import (
     allow_fuse_for_users,
     appimg_as,
     ensure_user,
-    requires_root,
     run_as,
     user_env,
     user_tmpdir,
@@ -41,7 +40,6 @@ FUSERMOUNT = shutil.which("fusermount3") or shutil.which("fusermount")
 pytestmark = pytest.mark.skipif(
     FUSERMOUNT is None or not os.path.exists("/dev/fuse"), reason="needs FUSE (fuse3)"
 )
-SOAK = os.environ.get("APPIMG_SOAK") == "1"
 
 # -- helpers shared with test_mount_kernel ------------------------------------------------
 
@@ -161,8 +159,6 @@ def root_env(tmp_path: Path) -> Iterator[dict[str, str]]:
 @pytest.fixture
 def user_setup() -> Iterator[tuple[object, dict[str, str], Path]]:
     """The unprivileged test user with a fresh HOME, config and runtime dir."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to switch users")
     user = ensure_user()
     allow_fuse_for_users()
     home = user_tmpdir(user, "appimg-mount-home-")
@@ -203,7 +199,7 @@ def pack_app(root: Path, files: dict[str, bytes], toml_extra: str = "", *, key: 
 # -- 1. a normal user mounts, reads and unmounts a signed image ----------------------------
 
 
-@requires_root
+@pytest.mark.root
 def test_user_mount_matches_the_extracted_tree(
     rich_image: Path, keypair: tuple[Path, Path], user_setup: tuple
 ) -> None:
@@ -325,7 +321,7 @@ def read(path: Path) -> bytes:
     return path.read_bytes()
 
 
-@requires_root
+@pytest.mark.root
 def test_overlay_rules_as_a_user(tmp_path: Path, user_setup: tuple) -> None:
     user, env, _home = user_setup
     base = user_tmpdir(user, "appimg-overlay-")
@@ -499,14 +495,19 @@ def load_image(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
     return image, {rel: hashlib.sha256(data).hexdigest() for rel, data in files.items()}
 
 
+@pytest.mark.parametrize(
+    "seconds", [10.0, pytest.param(60.0, marks=pytest.mark.slow)], ids=["bounded", "soak"]
+)
 def test_concurrent_readers_and_a_killed_one(
-    load_image: tuple[Path, dict[str, str]], root_env: dict[str, str], tmp_path: Path
+    load_image: tuple[Path, dict[str, str]],
+    root_env: dict[str, str],
+    tmp_path: Path,
+    seconds: float,
 ) -> None:
     image, expected = load_image
     mnt = Path(appimg("mount", image, env=root_env).stdout.strip())
     expected_file = tmp_path / "expected.json"
     expected_file.write_text(json.dumps(expected))
-    seconds = 60.0 if SOAK else 10.0
     readers = [
         subprocess.Popen([sys.executable, "-c", READER, str(mnt), str(expected_file),
                           str(seconds), str(seed)], stdout=subprocess.PIPE, text=True)

@@ -31,9 +31,12 @@ from .test_mount_fuse import (
     wait_until,
 )
 
-pytestmark = pytest.mark.skipif(
-    kernel.unavailable() is not None, reason=f"kernel backend: {kernel.unavailable()}"
-)
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(
+        kernel.unavailable() is not None, reason=f"kernel backend: {kernel.unavailable()}"
+    ),
+]
 
 
 def loops_of(image: Path) -> str:

@@ -20,7 +20,6 @@ from .users import (
     allow_fuse_for_users,
     appimg_as,
     ensure_user,
-    requires_root,
     run_as,
     user_env,
     user_python,
@@ -202,7 +201,7 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-@requires_root
+@pytest.mark.root
 def test_non_root_user_runs_the_app_and_the_stub(box_image: Path) -> None:
     user = ensure_user()
     allow_fuse_for_users()
@@ -257,7 +256,7 @@ def test_host_profile_runs_a_python_script_with_the_hosts_python(tmp_path: Path)
     assert out.stdout.strip() == "python 3 org.example.PyHello ['a b']"
 
 
-@requires_root
+@pytest.mark.root
 def test_without_bwrap_the_kernel_calls_make_the_same_sandbox(box_image: Path) -> None:
     user = ensure_user()
     allow_fuse_for_users()

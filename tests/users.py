@@ -16,13 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pytest
-
 USER = "appimgtest"
-
-
-def can_switch_user() -> bool:
-    return os.geteuid() == 0 and shutil.which("setpriv") is not None
 
 
 def ensure_user(name: str = USER) -> pwd.struct_passwd:
@@ -92,9 +86,6 @@ def run_as(
 def appimg_as(user: pwd.struct_passwd, env: dict[str, str], *args: object, **kwargs: object):
     """The real CLI as ``user``: ``python -m appimg ARGS``."""
     return run_as(user, [*user_python(user), "-m", "appimg", *map(str, args)], env, **kwargs)
-
-
-requires_root = pytest.mark.skipif(not can_switch_user(), reason="needs root to switch users")
 
 
 @functools.cache
