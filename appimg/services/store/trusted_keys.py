@@ -7,7 +7,6 @@ system directory is listed but only changed by its administrator.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,22 +17,22 @@ from appimg.host.dirs import UserDirs
 from appimg.host.trust import MAX_TRUSTED_KEYS, SYSTEM_TRUST_DIR, trust_dirs, user_trust_dir
 
 
-def add(env: Mapping[str, str], source: Path) -> tuple[str, Path, bool]:
+def add(dirs: UserDirs, source: Path) -> tuple[str, Path, bool]:
     """Trust the public key in ``source`` (a .pub, a private key or base64): (id, file, new)."""
     public = keys.load_public(source)
     kid = keys.key_id(public)
-    directory = user_trust_dir(UserDirs.from_env(env))
+    directory = user_trust_dir(dirs)
     target = directory / f"{kid}.pub"
-    known = any(row["key_id"] == kid for row in listing(env) if row["scope"] == "user")
+    known = any(row["key_id"] == kid for row in listing(dirs) if row["scope"] == "user")
     if not known:
         directory.mkdir(parents=True, exist_ok=True)
         replace_file(target, keys.public_pem(public))
     return kid, target, not known
 
 
-def listing(env: Mapping[str, str]) -> list[dict[str, Any]]:
+def listing(dirs: UserDirs) -> list[dict[str, Any]]:
     rows = []
-    for directory in trust_dirs(UserDirs.from_env(env)):
+    for directory in trust_dirs(dirs):
         scope = "system" if directory == SYSTEM_TRUST_DIR else "user"
         try:
             names = sorted(p.name for p in directory.iterdir())[:MAX_TRUSTED_KEYS]
@@ -50,14 +49,14 @@ def listing(env: Mapping[str, str]) -> list[dict[str, Any]]:
     return rows
 
 
-def remove(env: Mapping[str, str], key: str) -> list[Path]:
+def remove(dirs: UserDirs, key: str) -> list[Path]:
     """Stop trusting a key, named by its id (or a unique prefix of 8+ digits) or a key file."""
     if Path(key).exists() and not key.isalnum():
         key = keys.key_id(keys.load_public(Path(key)))
     key = key.lower()
     if len(key) < 8:
         raise UsageError(f"{key!r}: give at least 8 digits of the key id, or a key file")
-    rows = [r for r in listing(env) if r["key_id"] and r["key_id"].startswith(key)]
+    rows = [r for r in listing(dirs) if r["key_id"] and r["key_id"].startswith(key)]
     if len({r["key_id"] for r in rows}) > 1:
         raise UsageError(f"{key!r} matches more than one key")
     if not rows:
