@@ -20,16 +20,16 @@ from pathlib import Path
 import pytest
 
 from appimg.errors import StoreError
-from appimg.services.store.layout import Layout
+from appimg.services.store.layout import StoreLayout
 from appimg.services.store.lock import StoreLock, created_dirs
 
 #: Takes the lock, says so, then obeys one command a line on stdin.
 HOLDER = r"""
 import os, shutil, sys
 from pathlib import Path
-from appimg.services.store.layout import Layout
+from appimg.services.store.layout import StoreLayout
 from appimg.services.store.lock import StoreLock
-layout = Layout(Path(sys.argv[1]))
+layout = StoreLayout(Path(sys.argv[1]))
 lock = StoreLock(layout, blocking=sys.argv[2] == "wait")
 print("started", flush=True)
 if lock.acquire():
@@ -49,9 +49,9 @@ for line in sys.stdin:
 COUNTER = r"""
 import os, sys, time
 from pathlib import Path
-from appimg.services.store.layout import Layout
+from appimg.services.store.layout import StoreLayout
 from appimg.services.store.lock import StoreLock
-layout = Layout(Path(sys.argv[1]))
+layout = StoreLayout(Path(sys.argv[1]))
 for _ in range(int(sys.argv[2])):
     with StoreLock(layout):
         with open(layout.root / "log", "a") as log:
@@ -148,7 +148,7 @@ def test_non_blocking_acquire_fails_while_held(tmp_path: Path, holders: list[Hol
     first = hold(holders, root)
     assert (first.line() or "").startswith("held")
     assert hold(holders, root, wait=False).line() == "busy"
-    lock = StoreLock(Layout(root), blocking=False)
+    lock = StoreLock(StoreLayout(root), blocking=False)
     assert lock.acquire() is False
     assert lock.fd == -1  # nothing held, nothing to release
     assert first.send("release") == "released"
@@ -172,7 +172,7 @@ def test_a_holder_killed_with_sigkill_releases_it(tmp_path: Path, holders: list[
     assert (waiter.line() or "").startswith("held")
     waiter.proc.send_signal(signal.SIGKILL)
     waiter.proc.wait(timeout=30)
-    with StoreLock(Layout(root), blocking=False) as lock:
+    with StoreLock(StoreLayout(root), blocking=False) as lock:
         assert lock.fd >= 0
 
 
@@ -198,7 +198,7 @@ def test_a_waiter_starts_over_when_the_store_is_removed(
 def test_created_dirs_records_what_creating_the_store_made(tmp_path: Path) -> None:
     (tmp_path / "home").mkdir()
     root = tmp_path / "home" / "a" / "b" / "appimg"
-    layout = Layout(root)
+    layout = StoreLayout(root)
     assert created_dirs(layout) == []  # no store yet
     with StoreLock(layout):
         pass
@@ -209,7 +209,7 @@ def test_created_dirs_records_what_creating_the_store_made(tmp_path: Path) -> No
         pass
     assert created_dirs(layout) == made
     # A store whose parents all existed records nothing.
-    plain = Layout(tmp_path / "home" / "appimg")
+    plain = StoreLayout(tmp_path / "home" / "appimg")
     with StoreLock(plain):
         pass
     assert plain.lock.read_bytes() == b""
@@ -221,7 +221,7 @@ def test_created_dirs_records_what_creating_the_store_made(tmp_path: Path) -> No
     [b"not json", b'{"a": 1}', b'"/x"', b'["relative/dir", 3, "/abs"]', b"\xff\xfe"],
 )
 def test_created_dirs_ignores_a_damaged_record(tmp_path: Path, content: bytes) -> None:
-    layout = Layout(tmp_path / "appimg")
+    layout = StoreLayout(tmp_path / "appimg")
     layout.root.mkdir()
     layout.lock.write_bytes(content)
     expected = [Path("/abs")] if content.startswith(b"[") else []
@@ -233,4 +233,4 @@ def test_created_dirs_ignores_a_damaged_record(tmp_path: Path, content: bytes) -
 def test_a_store_that_cannot_be_created_is_a_store_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(StoreError):
-        StoreLock(Layout(tmp_path / "file" / "appimg")).acquire()
+        StoreLock(StoreLayout(tmp_path / "file" / "appimg")).acquire()

@@ -25,8 +25,13 @@ def test_xdg_env(tmp_path: Path) -> None:
     assert out == f"{exports}:/usr/local/share:/usr/share"
     out = appimg("xdg", "env", env=home_env(home, XDG_DATA_DIRS="/opt/share:/usr/share")).stdout
     assert out.strip() == f"{exports}:/opt/share:/usr/share"
+    # Already on the path: not added again. The value is the parsed XDG_DATA_DIRS, so a
+    # trailing slash goes, and so do empty and relative entries (XDG Base Directory spec).
     already = f"/opt/share:{exports}/"
-    assert appimg("xdg", "env", env=home_env(home, XDG_DATA_DIRS=already)).stdout.strip() == already
+    out = appimg("xdg", "env", env=home_env(home, XDG_DATA_DIRS=already)).stdout
+    assert out.strip() == f"/opt/share:{exports}"
+    out = appimg("xdg", "env", env=home_env(home, XDG_DATA_DIRS="share::/opt/share")).stdout
+    assert out.strip() == f"{exports}:/opt/share"
     line = appimg("xdg", "env", "--export", env=home_env(home)).stdout.strip()
     assert line == f"export XDG_DATA_DIRS={exports}:/usr/local/share:/usr/share"
     custom = home_env(home, XDG_DATA_HOME=str(tmp_path / "data"))

@@ -112,35 +112,7 @@ class UserDirs:
         return fallback
 
 
-# -- transitional: the mapping-based API, until every caller takes a UserDirs ---------------
-
-
-def home(env: Mapping[str, str]) -> Path:
-    return _home(env)
-
-
-def config_home(env: Mapping[str, str]) -> Path:
-    return UserDirs.from_env(env).config_home
-
-
-def data_home(env: Mapping[str, str]) -> Path:
-    return UserDirs.from_env(env).data_home
-
-
-def cache_home(env: Mapping[str, str]) -> Path:
-    return UserDirs.from_env(env).cache_home
-
-
-def state_home(env: Mapping[str, str]) -> Path:
-    return UserDirs.from_env(env).state_home
-
-
-def data_dirs(env: Mapping[str, str]) -> list[Path]:
-    return list(UserDirs.from_env(env).data_dirs)
-
-
-def config_dirs(env: Mapping[str, str]) -> list[Path]:
-    return list(UserDirs.from_env(env).config_dirs)
+# -- transitional: appimg.services.mount still takes the environment mapping ---------------
 
 
 def runtime_dir(env: Mapping[str, str]) -> Path:

@@ -109,19 +109,20 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
 
 def _store(workdir: Path, images: list[Path]) -> tuple[Path, float]:
     """A HOME with every tiny app installed (in-process, reused across runs)."""
+    from appimg.host.dirs import UserDirs
     from appimg.services.store import index as index_mod
     from appimg.services.store import ops
-    from appimg.services.store.layout import Layout
+    from appimg.services.store.layout import StoreLayout
 
     home = workdir / "install-home"
-    env = _env(home)
-    installed = set(index_mod.load(Layout.from_env(env))["apps"])
+    dirs = UserDirs.from_env(_env(home))
+    installed = set(index_mod.load(StoreLayout.from_dirs(dirs))["apps"])
     todo = [p for p in images[:-1] if f"org.bench.{p.stem}" not in installed]
     if todo:
         print(f"  installing {len(todo)} apps into {home} ...", flush=True)
     started = time.perf_counter()
     for image in todo:
-        ops.install(env, image, allow_unsigned=True)
+        ops.install(dirs, image, allow_unsigned=True, program_path=os.environ.get("PATH", ""))
     per_app = (time.perf_counter() - started) / len(todo) if todo else 0.0
     return home, per_app
 
@@ -169,13 +170,16 @@ def _big_image(workdir: Path, mb: int) -> Path:
 
 def _install_reads(image: Path, workdir: Path) -> tuple[int, float, float]:
     """Bytes appimg reads itself (pread; the kernel copy is not a read) and the phases."""
+    from appimg.host.dirs import UserDirs
     from appimg.services.store import ops
+    from appimg.services.store.transaction import step_hook
 
     home = workdir / "install-probe-home"
     shutil.rmtree(home, ignore_errors=True)
     log = workdir / "install-probe.log"
     log.write_text("")
-    env = _env(home, APPIMG_TEST_STEP_LOG=str(log))
+    dirs = UserDirs.from_env(_env(home))
+    step = step_hook({"APPIMG_TEST_STEP_LOG": str(log)})
     counted = [0]
     real = os.pread
 
@@ -186,7 +190,8 @@ def _install_reads(image: Path, workdir: Path) -> tuple[int, float, float]:
 
     os.pread = pread  # type: ignore[assignment]
     try:
-        ops.install(env, image, allow_unsigned=True)
+        ops.install(dirs, image, allow_unsigned=True, program_path=os.environ.get("PATH", ""),
+                    step=step)  # fmt: skip
     finally:
         os.pread = real  # type: ignore[assignment]
     steps = {}
@@ -206,9 +211,10 @@ def measure(args: argparse.Namespace, workdir: Path) -> Report:
     images = _images(workdir, args.jobs)
     home, per_app = _store(workdir, images)
     env = _env(home)
-    from appimg.services.store.layout import Layout
+    from appimg.host.dirs import UserDirs
+    from appimg.services.store.layout import StoreLayout
 
-    exports = Layout.from_env(env).exports
+    exports = StoreLayout.from_dirs(UserDirs.from_env(env)).exports
     report.facts.update(apps=len(images) - 1, store=str(home))
     if per_app:
         report.facts["build_install_seconds_per_app"] = round(per_app, 4)

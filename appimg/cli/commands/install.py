@@ -3,6 +3,9 @@ apps, trust and xdg (spec/xdg-index.md; declared in :mod:`appimg.cli.commands`).
 
 Only argparse and the standard library are imported at module level: ``apps``,
 ``list`` and ``xdg find`` must start fast, so each command imports what it needs.
+Each command reads the environment once, here: the user's directories into a
+:class:`~appimg.host.dirs.UserDirs`, and ``PATH`` (where the ``appimg`` launcher
+named by exported Exec lines is found) as ``program_path``.
 """
 
 from __future__ import annotations
@@ -16,10 +19,15 @@ from typing import Any
 from appimg.cli import options
 from appimg.cli.commands import Subcommands
 from appimg.cli.output import print_json
+from appimg.host.dirs import UserDirs
 
 
-def _env() -> dict[str, str]:
-    return dict(os.environ)
+def _dirs() -> UserDirs:
+    return UserDirs.from_env(os.environ)
+
+
+def _program_path() -> str:
+    return os.environ.get("PATH", "")
 
 
 def _install_parser(commands: Subcommands, name: str, summary: str) -> argparse.ArgumentParser:
@@ -186,9 +194,11 @@ def _report(outcome: Any, args: argparse.Namespace, verb: str) -> int:
 
 def _install(args: argparse.Namespace, update: bool) -> int:
     from appimg.services.store import ops
+    from appimg.services.store.transaction import step_hook
 
-    outcome = ops.install(_env(), args.file, allow_unsigned=args.allow_unsigned,
-                          trust=args.trust, update=update, strict=args.strict)  # fmt: skip
+    outcome = ops.install(_dirs(), args.file, allow_unsigned=args.allow_unsigned,
+                          trust=args.trust, update=update, strict=args.strict,
+                          program_path=_program_path(), step=step_hook(os.environ))  # fmt: skip
     return _report(outcome, args, "updated" if update else "installed")
 
 
@@ -202,14 +212,20 @@ def cmd_update(args: argparse.Namespace) -> int:
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
     from appimg.services.store import ops
+    from appimg.services.store.transaction import step_hook
 
-    return _report(ops.uninstall(_env(), args.app_id), args, "uninstalled")
+    outcome = ops.uninstall(_dirs(), args.app_id, program_path=_program_path(),
+                            step=step_hook(os.environ))  # fmt: skip
+    return _report(outcome, args, "uninstalled")
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     from appimg.services.store import ops
+    from appimg.services.store.transaction import step_hook
 
-    return _report(ops.rollback(_env(), args.app_id), args, "rolled back to")
+    outcome = ops.rollback(_dirs(), args.app_id, program_path=_program_path(),
+                           step=step_hook(os.environ))  # fmt: skip
+    return _report(outcome, args, "rolled back to")
 
 
 def _print_json_rows(rows: list[dict[str, Any]]) -> None:
@@ -224,22 +240,21 @@ def _print_json_rows(rows: list[dict[str, Any]]) -> None:
 # --- reading the store --------------------------------------------------------------------
 
 
-def _load_index(env: dict[str, str]) -> tuple[Any, Any]:
+def _load_index(dirs: UserDirs) -> tuple[Any, Any]:
     from appimg.services.store import index as index_mod
-    from appimg.services.store.layout import Layout
+    from appimg.services.store.layout import StoreLayout
 
-    layout = Layout.from_env(env)
+    layout = StoreLayout.from_dirs(dirs)
     if layout.needs_recovery() or layout.is_abandoned():
         from appimg.services.store import ops
 
-        for note in ops.maybe_recover(env):
+        for note in ops.maybe_recover(dirs, program_path=_program_path()):
             print(f"appimg: note: {note}", file=sys.stderr)
     return layout, index_mod.load(layout)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    env = _env()
-    layout, index = _load_index(env)
+    layout, index = _load_index(_dirs())
     rows = []
     for app_id in sorted(index["apps"]):
         app = index["apps"][app_id]
@@ -265,8 +280,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from appimg.errors import UsageError
 
-    env = _env()
-    layout, index = _load_index(env)
+    layout, index = _load_index(_dirs())
     app = index["apps"].get(args.app_id)
     if app is None:
         raise UsageError(f"{args.app_id} is not installed")
@@ -297,14 +311,16 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_apps(args: argparse.Namespace) -> int:
-    env = _env()
-    from appimg.services.store.layout import Layout
+    dirs = _dirs()
+    from appimg.services.store.layout import StoreLayout
 
-    if Layout.from_env(env).needs_recovery():
-        _load_index(env)
+    if StoreLayout.from_dirs(dirs).needs_recovery():
+        _load_index(dirs)
     from appimg.services.xdgpath.apps import enumerate_apps
 
-    apps = [a for a in enumerate_apps(env) if args.all or a["show"]]
+    found = enumerate_apps(dirs, program_path=_program_path(),
+                           current_desktop=os.environ.get("XDG_CURRENT_DESKTOP", ""))  # fmt: skip
+    apps = [a for a in found if args.all or a["show"]]
     if args.json:
         _print_json_rows(apps)
         return 0
@@ -317,19 +333,17 @@ def cmd_apps(args: argparse.Namespace) -> int:
 
 
 def cmd_trust_add(args: argparse.Namespace) -> int:
-    from appimg.host.dirs import UserDirs
     from appimg.host.trust import add_trusted
 
-    kid, path, new = add_trusted(UserDirs.from_env(_env()), args.key)
+    kid, path, new = add_trusted(_dirs(), args.key)
     print(f"{'trusted' if new else 'already trusted'}: {kid} ({path})")
     return 0
 
 
 def cmd_trust_list(args: argparse.Namespace) -> int:
-    from appimg.host.dirs import UserDirs
     from appimg.host.trust import list_trusted
 
-    rows = list_trusted(UserDirs.from_env(_env()))
+    rows = list_trusted(_dirs())
     if args.json:
         print_json(rows)
         return 0
@@ -342,10 +356,9 @@ def cmd_trust_list(args: argparse.Namespace) -> int:
 
 
 def cmd_trust_remove(args: argparse.Namespace) -> int:
-    from appimg.host.dirs import UserDirs
     from appimg.host.trust import remove_trusted
 
-    for path in remove_trusted(UserDirs.from_env(_env()), args.key):
+    for path in remove_trusted(_dirs(), args.key):
         print(f"removed {path}")
     return 0
 
@@ -358,7 +371,7 @@ def cmd_xdg_env(args: argparse.Namespace) -> int:
 
     from appimg.services.xdgpath import data_dirs_value
 
-    value = data_dirs_value(_env())
+    value = data_dirs_value(_dirs())
     print(f"export XDG_DATA_DIRS={shlex.quote(value)}" if args.export else value)
     return 0
 
@@ -366,27 +379,28 @@ def cmd_xdg_env(args: argparse.Namespace) -> int:
 def cmd_xdg_setup(args: argparse.Namespace) -> int:
     from appimg.services.xdgpath import env as xdg_env
 
+    dirs = _dirs()
     if args.undo:
-        changed = xdg_env.undo(_env())
+        changed = xdg_env.undo(dirs)
         for path in changed:
             print(f"removed appimg's setup from {path}")
         if not changed:
             print("nothing to undo")
         return 0
-    for path in xdg_env.setup(_env()):
+    for path in xdg_env.setup(dirs):
         print(f"wrote {path}")
     print("log out and in again for the desktop to pick it up")
     return 0
 
 
 def cmd_xdg_find(args: argparse.Namespace) -> int:
-    from appimg.services.store.layout import Layout
+    from appimg.services.store.layout import StoreLayout
     from appimg.services.xdgpath.find import find
 
-    env = _env()
-    if Layout.from_env(env).needs_recovery():
-        _load_index(env)
-    matches = find(env, args.rel, every=args.all)
+    dirs = _dirs()
+    if StoreLayout.from_dirs(dirs).needs_recovery():
+        _load_index(dirs)
+    matches = find(dirs, args.rel, every=args.all)
     if args.json:
         print_json(matches)
     else:

@@ -90,37 +90,33 @@ def add_extract(commands: Subcommands, name: str, summary: str) -> None:
     p.set_defaults(func=cmd_extract)
 
 
-def _signature_rows(image: Any, env: dict[str, str]) -> list[dict[str, Any]]:
+def _signature_rows(image: Any, dirs: UserDirs) -> list[dict[str, Any]]:
     from appimg.host.trust import load_trusted
 
-    return [s.to_json() for s in image.signatures(load_trusted(UserDirs.from_env(env)))]
+    return [s.to_json() for s in image.signatures(load_trusted(dirs))]
 
 
-def _host_rules(manifest: dict[str, Any]) -> dict[str, Any]:
+def _host_rules(manifest: dict[str, Any], dirs: UserDirs) -> dict[str, Any]:
     """How this host decides the app's host rules (what a mount would show)."""
     from appimg.host.profile_dirs import profile_overridden
 
-    env = dict(os.environ)
     profile = manifest.get("profile", "none")
-    if (
-        profile == "none"
-        and not manifest.get("host")
-        and not profile_overridden(profile, UserDirs.from_env(env))
-    ):
+    if profile == "none" and not manifest.get("host") and not profile_overridden(profile, dirs):
         # Nothing to decide: skip loading the policy (inspect must start fast).
         return {"profile": "none", "rules": [], "problems": []}
     from appimg.host.app_rules import host_rules
 
-    return host_rules(manifest, UserDirs.from_env(env)).to_json()
+    return host_rules(manifest, dirs).to_json()
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from appimg.format.image import Image
 
+    dirs = UserDirs.from_env(os.environ)
     with Image.open(args.file) as image:
         info = image.info()
-        info["signatures"] = _signature_rows(image, dict(os.environ))
-        info["host_rules"] = _host_rules(image.manifest)
+        info["signatures"] = _signature_rows(image, dirs)
+        info["host_rules"] = _host_rules(image.manifest, dirs)
     if args.json:
         print_json(info)
         return 0

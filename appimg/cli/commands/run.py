@@ -68,6 +68,7 @@ def _take_options(args: argparse.Namespace, rest: list[str]) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from appimg.host.dirs import UserDirs
     from appimg.services.run.launcher import run_app
 
     app_args = _take_options(args, list(args.args)) + (args.passthrough or [])
@@ -75,6 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_app(
         args.target,
         app_args,
+        UserDirs.from_env(os.environ),
         dict(os.environ),
         command=args.app_command,
         strict=args.strict,

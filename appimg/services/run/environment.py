@@ -1,4 +1,8 @@
-"""What the app finds in its sandbox: data directory, environment, socket binds (spec/run.md)."""
+"""What the app finds in its sandbox: data directory, environment, socket binds (spec/run.md).
+
+The data directory comes from the user's :class:`~appimg.host.dirs.UserDirs`; the
+caller's environment is only read for what is passed through to the app.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from appimg.host.dirs import home
+from appimg.host.dirs import UserDirs
 from appimg.services.run.sandbox import Bind
 
 PASSED_THROUGH = ("TERM", "COLORTERM", "LANG", "LANGUAGE", "TZ", "NO_COLOR")
@@ -16,17 +20,19 @@ DEFAULT_PATH = "/bin:/usr/bin:/sbin:/usr/sbin"
 X11_SOCKETS = "/tmp/.X11-unix"
 
 
-def data_dir(app_id: str, env: Mapping[str, str]) -> Path:
+def data_dir(app_id: str, dirs: UserDirs) -> Path:
     """``~/.var/appimg/ID``, created (0700) with its XDG subdirectories on first use."""
-    base = home(env) / ".var" / "appimg" / app_id
+    base = dirs.home / ".var" / "appimg" / app_id
     for sub in ("", "data", "config", "cache", "state"):
         (base / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
     return base
 
 
 def app_environment(
-    manifest: Mapping[str, Any], caller: Mapping[str, str], data: Path
+    manifest: Mapping[str, Any], caller_env: Mapping[str, str], data: Path
 ) -> dict[str, str]:
+    """A fresh environment: the data directory's XDG variables, the caller's locale and
+    terminal variables (:data:`PASSED_THROUGH`, ``LC_*``), then the manifest's ``env``."""
     env = {
         "HOME": str(data),
         "XDG_DATA_HOME": str(data / "data"),
@@ -37,14 +43,14 @@ def app_environment(
         "APPIMG_ID": manifest["id"],
         "APPIMG_VERSION": manifest["version"],
     }
-    for key, value in caller.items():
+    for key, value in caller_env.items():
         if key in PASSED_THROUGH or key.startswith("LC_"):
             env[key] = value
     env.update(manifest.get("env", {}))
     return env
 
 
-def socket_binds(granted: Iterable[tuple[str, str]], caller: Mapping[str, str],
+def socket_binds(granted: Iterable[tuple[str, str]], caller_env: Mapping[str, str],
                  env: dict[str, str]) -> list[Bind]:  # fmt: skip
     """Binds for granted (host path, at) pairs the FUSE view cannot carry.
 
@@ -59,6 +65,6 @@ def socket_binds(granted: Iterable[tuple[str, str]], caller: Mapping[str, str],
             continue
         if stat.S_ISSOCK(mode) or at == "/tmp" or at.startswith("/tmp/"):
             binds.append(Bind(path, at, writable=stat.S_ISSOCK(mode)))
-        if at == X11_SOCKETS and "DISPLAY" in caller:
-            env["DISPLAY"] = caller["DISPLAY"]
+        if at == X11_SOCKETS and "DISPLAY" in caller_env:
+            env["DISPLAY"] = caller_env["DISPLAY"]
     return binds

@@ -1,4 +1,8 @@
-"""``appimg run``: resolve, check, mount (or reuse), sandbox, propagate (spec/run.md)."""
+"""``appimg run``: resolve, check, mount (or reuse), sandbox, propagate (spec/run.md).
+
+Directories come from the user's :class:`~appimg.host.dirs.UserDirs`; the
+caller's environment is only what the app's environment is built from.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,13 @@ from typing import Any
 from appimg.errors import PathError, UsageError
 from appimg.format.image import Image
 from appimg.format.payload.paths import resolve
+from appimg.host.dirs import UserDirs
 from appimg.host.trust import CONSENTED
 from appimg.services.run.environment import app_environment, data_dir, socket_binds
 from appimg.services.run.sandbox import Bind, Sandbox, bwrap_path, run_bwrap
 
 
-def resolve_target(target: str, env: Mapping[str, str]) -> tuple[Path, bool]:
+def resolve_target(target: str, dirs: UserDirs) -> tuple[Path, bool]:
     """An image path, or the active image of an installed app id.
 
     The flag says whether the user already accepted the image's signature state
@@ -28,13 +33,13 @@ def resolve_target(target: str, env: Mapping[str, str]) -> tuple[Path, bool]:
         if not path.exists():
             raise UsageError(f"{target}: no such image file")
         return path, False
-    from appimg.services.store import Layout, installed_image
+    from appimg.services.store import StoreLayout, installed_image
     from appimg.services.store import index as index_mod
 
-    found = installed_image(env, target)
+    found = installed_image(dirs, target)
     if found is None:
         raise UsageError(f"{target}: neither an image file nor an installed app id")
-    app = index_mod.load(Layout.from_env(env))["apps"][target]
+    app = index_mod.load(StoreLayout.from_dirs(dirs))["apps"][target]
     state = index_mod.active_version(app).get("signature", {}).get("state")
     return found, state in CONSENTED
 
@@ -71,18 +76,23 @@ def check_program(image: Image, program: str) -> None:
 def run_app(
     target: str,
     args: Sequence[str],
-    env: Mapping[str, str],
+    dirs: UserDirs,
+    caller_env: Mapping[str, str],
     *,
     command: str | None = None,
     strict: bool = False,
     allow_untrusted: bool = False,
     no_host: bool = False,
 ) -> int:
-    """Run the app; return its exit status."""
+    """Run the app; return its exit status.
+
+    ``caller_env`` is the environment of the caller, which the app's environment
+    passes a few variables of through (LANG, TERM, DISPLAY, ...)."""
     from appimg.host.rules import GRANTED
     from appimg.services.mount.manager import mount_image, release_and_unmount_if_last
 
-    image_path, accepted = resolve_target(target, env)
+    env = caller_env  # what appimg.services.mount still takes, until it takes a UserDirs
+    image_path, accepted = resolve_target(target, dirs)
     allow_untrusted = allow_untrusted or accepted
     with Image.open(image_path) as image:
         manifest = image.manifest
@@ -94,10 +104,10 @@ def run_app(
     try:
         for warning in mount.warnings:
             print(f"appimg run: warning: {warning}", file=sys.stderr)
-        data = data_dir(manifest["id"], env)
-        app_env = app_environment(manifest, env, data)
+        data = data_dir(manifest["id"], dirs)
+        app_env = app_environment(manifest, caller_env, data)
         granted = [(r["path"], r["at"]) for r in mount.rules if r["status"] == GRANTED]
-        binds = socket_binds(granted, env, app_env)
+        binds = socket_binds(granted, caller_env, app_env)
         sandbox = Sandbox(
             root=Path(mount.mountpoint),
             argv=[f"/{program}", *args],

@@ -1,27 +1,28 @@
 """The per-user store of installed images (spec/xdg-index.md).
 
-Layout (:mod:`.layout`), the index (:mod:`.index`), the lock (:mod:`.lock`),
+The layout (:mod:`.layout`), the index (:mod:`.index`), the lock (:mod:`.lock`),
 crash-safe transactions and recovery (:mod:`.transaction`) and the operations
-(:mod:`.ops`). This module itself stays cheap to import: it offers what other
-commands (``appimg run``) need to find an installed app.
+(:mod:`.ops`). Each entry point takes the user's :class:`~appimg.host.dirs.UserDirs`,
+never the environment. This module itself stays cheap to import: it offers what
+other commands (``appimg run``) need to find an installed app.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
+from appimg.host.dirs import UserDirs
 from appimg.services.store import index as index_mod
-from appimg.services.store.layout import Layout
+from appimg.services.store.layout import StoreLayout
 
 
-def installed_image(env: Mapping[str, str], app_id: str) -> Path | None:
+def installed_image(dirs: UserDirs, app_id: str) -> Path | None:
     """The active image file of an installed app, or None if ``app_id`` is not installed."""
-    layout = Layout.from_env(env)
+    layout = StoreLayout.from_dirs(dirs)
     app = index_mod.load(layout)["apps"].get(app_id)  # StoreError if the index is damaged
     if app is None:
         return None
     return layout.image_file(index_mod.active_version(app)["file"])
 
 
-__all__ = ["Layout", "installed_image"]
+__all__ = ["StoreLayout", "installed_image"]

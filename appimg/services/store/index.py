@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 from appimg.errors import StoreError
-from appimg.services.store.layout import Layout
+from appimg.services.store.layout import StoreLayout
 
 SCHEMA = "appimg-xdg-index"
 SCHEMA_VERSION = 1
@@ -69,7 +69,7 @@ def check(index: object, where: str = "index.json") -> None:
             raise StoreError(f"{where}: entry {app_id!r} is malformed")
 
 
-def read_bytes(layout: Layout) -> bytes | None:
+def read_bytes(layout: StoreLayout) -> bytes | None:
     try:
         with open(layout.index, "rb") as handle:
             data = handle.read(MAX_INDEX_BYTES + 1)
@@ -82,7 +82,7 @@ def read_bytes(layout: Layout) -> bytes | None:
     return data
 
 
-def load(layout: Layout) -> Index:
+def load(layout: StoreLayout) -> Index:
     """The committed index; an absent file is the empty index."""
     data = read_bytes(layout)
     return empty() if data is None else parse(data, str(layout.index))

@@ -1,19 +1,19 @@
 """Where the per-user store keeps things (spec/xdg-index.md §Store layout).
 
-Everything lives under ``$XDG_DATA_HOME/appimg/``. This module only computes
-paths (no I/O), so the fast read-only commands can import it cheaply.
+Everything lives under ``$XDG_DATA_HOME/appimg/``, taken from the caller's
+:class:`~appimg.host.dirs.UserDirs`. This module only computes paths (no I/O),
+so the fast read-only commands can import it cheaply.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
 
-from appimg.host.dirs import data_home
+from appimg.host.dirs import UserDirs
 
 
-class Layout:
+class StoreLayout:
     # A plain class, not a dataclass: importing dataclasses costs `appimg apps` 10 ms.
     __slots__ = ("root",)
 
@@ -21,11 +21,11 @@ class Layout:
         self.root = root
 
     def __repr__(self) -> str:
-        return f"Layout({str(self.root)!r})"
+        return f"StoreLayout({str(self.root)!r})"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Layout:
-        return cls(data_home(env) / "appimg")
+    def from_dirs(cls, dirs: UserDirs) -> StoreLayout:
+        return cls(dirs.data_home / "appimg")
 
     @property
     def index(self) -> Path:

@@ -16,13 +16,13 @@ import os
 from pathlib import Path
 
 from appimg.errors import StoreError
-from appimg.services.store.layout import Layout
+from appimg.services.store.layout import StoreLayout
 
 MAX_ATTEMPTS = 100
 
 
 class StoreLock:
-    def __init__(self, layout: Layout, *, blocking: bool = True) -> None:
+    def __init__(self, layout: StoreLayout, *, blocking: bool = True) -> None:
         self.layout = layout
         self.blocking = blocking
         self.fd = -1
@@ -80,7 +80,7 @@ class StoreLock:
         self.release()
 
 
-def created_dirs(layout: Layout) -> list[Path]:
+def created_dirs(layout: StoreLayout) -> list[Path]:
     """Directories above the store that creating it made, deepest first."""
     with contextlib.suppress(OSError, ValueError):
         found = json.loads(layout.lock.read_bytes() or b"[]")

@@ -7,6 +7,10 @@ Installing reads only what the O(1) checks, the hash tree and the exported
 files need: the image is copied in the kernel and its payload blocks are
 verified later, when they are read. Signatures are judged by the one trust
 rule, :func:`appimg.host.trust.decide`, on the source and again on the copy.
+
+The operations take the user's :class:`~appimg.host.dirs.UserDirs` and, since
+rendering an export (also during recovery) names the ``appimg`` launcher, the
+caller's ``PATH`` as ``program_path``; they read nothing from the environment.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 from appimg.atomic import replace_file
 from appimg.errors import IntegrityError, PolicyError, StoreError, UsageError
+from appimg.host.dirs import UserDirs
 from appimg.services.store import index as index_mod
-from appimg.services.store.layout import Layout
+from appimg.services.store.layout import StoreLayout
 from appimg.services.store.lock import StoreLock
 from appimg.services.store.transaction import (
     StepHook,
@@ -35,7 +40,6 @@ from appimg.services.store.transaction import (
     needs_recovery,
     recover,
     remove_store,
-    step_hook,
 )
 
 if TYPE_CHECKING:
@@ -72,17 +76,18 @@ def version_key(version: str, root_hash: str) -> str:
 # --- the launcher the exported Exec lines name ----------------------------------------------
 
 
-def launcher_path(layout: Layout, env: Mapping[str, str]) -> str:
+def launcher_path(layout: StoreLayout, program_path: str) -> str:
     """An absolute path to an ``appimg`` program that runs this installation.
 
     GLib drops a desktop entry whose Exec program it cannot find, so the path
     must resolve: the console script beside this interpreter, else ``appimg``
-    on PATH, else a small script written into the store.
+    on ``program_path`` (the caller's PATH), else a small script written into
+    the store.
     """
     beside = Path(sys.executable).parent / "appimg"
     if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
-    found = shutil.which("appimg", path=env.get("PATH") or os.defpath)
+    found = shutil.which("appimg", path=program_path or os.defpath)
     if found:
         return os.path.abspath(found)
     import appimg
@@ -106,7 +111,7 @@ def launcher_path(layout: Layout, env: Mapping[str, str]) -> str:
 # --- rendering ---------------------------------------------------------------------------
 
 
-def _context(layout: Layout, index: index_mod.Index, app_id: str, version: dict[str, Any],
+def _context(layout: StoreLayout, index: index_mod.Index, app_id: str, version: dict[str, Any],
              launcher: str) -> Context:  # fmt: skip
     from appimg.services.exports.plan import Context
 
@@ -121,15 +126,16 @@ def _context(layout: Layout, index: index_mod.Index, app_id: str, version: dict[
     )
 
 
-def _render(image: Image, layout: Layout, index: index_mod.Index, version: dict[str, Any],
-            env: Mapping[str, str]) -> Plan:  # fmt: skip
+def _render(image: Image, layout: StoreLayout, index: index_mod.Index, version: dict[str, Any],
+            program_path: str) -> Plan:  # fmt: skip
     from appimg.services.exports.plan import plan_exports
 
-    ctx = _context(layout, index, image.manifest["id"], version, launcher_path(layout, env))
+    launcher = launcher_path(layout, program_path)
+    ctx = _context(layout, index, image.manifest["id"], version, launcher)
     return plan_exports(image.payload, image.manifest, ctx)
 
 
-def _open_installed(layout: Layout, version: dict[str, Any]) -> Image:
+def _open_installed(layout: StoreLayout, version: dict[str, Any]) -> Image:
     from appimg.format.image import Image
 
     image = Image.open(layout.image_file(version["file"]))
@@ -143,14 +149,13 @@ def _open_installed(layout: Layout, version: dict[str, Any]) -> Image:
     return image
 
 
-def rerenderer(env: Mapping[str, str]) -> Any:
+def rerenderer(layout: StoreLayout, program_path: str) -> Any:
     """For recovery: render an app's exports again from its active image."""
 
     def rerender(app_id: str, index: index_mod.Index) -> dict[str, bytes]:
-        layout = Layout.from_env(env)
         version = index_mod.active_version(index["apps"][app_id])
         with _open_installed(layout, version) as image:
-            plan = _render(image, layout, index, version, env)
+            plan = _render(image, layout, index, version, program_path)
         exported = set(index["apps"][app_id]["exported"])
         return {rel: data for rel, data in plan.files.items() if rel in exported}
 
@@ -160,14 +165,24 @@ def rerenderer(env: Mapping[str, str]) -> Any:
 # --- locking -------------------------------------------------------------------------------
 
 
+def _no_step(_name: str) -> None:
+    pass
+
+
 @contextlib.contextmanager
-def locked(env: Mapping[str, str]) -> Iterator[tuple[Layout, StepHook, list[str]]]:
-    """Hold the store lock, with any interrupted change finished or undone first."""
-    layout = Layout.from_env(env)
+def locked(
+    dirs: UserDirs, *, program_path: str = "", step: StepHook | None = None
+) -> Iterator[tuple[StoreLayout, StepHook, list[str]]]:
+    """Hold the store lock, with any interrupted change finished or undone first.
+
+    ``step`` is called after each step of a change (a test hook, see
+    :func:`.transaction.step_hook`)."""
+    layout = StoreLayout.from_dirs(dirs)
     with StoreLock(layout):
-        notes = recover(layout, rerenderer(env)) if needs_recovery(layout) else []
+        rerender = rerenderer(layout, program_path)
+        notes = recover(layout, rerender) if needs_recovery(layout) else []
         try:
-            yield layout, step_hook(env), notes
+            yield layout, step or _no_step, notes
         finally:
             # A command that failed on a store it created must not leave the store behind.
             with contextlib.suppress(StoreError):
@@ -175,9 +190,9 @@ def locked(env: Mapping[str, str]) -> Iterator[tuple[Layout, StepHook, list[str]
                     remove_store(layout)
 
 
-def maybe_recover(env: Mapping[str, str]) -> list[str]:
+def maybe_recover(dirs: UserDirs, *, program_path: str = "") -> list[str]:
     """For read-only commands: repair an interrupted change if no other command is running."""
-    layout = Layout.from_env(env)
+    layout = StoreLayout.from_dirs(dirs)
     if not needs_recovery(layout) and not layout.is_abandoned():
         return []
     lock = StoreLock(layout, blocking=False)
@@ -185,7 +200,7 @@ def maybe_recover(env: Mapping[str, str]) -> list[str]:
         return []  # a change is in progress; what we read is still a committed state
     try:
         if needs_recovery(layout):
-            return recover(layout, rerenderer(env))
+            return recover(layout, rerenderer(layout, program_path))
         if layout.is_abandoned():
             remove_store(layout)  # nothing was ever committed: leave no trace
         return []
@@ -197,23 +212,23 @@ def maybe_recover(env: Mapping[str, str]) -> list[str]:
 
 
 def install(
-    env: Mapping[str, str],
+    dirs: UserDirs,
     source: Path,
     *,
     allow_unsigned: bool = False,
     trust: bool = False,
     update: bool = False,
     strict: bool = False,
+    program_path: str = "",
+    step: StepHook | None = None,
 ) -> Outcome:
     """Install (or, with ``update``, add as the new active version) the image ``source``.
 
     With ``strict``, a refused export fails the whole operation."""
     from appimg.format.image import Image
-    from appimg.host.dirs import UserDirs
     from appimg.host.trust import decide
     from appimg.services.exports.plan import scan_xdg_files
 
-    dirs = UserDirs.from_env(env)
     op = "update" if update else "install"
     source = Path(os.path.abspath(source))
 
@@ -227,8 +242,8 @@ def install(
         manifest = image.manifest
         app_id = manifest["id"]
         root_hash = image.verity.root_hash.hex()
-        check_signatures(image, _pinned(Layout.from_env(env), app_id) if update else [])
-    with locked(env) as (layout, step, notes):
+        check_signatures(image, _pinned(StoreLayout.from_dirs(dirs), app_id) if update else [])
+    with locked(dirs, program_path=program_path, step=step) as (layout, step, notes):
         index = index_mod.load(layout)
         existing = index["apps"].get(app_id)
         key = version_key(manifest["version"], root_hash)
@@ -241,7 +256,7 @@ def install(
             raise UsageError(f"{app_id} {manifest['version']} is already installed")
         pinned = existing.get("pinned_keys", []) if existing else []
         rel = f"images/{app_id}/{key}.appimg"
-        with Transaction(layout, op, app_id, step, rerenderer(env)) as tx:
+        with Transaction(layout, op, app_id, step, rerenderer(layout, program_path)) as tx:
             staged = tx.stage_image(source)
             with Image.open(staged) as image:
                 # The copy is what will run: check it, not the source, which may change.
@@ -261,7 +276,7 @@ def install(
                     "xdg_files": xdg_files,
                     "xdg_truncated": truncated,
                 }
-                plan = _render(image, layout, index, version, env)
+                plan = _render(image, layout, index, version, program_path)
             if strict and plan.refused:
                 first = plan.refused[0]
                 raise PolicyError(f"{len(plan.refused)} export(s) refused, first "
@@ -286,13 +301,15 @@ def install(
                 added_image=rel,
                 obsolete_images=obsolete,
             )
-        notes += _placement_notes(layout, env, plan.files)
+        notes += _placement_notes(layout, dirs, plan.files)
         return Outcome(op, app_id, manifest["version"], str(layout.image_file(rel)), signature,
                        sorted(plan.files), plan.refused, notes)  # fmt: skip
 
 
-def uninstall(env: Mapping[str, str], app_id: str) -> Outcome:
-    with locked(env) as (layout, step, notes):
+def uninstall(
+    dirs: UserDirs, app_id: str, *, program_path: str = "", step: StepHook | None = None
+) -> Outcome:
+    with locked(dirs, program_path=program_path, step=step) as (layout, step, notes):
         index = index_mod.load(layout)
         app = index["apps"].get(app_id)
         if app is None:
@@ -310,9 +327,11 @@ def uninstall(env: Mapping[str, str], app_id: str) -> Outcome:
         return Outcome("uninstall", app_id, version, exported=sorted(app["exported"]), notes=notes)
 
 
-def rollback(env: Mapping[str, str], app_id: str) -> Outcome:
+def rollback(
+    dirs: UserDirs, app_id: str, *, program_path: str = "", step: StepHook | None = None
+) -> Outcome:
     """Make the previous version active again (and the current one the previous)."""
-    with locked(env) as (layout, step, notes):
+    with locked(dirs, program_path=program_path, step=step) as (layout, step, notes):
         index = index_mod.load(layout)
         app = index["apps"].get(app_id)
         if app is None:
@@ -320,9 +339,10 @@ def rollback(env: Mapping[str, str], app_id: str) -> Outcome:
         if len(app["versions"]) < 2:
             raise UsageError(f"{app_id} has no previous version to roll back to")
         current, previous = app["versions"][0], app["versions"][1]
-        with Transaction(layout, "rollback", app_id, step, rerenderer(env)) as tx:
+        with Transaction(layout, "rollback", app_id, step,
+                         rerenderer(layout, program_path)) as tx:  # fmt: skip
             with _open_installed(layout, previous) as image:
-                plan = _render(image, layout, index, previous, env)
+                plan = _render(image, layout, index, previous, program_path)
             new_index = _copy(index)
             entry = new_index["apps"][app_id]
             entry["versions"] = [previous, current]
@@ -336,11 +356,11 @@ def rollback(env: Mapping[str, str], app_id: str) -> Outcome:
                        sorted(plan.files), plan.refused, notes)  # fmt: skip
 
 
-def active_image(app_id: str, env: Mapping[str, str]) -> Path | None:
+def active_image(app_id: str, dirs: UserDirs) -> Path | None:
     """For ``appimg run ID``: the active image of an installed app, None if not installed."""
     from appimg.services.store import installed_image
 
-    return installed_image(env, app_id)
+    return installed_image(dirs, app_id)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -350,7 +370,7 @@ def _copy(index: index_mod.Index) -> index_mod.Index:
     return json.loads(index_mod.dumps(index))
 
 
-def _pinned(layout: Layout, app_id: str) -> list[str]:
+def _pinned(layout: StoreLayout, app_id: str) -> list[str]:
     with contextlib.suppress(StoreError):
         app = index_mod.load(layout)["apps"].get(app_id)
         if app:
@@ -358,25 +378,22 @@ def _pinned(layout: Layout, app_id: str) -> list[str]:
     return []
 
 
-def _placement_notes(
-    layout: Layout, env: Mapping[str, str], files: Mapping[str, bytes]
-) -> list[str]:
+def _placement_notes(layout: StoreLayout, dirs: UserDirs, files: Mapping[str, bytes]) -> list[str]:
     """Tell the user when the desktop will not see an export, or when one hides a host file."""
-    from appimg.host.dirs import data_dirs, data_home
     from appimg.services.xdgpath.env import environment_d_file
 
     notes = []
-    dirs = [str(p).rstrip("/") for p in data_dirs(env)]
+    data_dirs = [str(p).rstrip("/") for p in dirs.data_dirs]
     exports = str(layout.exports)
-    if exports not in dirs and not environment_d_file(env).exists():
+    if exports not in data_dirs and not environment_d_file(dirs).exists():
         notes.append(f"{exports} is not in XDG_DATA_DIRS: run 'appimg xdg setup' once "
                      "(then log in again) so the desktop finds installed apps")  # fmt: skip
     for rel in files:
         if not rel.startswith("applications/"):
             continue
-        if (data_home(env) / rel).exists():
-            notes.append(f"{data_home(env) / rel} takes precedence over the exported {rel}")
-        for directory in dirs:
+        if (dirs.data_home / rel).exists():
+            notes.append(f"{dirs.data_home / rel} takes precedence over the exported {rel}")
+        for directory in data_dirs:
             if directory != exports and os.path.exists(os.path.join(directory, rel)):
                 notes.append(f"the exported {rel} hides {directory}/{rel}")
     return notes

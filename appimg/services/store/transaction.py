@@ -44,7 +44,7 @@ from appimg.atomic import (
 )
 from appimg.services.store import caches
 from appimg.services.store import index as index_mod
-from appimg.services.store.layout import Layout
+from appimg.services.store.layout import StoreLayout
 from appimg.services.store.lock import created_dirs
 
 #: Renders an app's exports again from its image: (app id, index) -> {rel: bytes}.
@@ -84,7 +84,7 @@ def sha256_file(path: Path) -> str | None:
 class Transaction:
     """One change to the store; the caller holds the lock. Use as a context manager."""
 
-    def __init__(self, layout: Layout, op: str, app_id: str, step: StepHook,
+    def __init__(self, layout: StoreLayout, op: str, app_id: str, step: StepHook,
                  rerender: Rerender | None = None) -> None:  # fmt: skip
         self.layout = layout
         self.rerender = rerender
@@ -174,7 +174,9 @@ class Transaction:
         self.step("done")
 
 
-def apply_exports(layout: Layout, staged: Path, new: Iterable[str], removed: Iterable[str]) -> None:
+def apply_exports(
+    layout: StoreLayout, staged: Path, new: Iterable[str], removed: Iterable[str]
+) -> None:
     touched: set[Path] = set()
     for rel in new:
         target = layout.exports / rel
@@ -190,7 +192,7 @@ def apply_exports(layout: Layout, staged: Path, new: Iterable[str], removed: Ite
             fsync_dir(directory)
 
 
-def prune_exports(layout: Layout, rels: Iterable[str]) -> None:
+def prune_exports(layout: StoreLayout, rels: Iterable[str]) -> None:
     """Remove directories of exports/share that the change left empty."""
     for rel in sorted(set(rels), reverse=True):
         remove_empty_dirs((layout.exports / rel).parent, layout.exports)
@@ -203,7 +205,7 @@ def _referenced(index: index_mod.Index, rel: str) -> bool:
     return any(v["file"] == rel for app in index["apps"].values() for v in app["versions"])
 
 
-def finish(layout: Layout, index: index_mod.Index) -> None:
+def finish(layout: StoreLayout, index: index_mod.Index) -> None:
     """Drop the staging area and the journal; remove the whole store once it is empty."""
     shutil.rmtree(layout.tmp, ignore_errors=True)
     for stray in layout.root.glob(".*.tmp-*"):
@@ -217,7 +219,7 @@ def finish(layout: Layout, index: index_mod.Index) -> None:
     fsync_dir(layout.root)
 
 
-def remove_store(layout: Layout) -> None:
+def remove_store(layout: StoreLayout) -> None:
     """The last app is gone: leave no trace (images of unknown origin are kept)."""
     shutil.rmtree(layout.exports.parent, ignore_errors=True)
     shutil.rmtree(layout.bin, ignore_errors=True)
@@ -237,11 +239,11 @@ def remove_store(layout: Layout) -> None:
             directory.rmdir()
 
 
-def needs_recovery(layout: Layout) -> bool:
+def needs_recovery(layout: StoreLayout) -> bool:
     return layout.needs_recovery()
 
 
-def recover(layout: Layout, rerender: Rerender | None = None) -> list[str]:
+def recover(layout: StoreLayout, rerender: Rerender | None = None) -> list[str]:
     """Finish or undo an interrupted change, then make the exports match the index.
 
     The caller holds the lock. Returns notes for the user (what was repaired).
@@ -278,7 +280,7 @@ def recover(layout: Layout, rerender: Rerender | None = None) -> list[str]:
 
 
 def reconcile(
-    layout: Layout,
+    layout: StoreLayout,
     index: index_mod.Index,
     staged: list[Path],
     rerender: Rerender | None,
@@ -316,7 +318,7 @@ def reconcile(
 
 
 def _rerender_app(
-    layout: Layout, index: index_mod.Index, app_id: str, rerender: Rerender | None,
+    layout: StoreLayout, index: index_mod.Index, app_id: str, rerender: Rerender | None,
     notes: list[str],
 ) -> index_mod.Index:  # fmt: skip
     """Exports of ``app_id`` went missing or changed: render them again from the image."""

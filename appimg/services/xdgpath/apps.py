@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from appimg.host.dirs import UserDirs
 from appimg.services.xdgpath import search_path
 
 MAX_DESKTOP_FILE = 1 << 20
@@ -113,8 +114,8 @@ def first_word(command: str) -> str | None:
 class _Programs:
     """g_find_program_for_path with a cache: a thousand entries name a handful of programs."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.path = (env.get("PATH") or "/usr/bin:/bin").split(":")
+    def __init__(self, program_path: str) -> None:
+        self.path = (program_path or "/usr/bin:/bin").split(":")
         self.cache: dict[str, bool] = {}
 
     def exists(self, program: str) -> bool:
@@ -223,15 +224,21 @@ def _shown(values: Mapping[str, str], desktops: list[str]) -> bool:
     return not set(never) & set(desktops)
 
 
-def enumerate_apps(env: Mapping[str, str]) -> list[dict[str, Any]]:
-    """Every application a GLib-based shell would list, sorted by desktop id."""
-    dirs = search_path(env)
-    programs = _Programs(env)
-    icons = IconIndex([d for d, _ in dirs])
-    desktops = [d for d in env.get("XDG_CURRENT_DESKTOP", "").split(":") if d]
+def enumerate_apps(
+    dirs: UserDirs, *, program_path: str = "", current_desktop: str = ""
+) -> list[dict[str, Any]]:
+    """Every application a GLib-based shell would list, sorted by desktop id.
+
+    ``program_path`` and ``current_desktop`` are the caller's ``PATH`` (where
+    ``TryExec`` and ``Exec`` programs are looked up) and ``XDG_CURRENT_DESKTOP``
+    (for ``OnlyShowIn``/``NotShowIn``)."""
+    places = search_path(dirs)
+    programs = _Programs(program_path)
+    icons = IconIndex([d for d, _ in places])
+    desktops = [d for d in current_desktop.split(":") if d]
     claimed: set[str] = set()
     apps: list[dict[str, Any]] = []
-    for directory, source in dirs:
+    for directory, source in places:
         for desktop_id, path in _desktop_files(os.path.join(directory, "applications")):
             if desktop_id in claimed:
                 continue

@@ -13,40 +13,39 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-from collections.abc import Mapping
 from pathlib import Path
 
 from appimg.atomic import replace_file, unlink
-from appimg.host.dirs import config_home, home
+from appimg.host.dirs import UserDirs
 from appimg.services.xdgpath import DEFAULT_DATA_DIRS, exports_dir
 
 BEGIN = "# >>> appimg xdg setup >>>"
 END = "# <<< appimg xdg setup <<<"
 
 
-def environment_d_file(env: Mapping[str, str]) -> Path:
-    return config_home(env) / "environment.d" / "60-appimg.conf"
+def environment_d_file(dirs: UserDirs) -> Path:
+    return dirs.config_home / "environment.d" / "60-appimg.conf"
 
 
-def profile_snippet(env: Mapping[str, str]) -> Path:
-    return config_home(env) / "appimg" / "profile.sh"
+def profile_snippet(dirs: UserDirs) -> Path:
+    return dirs.config_home / "appimg" / "profile.sh"
 
 
-def profile_file(env: Mapping[str, str]) -> Path:
-    return home(env) / ".profile"
+def profile_file(dirs: UserDirs) -> Path:
+    return dirs.home / ".profile"
 
 
-def environment_d_text(env: Mapping[str, str]) -> str:
+def environment_d_text(dirs: UserDirs) -> str:
     # environment.d(5) expands ${VAR:-default}; no quoting is needed or allowed.
     return (
         "# Written by 'appimg xdg setup' ('appimg xdg setup --undo' removes it):\n"
         "# apps installed by appimg are found through this directory.\n"
-        f"XDG_DATA_DIRS={exports_dir(env)}:${{XDG_DATA_DIRS:-{DEFAULT_DATA_DIRS}}}\n"
+        f"XDG_DATA_DIRS={exports_dir(dirs)}:${{XDG_DATA_DIRS:-{DEFAULT_DATA_DIRS}}}\n"
     )
 
 
-def snippet_text(env: Mapping[str, str]) -> str:
-    exports = str(exports_dir(env))
+def snippet_text(dirs: UserDirs) -> str:
+    exports = str(exports_dir(dirs))
     return (
         "# Written by 'appimg xdg setup' ('appimg xdg setup --undo' removes it):\n"
         "# adds the directory of apps installed by appimg to the XDG data search path.\n"
@@ -58,8 +57,8 @@ def snippet_text(env: Mapping[str, str]) -> str:
     )
 
 
-def _block(env: Mapping[str, str]) -> str:
-    path = shlex.quote(str(profile_snippet(env)))
+def _block(dirs: UserDirs) -> str:
+    path = shlex.quote(str(profile_snippet(dirs)))
     return f"{BEGIN}\n[ -r {path} ] && . {path}\n{END}\n"
 
 
@@ -81,15 +80,15 @@ def _without_block(text: str) -> str:
     return text[:start] + text[end:]
 
 
-def setup(env: Mapping[str, str]) -> list[Path]:
+def setup(dirs: UserDirs) -> list[Path]:
     """Write the snippets and hook the profile; idempotent. Returns the files written."""
     written = []
-    for path, text in ((environment_d_file(env), environment_d_text(env)),
-                       (profile_snippet(env), snippet_text(env))):  # fmt: skip
+    for path, text in ((environment_d_file(dirs), environment_d_text(dirs)),
+                       (profile_snippet(dirs), snippet_text(dirs))):  # fmt: skip
         path.parent.mkdir(parents=True, exist_ok=True)
         replace_file(path, text.encode())
         written.append(path)
-    profile = profile_file(env)
+    profile = profile_file(dirs)
     try:
         old = profile.read_text()
     except FileNotFoundError:
@@ -97,20 +96,20 @@ def setup(env: Mapping[str, str]) -> list[Path]:
     new = _without_block(old)
     if new and not new.endswith("\n"):
         new += "\n"
-    new = new + ("\n" if new else "") + _block(env)
+    new = new + ("\n" if new else "") + _block(dirs)
     if new != old:
         replace_file(profile, new.encode())
     written.append(profile)
     return written
 
 
-def undo(env: Mapping[str, str]) -> list[Path]:
+def undo(dirs: UserDirs) -> list[Path]:
     """Remove what :func:`setup` wrote. Returns the files removed or changed."""
-    changed = [p for p in (environment_d_file(env), profile_snippet(env)) if unlink(p)]
-    for directory in (environment_d_file(env).parent, profile_snippet(env).parent):
+    changed = [p for p in (environment_d_file(dirs), profile_snippet(dirs)) if unlink(p)]
+    for directory in (environment_d_file(dirs).parent, profile_snippet(dirs).parent):
         with contextlib.suppress(OSError):
             directory.rmdir()
-    profile = profile_file(env)
+    profile = profile_file(dirs)
     try:
         old = profile.read_text()
     except FileNotFoundError:

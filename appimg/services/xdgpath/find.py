@@ -10,12 +10,12 @@ PATH`` (verified, no mount). Only the index is loaded, never an image.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from typing import Any
 
 from appimg.errors import UsageError
+from appimg.host.dirs import UserDirs
 from appimg.services.store import index as index_mod
-from appimg.services.store.layout import Layout
+from appimg.services.store.layout import StoreLayout
 from appimg.services.xdgpath import search_path
 
 
@@ -28,17 +28,17 @@ def normalise(rel: str) -> str:
     return "/".join(parts)
 
 
-def find(env: Mapping[str, str], rel: str, *, every: bool = False) -> list[dict[str, Any]]:
+def find(dirs: UserDirs, rel: str, *, every: bool = False) -> list[dict[str, Any]]:
     """Where ``rel`` is found, in lookup order; only the first match unless ``every``."""
     rel = normalise(rel)
     matches: list[dict[str, Any]] = []
-    for directory, source in search_path(env):
+    for directory, source in search_path(dirs):
         path = os.path.join(directory, rel)
         if os.path.isfile(path):
             matches.append({"source": source, "path": path})
             if not every:
                 return matches
-    layout = Layout.from_env(env)
+    layout = StoreLayout.from_dirs(dirs)
     index = index_mod.load(layout)
     for app_id in sorted(index["apps"]):
         version = index_mod.active_version(index["apps"][app_id])
