@@ -67,7 +67,7 @@ def dm_verity_available() -> bool:
 
 
 @dataclass
-class Plan:
+class MountPlan:
     """What to create and mount, derived from the view (the FUSE backend's truth)."""
 
     #: Skeleton entries: (view path, kind "dir"/"file"/"symlink", mode, uid, gid, mtime, target).
@@ -78,9 +78,9 @@ class Plan:
     overlaid: bool = False
 
 
-def plan(view: View, rules: tuple[Rule, ...]) -> Plan:
+def plan(view: View, rules: tuple[Rule, ...]) -> MountPlan:
     """The kernel mounts that show exactly ``view``; Unsupported if there are none."""
-    result = Plan()
+    result = MountPlan()
     reader = view.reader
     skeleton: dict[str, tuple[str, str, int, int, int, int, str]] = {}
     for rule in rules:
