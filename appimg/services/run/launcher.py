@@ -82,6 +82,7 @@ def run_app(
     no_host: bool = False,
 ) -> int:
     """Run the app; return its exit status."""
+    from appimg.host.dirs import UserDirs
     from appimg.host.rules import GRANTED
     from appimg.services.mount.manager import mount_image, release_and_unmount_if_last
 
@@ -92,7 +93,8 @@ def run_app(
         program = program_of(manifest, command)
         check_program(image, program)
     # A reference-counted mount, reused if this user already has one of the image.
-    mount = mount_image(image_path, env, strict=strict, allow_untrusted=allow_untrusted,
+    dirs = UserDirs.from_env(env)
+    mount = mount_image(image_path, dirs, strict=strict, allow_untrusted=allow_untrusted,
                         no_host=no_host)  # fmt: skip
     try:
         for warning in mount.warnings:
@@ -117,5 +119,5 @@ def run_app(
     finally:
         # The last user unmounts on the way out: nothing is left mounted when
         # `appimg run` returns (and after a SIGKILL, the server notices by itself).
-        release_and_unmount_if_last(mount, env)
+        release_and_unmount_if_last(mount, dirs)
     return status
