@@ -5,8 +5,8 @@ Modules, from the bottom up (each imports only those above it):
 
 * :mod:`.table` — the mount table (``/proc/self/mountinfo``), fusermount,
   default mount points under ``$XDG_RUNTIME_DIR/appimg``;
-* :mod:`.state` — mount records and references (flocks) in
-  ``$XDG_RUNTIME_DIR/appimg/mounts``;
+* :mod:`.state` — mount records, their :class:`~.state.MountStatus`, and
+  references (flocks) in ``$XDG_RUNTIME_DIR/appimg/mounts``;
 * :mod:`.kernel` — the privileged backend (loop, dm-verity, squashfs,
   overlayfs); :mod:`.fuse_ops` — the FUSE front end;
 * :mod:`.prepare` — open an image, decide trust, host rules and backend;

@@ -29,7 +29,7 @@ from appimg.format.image import Image
 from appimg.host.dirs import UserDirs
 from appimg.host.rules import Rule
 from appimg.services.mount import state
-from appimg.services.mount.state import MountInfo
+from appimg.services.mount.state import MountInfo, MountStatus
 from appimg.services.mount.table import remove_default_place
 
 log = logging.getLogger("appimg.services.mount")
@@ -94,7 +94,7 @@ def spawn(dirs: UserDirs, info: MountInfo, role: str, image: Image | None) -> Mo
     ready = state.read(dirs, info.name)
     if ready is None:
         raise ToolError(f"{info.name}: the mount server wrote no record")
-    ready.status = "mounted"
+    ready.status = MountStatus.MOUNTED
     return ready
 
 

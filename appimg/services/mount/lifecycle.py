@@ -20,7 +20,7 @@ from appimg.host.dirs import UserDirs
 from appimg.services.mount import state
 from appimg.services.mount.daemon import spawn
 from appimg.services.mount.prepare import Prepared, choose_backend
-from appimg.services.mount.state import MountInfo
+from appimg.services.mount.state import MountInfo, MountStatus
 from appimg.services.mount.table import detach_stale, is_mountpoint, mount_root, ready_place
 
 
@@ -29,15 +29,15 @@ def refresh(dirs: UserDirs, info: MountInfo, *, count: bool = True) -> MountInfo
     mounted = is_mountpoint(info.mountpoint)
     running = state.alive(info.pid, info.pid_start)
     if info.backend == "kernel":
-        info.status = "mounted" if mounted else "gone"
+        info.status = MountStatus.MOUNTED if mounted else MountStatus.GONE
     elif mounted and running:
-        info.status = "mounted"
+        info.status = MountStatus.MOUNTED
     elif running:
-        info.status = "detached"  # lazily unmounted, still serving open files
+        info.status = MountStatus.DETACHED
     elif mounted:
-        info.status = "dead"  # the server died: the mount point answers ENOTCONN
+        info.status = MountStatus.DEAD
     else:
-        info.status = "gone"
+        info.status = MountStatus.GONE
     if count:
         info.references = state.references(dirs, info.name)
     return info
@@ -61,14 +61,14 @@ def reusable(dirs: UserDirs, name: str, backend: str) -> MountInfo | None:
     if info is None:
         return None
     refresh(dirs, info, count=False)
-    if info.status == "mounted" and backend in ("auto", info.backend):
+    if info.status == MountStatus.MOUNTED and backend in ("auto", info.backend):
         return info
-    if info.status == "mounted":
+    if info.status == MountStatus.MOUNTED:
         raise UsageError(
             f"{info.mountpoint} is already mounted with the {info.backend} backend "
             f"(appimg umount {info.mountpoint} first)"
         )
-    if info.status == "dead":
+    if info.status == MountStatus.DEAD:
         detach_stale(info.mountpoint)
     state.remove(dirs, name)
     return None
@@ -142,6 +142,7 @@ def _create_kernel(prep: Prepared, dirs: UserDirs, info: MountInfo) -> MountInfo
     info.warnings += backend_warnings(info)
     if info.persistent:
         state.write(dirs, info)
+        info.status = MountStatus.MOUNTED
         return info
     try:
         # Someone has to unmount when the last reference goes: a small watcher process.

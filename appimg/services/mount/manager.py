@@ -34,7 +34,7 @@ from appimg.format.image import Image
 from appimg.host.dirs import UserDirs
 from appimg.services.mount import daemon, lifecycle, state
 from appimg.services.mount.prepare import BACKENDS, Prepared, prepare
-from appimg.services.mount.state import MountInfo
+from appimg.services.mount.state import MountInfo, MountStatus
 from appimg.services.mount.table import (
     fusermount,
     is_mountpoint,
@@ -196,7 +196,7 @@ def list_mounts(dirs: UserDirs) -> list[MountInfo]:
         if info is None:
             continue
         lifecycle.refresh(dirs, info)
-        if info.status == "gone":
+        if info.status == MountStatus.GONE:
             state.remove(dirs, name)
             continue
         found.append(info)
@@ -232,8 +232,8 @@ def unmount(info: MountInfo, dirs: UserDirs, *, lazy: bool = False) -> None:
                 os.kill(info.pid, signal.SIGTERM)
         state.remove(dirs, info.name)
         return
-    if info.status in ("mounted", "dead"):
-        lazily = lazy or info.status == "dead"
+    if info.status in (MountStatus.MOUNTED, MountStatus.DEAD):
+        lazily = lazy or info.status == MountStatus.DEAD
         argv = [fusermount(), "-u"] + (["-z"] if lazily else [])
         proc = subprocess.run([*argv, info.mountpoint], capture_output=True, text=True, timeout=60)
         if proc.returncode != 0 and is_mountpoint(info.mountpoint):

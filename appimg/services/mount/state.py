@@ -3,7 +3,8 @@
 Everything lives in ``$XDG_RUNTIME_DIR/appimg/mounts/`` (``dirs.runtime``:
 private to the user, gone at logout): per mount NAME a record ``NAME.json``
 (written atomically), a lock file ``NAME.lock`` and the server's log
-``NAME.log``.
+``NAME.log``. A record's live :class:`MountStatus` is not stored:
+``lifecycle.refresh`` derives it from the mount table and the server process.
 
 A *reference* to a mount is an open file description of ``NAME.lock`` holding
 a shared ``flock``. The kernel drops the lock when the last descriptor of it
@@ -16,6 +17,7 @@ reference is left; while it holds it, new users wait in their shared
 from __future__ import annotations
 
 import contextlib
+import enum
 import fcntl
 import json
 import os
@@ -26,6 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from appimg.host.dirs import UserDirs
+
+
+class MountStatus(enum.StrEnum):
+    """A recorded mount's state on the live system (printed as its value)."""
+
+    MOUNTED = "mounted"
+    DETACHED = "detached"  # lazily unmounted, its server still serves open files
+    DEAD = "dead"  # the server died: the mount point answers ENOTCONN
+    GONE = "gone"  # nothing mounted, no server: the record is stale
 
 
 @dataclass
@@ -49,7 +60,7 @@ class MountInfo:
     kernel: dict[str, Any] = field(default_factory=dict)  # kernel backend: devices, mounts
     pid_start: int | None = None  # start time of ``pid`` (clock ticks), against pid reuse
     # Not stored: filled when read back (status, references) or by mount_image.
-    status: str = ""  # mounted | detached (lazily unmounted, still busy) | dead | gone
+    status: MountStatus | None = None  # None until read back and refreshed, or mounted
     references: int = 0  # shared locks held on NAME.lock
     reused: bool = False  # mount_image found this mount live and reused it
     reference: int | None = None  # mount_image: the caller's reference fd (None if persistent)
