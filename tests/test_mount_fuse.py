@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from appimg.errors import PolicyError
-from appimg.services.mount import manager
+from appimg.host.dirs import UserDirs
+from appimg.services.mount import daemon, manager, state, table
 
 from .helpers import appimg, assert_one_line_error, make_rich_tree, relax_readonly
 from .users import (
@@ -82,7 +83,7 @@ def snapshot(root: Path, user: object = None, env: dict | None = None) -> dict:
 
 
 def mounted_under(root: Path) -> list[str]:
-    return [m for m in manager.mount_table() if m.startswith(str(root))]
+    return [m for m in table.mount_table() if m.startswith(str(root))]
 
 
 def force_unmount(runtime: Path) -> None:
@@ -94,7 +95,7 @@ def force_unmount(runtime: Path) -> None:
             pids.append(json.loads(record.read_text()).get("pid"))
     for mountpoint in sorted(mounted_under(runtime), reverse=True):
         subprocess.run([FUSERMOUNT or "fusermount3", "-u", "-z", mountpoint], capture_output=True)
-        if mountpoint in manager.mount_table():
+        if mountpoint in table.mount_table():
             subprocess.run(["umount", "-l", mountpoint], capture_output=True)
     for pid in pids:
         if isinstance(pid, int) and pid > 1:
@@ -211,7 +212,7 @@ def test_user_mount_matches_the_extracted_tree(
     assert "warning" not in stderr  # signed by a trusted key: nothing to warn about
     mountpoint = Path(stdout.strip())
     assert mountpoint.parent == Path(env["XDG_RUNTIME_DIR"]) / "appimg"
-    assert str(mountpoint) in manager.mount_table()
+    assert str(mountpoint) in table.mount_table()
 
     extracted = home / "extracted"
     done = appimg_as(user, env, "extract", rich_image, extracted)
@@ -238,7 +239,7 @@ def test_user_mount_matches_the_extracted_tree(
 
     gone = appimg_as(user, env, "umount", mountpoint)
     assert gone.returncode == 0, out(gone)[1]
-    assert str(mountpoint) not in manager.mount_table()
+    assert str(mountpoint) not in table.mount_table()
     assert json.loads(out(appimg_as(user, env, "mounts", "--json"))[0]) == []
 
 
@@ -388,7 +389,7 @@ def test_overlay_rules_as_a_user(tmp_path: Path, user_setup: tuple) -> None:
         # A granted directory swapped for a symlink to /etc: shown as that symlink.
         os.rename(host / "over" / "shared", host / "over" / "shared-old")
         os.symlink("/etc", host / "over" / "shared")
-        time.sleep(manager.HOST_TTL + 0.2)
+        time.sleep(daemon.HOST_TTL + 0.2)
         probe = run_as(user, [sys.executable, "-c", (
             "import os, sys; p = sys.argv[1]; st = os.lstat(p); "
             "print(oct(st.st_mode), os.readlink(p))"
@@ -438,7 +439,7 @@ def test_tampered_block_is_eio_and_the_mount_survives(
         assert handle.read(131072) == victim[:131072]
     assert (mnt / "data" / "other.txt").read_bytes() == b"fine\n" * 1000
     assert len((mnt / "data" / "big.bin").read_bytes()) == 300_000
-    records = manager.list_mounts(root_env)
+    records = manager.list_mounts(UserDirs.from_env(root_env))
     assert len(records) == 1 and records[0].status == "mounted"
     log = Path(root_env["XDG_RUNTIME_DIR"]) / "appimg" / "mounts" / f"{records[0].name}.log"
     assert "EIO on read /data/victim.bin" in log.read_text()
@@ -524,7 +525,7 @@ def test_concurrent_readers_and_a_killed_one(
     assert all(r.returncode == 0 for r in readers), results
     counts = [int(r.strip()) for r in results]
     assert all(c > 0 for c in counts), counts
-    info = manager.list_mounts(root_env)[0]
+    info = manager.list_mounts(UserDirs.from_env(root_env))[0]
     assert info.status == "mounted"
     assert (mnt / "small" / "000.txt").read_bytes().startswith(b"file 0\n")
     appimg("umount", mnt, env=root_env)
@@ -535,23 +536,23 @@ def test_busy_umount_is_refused_and_lazy_works(
 ) -> None:
     image, expected = load_image
     mnt = Path(appimg("mount", image, env=root_env).stdout.strip())
-    info = manager.list_mounts(root_env)[0]
+    info = manager.list_mounts(UserDirs.from_env(root_env))[0]
     handle = open(mnt / "big" / "1.bin", "rb")  # noqa: SIM115 - held open across the checks
     try:
         busy = appimg("umount", mnt, env=root_env, check=False)
         assert_one_line_error(busy)
         assert "busy" in busy.stderr and "--lazy" in busy.stderr
-        assert str(mnt) in manager.mount_table()
+        assert str(mnt) in table.mount_table()
         lazy = appimg("umount", "--lazy", mnt, env=root_env)
         assert lazy.returncode == 0
-        assert str(mnt) not in manager.mount_table()
+        assert str(mnt) not in table.mount_table()
         # The open file keeps working until it is closed.
         assert hashlib.sha256(handle.read()).hexdigest() == expected["big/1.bin"]
-        assert manager.state.alive(info.pid, info.pid_start)
+        assert state.alive(info.pid, info.pid_start)
     finally:
         handle.close()
-    assert wait_until(lambda: not manager.state.alive(info.pid, info.pid_start), 10)
-    assert manager.list_mounts(root_env) == []
+    assert wait_until(lambda: not state.alive(info.pid, info.pid_start), 10)
+    assert manager.list_mounts(UserDirs.from_env(root_env)) == []
 
 
 # -- trust, references, foreground, the commands --------------------------------------------
@@ -575,29 +576,31 @@ def test_trust_decides(
     assert again.stdout == allowed.stdout
     for image in (unsigned, signed):
         appimg("umount", image, env=root_env)
-    assert manager.list_mounts(root_env) == []
+    assert manager.list_mounts(UserDirs.from_env(root_env)) == []
 
 
 def test_references_reuse_release_and_sigkill(tmp_path: Path, root_env: dict[str, str]) -> None:
     image = pack_app(tmp_path, {"a": b"a"}, name="Refs")
-    first = manager.mount_image(image, root_env)
-    second = manager.mount_image(image, root_env)
+    dirs = UserDirs.from_env(root_env)
+    first = manager.mount_image(image, dirs)
+    second = manager.mount_image(image, dirs)
     try:
         assert not first.reused and second.reused and first.mountpoint == second.mountpoint
-        assert manager.list_mounts(root_env)[0].references == 2
+        assert manager.list_mounts(dirs)[0].references == 2
         manager.release(first)
-        time.sleep(3 * manager.WATCH_INTERVAL)
-        assert first.mountpoint in manager.mount_table()  # one reference left
+        time.sleep(3 * daemon.WATCH_INTERVAL)
+        assert first.mountpoint in table.mount_table()  # one reference left
     finally:
         manager.release(second)
-    assert wait_until(lambda: first.mountpoint not in manager.mount_table(), 3)
-    assert wait_until(lambda: manager.list_mounts(root_env) == [], 3)
+    assert wait_until(lambda: first.mountpoint not in table.mount_table(), 3)
+    assert wait_until(lambda: manager.list_mounts(dirs) == [], 3)
 
     holder = subprocess.Popen(
         [sys.executable, "-c", (
             "import os, sys, time\n"
+            "from appimg.host.dirs import UserDirs\n"
             "from appimg.services.mount.manager import mount_image\n"
-            "info = mount_image(sys.argv[1], dict(os.environ))\n"
+            "info = mount_image(sys.argv[1], UserDirs.from_env(os.environ))\n"
             "print(info.mountpoint, flush=True)\n"
             "time.sleep(60)\n"
         ), str(image)],
@@ -605,21 +608,21 @@ def test_references_reuse_release_and_sigkill(tmp_path: Path, root_env: dict[str
     )  # fmt: skip
     assert holder.stdout is not None
     where = holder.stdout.readline().strip()
-    assert where in manager.mount_table()
+    assert where in table.mount_table()
     holder.kill()
     holder.wait()
-    assert wait_until(lambda: where not in manager.mount_table(), 3)
+    assert wait_until(lambda: where not in table.mount_table(), 3)
 
 
 def test_persistent_mount_outlives_references(tmp_path: Path, root_env: dict[str, str]) -> None:
     image = pack_app(tmp_path, {"a": b"a"}, name="Persist")
-    with manager.mounted(image, root_env) as info:
+    with manager.mounted(image, UserDirs.from_env(root_env)) as info:
         made = appimg("mount", "--json", image, env=root_env)
         assert json.loads(made.stdout)["reused"] is True
-    time.sleep(4 * manager.WATCH_INTERVAL)
-    assert info.mountpoint in manager.mount_table()
+    time.sleep(4 * daemon.WATCH_INTERVAL)
+    assert info.mountpoint in table.mount_table()
     appimg("umount", "org.example.Persist", env=root_env)
-    assert info.mountpoint not in manager.mount_table()
+    assert info.mountpoint not in table.mount_table()
 
 
 def test_foreground_and_explicit_mountpoint(tmp_path: Path, root_env: dict[str, str]) -> None:
@@ -639,7 +642,7 @@ def test_foreground_and_explicit_mountpoint(tmp_path: Path, root_env: dict[str, 
         assert_one_line_error(appimg("mount", other, where, env=root_env, check=False))
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=10) == 0
-        assert str(where) not in manager.mount_table()
+        assert str(where) not in table.mount_table()
     finally:
         if server.poll() is None:
             server.kill()

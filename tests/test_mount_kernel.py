@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from appimg.services.mount import kernel, manager
+from appimg.host.dirs import UserDirs
+from appimg.services.mount import kernel, manager, table
 from appimg.services.mount.kernel import Unsupported
 
 from .helpers import appimg, assert_one_line_error
@@ -54,7 +55,7 @@ def env(tmp_path: Path) -> Iterator[dict[str, str]]:
         "XDG_CONFIG_HOME": str(tmp_path / "config"),
     }
     yield env
-    for info in manager.list_mounts(env):
+    for info in manager.list_mounts(UserDirs.from_env(env)):
         if info.backend == "kernel":
             kernel.unmount(info.kernel, info.mountpoint, lazy=True)
     force_unmount(runtime)
@@ -98,7 +99,7 @@ def test_kernel_backend_shows_the_same_tree(env: dict, base: Path) -> None:
     appimg("pack", tree, "-o", image)
     fuse_at, kernel_at, stderr = both(image, env, base)
     assert snapshot(fuse_at) == snapshot(kernel_at)  # every field, nlink included
-    info = next(m for m in manager.list_mounts(env) if m.backend == "kernel")
+    info = next(m for m in manager.list_mounts(UserDirs.from_env(env)) if m.backend == "kernel")
     if kernel.dm_verity_available():
         assert "dm-verity" in info.verity
     else:
@@ -106,7 +107,7 @@ def test_kernel_backend_shows_the_same_tree(env: dict, base: Path) -> None:
         assert "device-mapper is unavailable" in appimg("mounts", env=env).stdout
     appimg("umount", kernel_at, env=env)
     appimg("umount", fuse_at, env=env)
-    assert str(kernel_at) not in manager.mount_table()
+    assert str(kernel_at) not in table.mount_table()
     assert wait_until(lambda: loops_of(image) == "", 5), loops_of(image)
 
 
@@ -142,7 +143,7 @@ def test_kernel_backend_with_host_rules(env: dict, base: Path) -> None:
         (kernel_at / "under" / "new").write_bytes(b"x")  # read-only all the way down
     appimg("umount", kernel_at, env=env)
     appimg("umount", fuse_at, env=env)
-    assert not [m for m in manager.mount_table() if m.startswith(str(base))]
+    assert not [m for m in table.mount_table() if m.startswith(str(base))]
     assert wait_until(lambda: loops_of(image) == "", 5)
 
 
@@ -177,13 +178,13 @@ def test_whiteout_lookalikes_are_refused() -> None:
 
 def test_reference_counted_kernel_mount(env: dict, base: Path) -> None:
     image = pack_app(base, {"a": b"kernel"}, name="KRefs")
-    info = manager.mount_image(image, env, backend="kernel")
+    info = manager.mount_image(image, UserDirs.from_env(env), backend="kernel")
     try:
         assert info.backend == "kernel"
         assert (Path(info.mountpoint) / "a").read_bytes() == b"kernel"
     finally:
         manager.release(info)
-    assert wait_until(lambda: info.mountpoint not in manager.mount_table(), 5)
-    assert wait_until(lambda: manager.list_mounts(env) == [], 3)
+    assert wait_until(lambda: info.mountpoint not in table.mount_table(), 5)
+    assert wait_until(lambda: manager.list_mounts(UserDirs.from_env(env)) == [], 3)
     assert wait_until(lambda: loops_of(image) == "", 5)
     time.sleep(0.1)

@@ -182,9 +182,10 @@ def test_concurrent_runs_share_one_mount_and_sigkill_cleans_up(box_image: Path) 
 
 def _mount_dirs() -> list[str]:
     """Default mount points of the test image left in the runtime directory."""
-    from appimg.services.mount.manager import mount_root
+    from appimg.host.dirs import UserDirs
+    from appimg.services.mount.table import mount_root
 
-    return [p.name for p in mount_root(dict(os.environ)).glob("org.example.Box-*")]
+    return [p.name for p in mount_root(UserDirs.from_env(os.environ)).glob("org.example.Box-*")]
 
 
 def _descendants(pid: int) -> list[int]:

@@ -110,10 +110,3 @@ class UserDirs:
         if st.st_uid != os.getuid() or not fallback.is_dir() or fallback.is_symlink():
             raise UsageError(f"{fallback}: not a private directory owned by this user")
         return fallback
-
-
-# -- transitional: appimg.services.mount still takes the environment mapping ---------------
-
-
-def runtime_dir(env: Mapping[str, str]) -> Path:
-    return UserDirs.from_env(env).runtime

@@ -60,10 +60,11 @@ class Backends:
         """Mount with ``tool``; return the seconds until the mount was ready."""
         start = time.perf_counter()
         if tool == "appimg":
+            from appimg.host.dirs import UserDirs
             from appimg.services.mount.manager import mount_image
 
-            mount_image(self.image, self.env, mountpoint=self.mnt, backend="fuse",
-                        persistent=True)  # fmt: skip
+            dirs = UserDirs.from_env(self.env)
+            mount_image(self.image, dirs, mountpoint=self.mnt, backend="fuse", persistent=True)
         elif tool == "appimg-cli":
             run([*APPIMG, "mount", "--backend", "fuse", str(self.image), str(self.mnt)],
                 env=self.env)  # fmt: skip

@@ -12,6 +12,7 @@ from appimg.cli import options
 from appimg.cli.commands import Subcommands
 from appimg.cli.output import print_json, shell_quote_name
 from appimg.errors import UsageError
+from appimg.host.dirs import UserDirs
 
 
 def add_mount(commands: Subcommands, name: str, summary: str) -> None:
@@ -76,7 +77,7 @@ def _warn(command: str, lines: list[str]) -> None:
 def cmd_mount(args: argparse.Namespace) -> int:
     from appimg.services.mount import manager
 
-    env = dict(os.environ)
+    dirs = UserDirs.from_env(os.environ)
     if args.foreground:
         if args.backend == "kernel":
             raise UsageError("--foreground serves a FUSE mount; the kernel backend needs no server")
@@ -86,12 +87,12 @@ def cmd_mount(args: argparse.Namespace) -> int:
             print(info.mountpoint, flush=True)
 
         return manager.mount_foreground(
-            args.file, env, mountpoint=args.mountpoint, strict=args.strict,
+            args.file, dirs, mountpoint=args.mountpoint, strict=args.strict,
             allow_untrusted=args.allow_untrusted, no_host=args.no_host, debug=args.debug,
             on_ready=ready,
         )  # fmt: skip
     info = manager.mount_image(
-        args.file, env, mountpoint=args.mountpoint, backend=args.backend, strict=args.strict,
+        args.file, dirs, mountpoint=args.mountpoint, backend=args.backend, strict=args.strict,
         allow_untrusted=args.allow_untrusted, no_host=args.no_host, persistent=True,
     )  # fmt: skip
     _warn("mount", info.warnings)
@@ -105,12 +106,12 @@ def cmd_mount(args: argparse.Namespace) -> int:
 def cmd_umount(args: argparse.Namespace) -> int:
     from appimg.services.mount import manager
 
-    env = dict(os.environ)
-    found = manager.find_mounts(args.target, env)
+    dirs = UserDirs.from_env(os.environ)
+    found = manager.find_mounts(args.target, dirs)
     if not found:
         raise UsageError(f"{args.target}: no mounted image matches (see 'appimg mounts')")
     for info in found:
-        manager.unmount(info, env, lazy=args.lazy)
+        manager.unmount(info, dirs, lazy=args.lazy)
         how = "detached" if args.lazy else "unmounted"
         print(f"{how} {shell_quote_name(info.mountpoint)}")
     return 0
@@ -119,7 +120,7 @@ def cmd_umount(args: argparse.Namespace) -> int:
 def cmd_mounts(args: argparse.Namespace) -> int:
     from appimg.services.mount import manager
 
-    mounts = manager.list_mounts(dict(os.environ))
+    mounts = manager.list_mounts(UserDirs.from_env(os.environ))
     if args.json:
         print_json([m.public() for m in mounts])
         return 0

@@ -34,6 +34,7 @@ from appimg.errors import PolicyError, ToolError, UsageError
 from appimg.format.container.partitions import PAYLOAD, VERITY
 from appimg.format.image import Image
 from appimg.host.rules import Rule
+from appimg.services.mount.table import is_mountpoint
 from appimg.services.view import APP, HOST, View
 
 #: Characters that overlayfs' option parser or mount(8) would read specially.
@@ -67,7 +68,7 @@ def dm_verity_available() -> bool:
 
 
 @dataclass
-class Plan:
+class MountPlan:
     """What to create and mount, derived from the view (the FUSE backend's truth)."""
 
     #: Skeleton entries: (view path, kind "dir"/"file"/"symlink", mode, uid, gid, mtime, target).
@@ -78,9 +79,9 @@ class Plan:
     overlaid: bool = False
 
 
-def plan(view: View, rules: tuple[Rule, ...]) -> Plan:
+def plan(view: View, rules: tuple[Rule, ...]) -> MountPlan:
     """The kernel mounts that show exactly ``view``; Unsupported if there are none."""
-    result = Plan()
+    result = MountPlan()
     reader = view.reader
     skeleton: dict[str, tuple[str, str, int, int, int, int, str]] = {}
     for rule in rules:
@@ -321,7 +322,7 @@ def unmount(details: dict[str, Any], mountpoint: str, *, lazy: bool = False) -> 
     """Unmount a kernel-backend mount and its helpers; UsageError if it is busy."""
     argv = ["umount", "-R"] + (["-l"] if lazy else []) + [mountpoint]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    if proc.returncode != 0 and _is_mounted(mountpoint):
+    if proc.returncode != 0 and is_mountpoint(mountpoint):
         if "busy" in proc.stderr:
             raise UsageError(
                 f"{mountpoint} is busy: a program has a file open or its working directory "
@@ -336,12 +337,6 @@ def unmount(details: dict[str, Any], mountpoint: str, *, lazy: bool = False) -> 
     workdir = details.get("workdir")
     if workdir:
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _is_mounted(path: str) -> bool:
-    from appimg.services.mount.manager import is_mountpoint
-
-    return is_mountpoint(path)
 
 
 def describe_plan(view: View, rules: tuple[Rule, ...]) -> str | None:

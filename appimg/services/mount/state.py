@@ -1,8 +1,10 @@
 """Records of live mounts and their references (spec/overlay-rules.md §8, "Mounts").
 
-Everything lives in ``$XDG_RUNTIME_DIR/appimg/mounts/`` (private to the
-user, gone at logout): per mount NAME a record ``NAME.json`` (written
-atomically), a lock file ``NAME.lock`` and the server's log ``NAME.log``.
+Everything lives in ``$XDG_RUNTIME_DIR/appimg/mounts/`` (``dirs.runtime``:
+private to the user, gone at logout): per mount NAME a record ``NAME.json``
+(written atomically), a lock file ``NAME.lock`` and the server's log
+``NAME.log``. A record's live :class:`MountStatus` is not stored:
+``lifecycle.refresh`` derives it from the mount table and the server process.
 
 A *reference* to a mount is an open file description of ``NAME.lock`` holding
 a shared ``flock``. The kernel drops the lock when the last descriptor of it
@@ -15,6 +17,7 @@ reference is left; while it holds it, new users wait in their shared
 from __future__ import annotations
 
 import contextlib
+import enum
 import fcntl
 import json
 import os
@@ -24,7 +27,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appimg.host.dirs import runtime_dir
+from appimg.host.dirs import UserDirs
+
+
+class MountStatus(enum.StrEnum):
+    """A recorded mount's state on the live system (printed as its value)."""
+
+    MOUNTED = "mounted"
+    DETACHED = "detached"  # lazily unmounted, its server still serves open files
+    DEAD = "dead"  # the server died: the mount point answers ENOTCONN
+    GONE = "gone"  # nothing mounted, no server: the record is stale
 
 
 @dataclass
@@ -48,7 +60,7 @@ class MountInfo:
     kernel: dict[str, Any] = field(default_factory=dict)  # kernel backend: devices, mounts
     pid_start: int | None = None  # start time of ``pid`` (clock ticks), against pid reuse
     # Not stored: filled when read back (status, references) or by mount_image.
-    status: str = ""  # mounted | detached (lazily unmounted, still busy) | dead | gone
+    status: MountStatus | None = None  # None until read back and refreshed, or mounted
     references: int = 0  # shared locks held on NAME.lock
     reused: bool = False  # mount_image found this mount live and reused it
     reference: int | None = None  # mount_image: the caller's reference fd (None if persistent)
@@ -75,26 +87,26 @@ class MountInfo:
 _TRANSIENT = {"status", "references", "reused", "reference"}
 
 
-def state_dir(env: Mapping[str, str]) -> Path:
-    path = runtime_dir(env) / "appimg" / "mounts"
+def state_dir(dirs: UserDirs) -> Path:
+    path = dirs.runtime / "appimg" / "mounts"
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
 
 
-def record_path(env: Mapping[str, str], name: str) -> Path:
-    return state_dir(env) / f"{name}.json"
+def record_path(dirs: UserDirs, name: str) -> Path:
+    return state_dir(dirs) / f"{name}.json"
 
 
-def lock_path(env: Mapping[str, str], name: str) -> Path:
-    return state_dir(env) / f"{name}.lock"
+def lock_path(dirs: UserDirs, name: str) -> Path:
+    return state_dir(dirs) / f"{name}.lock"
 
 
-def log_path(env: Mapping[str, str], name: str) -> Path:
-    return state_dir(env) / f"{name}.log"
+def log_path(dirs: UserDirs, name: str) -> Path:
+    return state_dir(dirs) / f"{name}.log"
 
 
-def write(env: Mapping[str, str], info: MountInfo) -> None:
-    path = record_path(env, info.name)
+def write(dirs: UserDirs, info: MountInfo) -> None:
+    path = record_path(dirs, info.name)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     # Atomic (rename), not durable: runtime state does not outlive a crash or reboot.
     with open(tmp, "w") as handle:
@@ -102,23 +114,23 @@ def write(env: Mapping[str, str], info: MountInfo) -> None:
     os.replace(tmp, path)
 
 
-def read(env: Mapping[str, str], name: str) -> MountInfo | None:
+def read(dirs: UserDirs, name: str) -> MountInfo | None:
     try:
-        data = json.loads(record_path(env, name).read_text())
+        data = json.loads(record_path(dirs, name).read_text())
         return MountInfo.from_json(data)
     except (OSError, ValueError, TypeError):
         return None
 
 
-def remove(env: Mapping[str, str], name: str) -> None:
-    for path in (record_path(env, name),):
+def remove(dirs: UserDirs, name: str) -> None:
+    for path in (record_path(dirs, name),):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
 
 
-def names(env: Mapping[str, str]) -> list[str]:
+def names(dirs: UserDirs) -> list[str]:
     try:
-        return sorted(p[:-5] for p in os.listdir(state_dir(env)) if p.endswith(".json"))
+        return sorted(p[:-5] for p in os.listdir(state_dir(dirs)) if p.endswith(".json"))
     except OSError:
         return []
 
@@ -154,16 +166,16 @@ def alive(pid: int | None, started: int | None) -> bool:
 # -- references -----------------------------------------------------------------------------
 
 
-def open_lock(env: Mapping[str, str], name: str) -> int:
-    return os.open(lock_path(env, name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+def open_lock(dirs: UserDirs, name: str) -> int:
+    return os.open(lock_path(dirs, name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
 
-def take_reference(env: Mapping[str, str], name: str, timeout: float = 30.0) -> int:
+def take_reference(dirs: UserDirs, name: str, timeout: float = 30.0) -> int:
     """A new reference (an fd holding a shared flock on NAME.lock).
 
     Waits while the mount's server holds the lock exclusively to tear it down.
     """
-    fd = open_lock(env, name)
+    fd = open_lock(dirs, name)
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -176,10 +188,10 @@ def take_reference(env: Mapping[str, str], name: str, timeout: float = 30.0) -> 
             time.sleep(0.01)
 
 
-def references(env: Mapping[str, str], name: str) -> int:
+def references(dirs: UserDirs, name: str) -> int:
     """How many shared locks (references) are held on NAME.lock, from /proc/locks."""
     try:
-        st = os.stat(lock_path(env, name))
+        st = os.stat(lock_path(dirs, name))
         lines = Path("/proc/locks").read_text().splitlines()
     except OSError:
         return 0

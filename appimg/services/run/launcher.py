@@ -91,7 +91,6 @@ def run_app(
     from appimg.host.rules import GRANTED
     from appimg.services.mount.manager import mount_image, release_and_unmount_if_last
 
-    env = caller_env  # what appimg.services.mount still takes, until it takes a UserDirs
     image_path, accepted = resolve_target(target, dirs)
     allow_untrusted = allow_untrusted or accepted
     with Image.open(image_path) as image:
@@ -99,7 +98,7 @@ def run_app(
         program = program_of(manifest, command)
         check_program(image, program)
     # A reference-counted mount, reused if this user already has one of the image.
-    mount = mount_image(image_path, env, strict=strict, allow_untrusted=allow_untrusted,
+    mount = mount_image(image_path, dirs, strict=strict, allow_untrusted=allow_untrusted,
                         no_host=no_host)  # fmt: skip
     try:
         for warning in mount.warnings:
@@ -124,5 +123,5 @@ def run_app(
     finally:
         # The last user unmounts on the way out: nothing is left mounted when
         # `appimg run` returns (and after a SIGKILL, the server notices by itself).
-        release_and_unmount_if_last(mount, env)
+        release_and_unmount_if_last(mount, dirs)
     return status
