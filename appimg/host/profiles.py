@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from appimg.errors import FormatError, PolicyError
+from appimg.files import read_capped
 from appimg.format.manifest import host_rule
 from appimg.host.dirs import UserDirs
 from appimg.host.profile_dirs import SYSTEM_PROFILE_DIR, user_profile_dir
@@ -55,15 +56,11 @@ def parse(name: str, data: bytes, source: str) -> Profile:
 
 def _read(path: Path) -> bytes | None:
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_PROFILE_BYTES + 1)
+        return read_capped(path, MAX_PROFILE_BYTES, PolicyError)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read the profile: {exc.strerror}") from None
-    if len(data) > MAX_PROFILE_BYTES:
-        raise PolicyError(f"{path}: larger than {MAX_PROFILE_BYTES} bytes")
-    return data
 
 
 def load_profile(

@@ -24,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 
 from appimg.errors import PolicyError
+from appimg.files import read_capped
 from appimg.host.dirs import UserDirs
 
 SYSTEM_POLICY_DIR = Path("/etc/appimg/host-paths.d")
@@ -111,12 +112,9 @@ def _directory(folder: Path) -> list[tuple[str, bytes]]:
     for name in names:
         path = folder / name
         try:
-            with open(path, "rb") as handle:
-                data = handle.read(MAX_POLICY_FILE_BYTES + 1)
+            data = read_capped(path, MAX_POLICY_FILE_BYTES, PolicyError)
         except OSError as exc:
             raise PolicyError(f"{path}: cannot read the host policy: {exc.strerror}") from None
-        if len(data) > MAX_POLICY_FILE_BYTES:
-            raise PolicyError(f"{path}: larger than {MAX_POLICY_FILE_BYTES} bytes")
         files.append((str(path), data))
     return files
 

@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from appimg.errors import StoreError
+from appimg.files import read_capped
 from appimg.services.store.layout import Layout
 
 SCHEMA = "appimg-xdg-index"
@@ -71,15 +72,11 @@ def check(index: object, where: str = "index.json") -> None:
 
 def read_bytes(layout: Layout) -> bytes | None:
     try:
-        with open(layout.index, "rb") as handle:
-            data = handle.read(MAX_INDEX_BYTES + 1)
+        return read_capped(layout.index, MAX_INDEX_BYTES, StoreError)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise StoreError(f"{layout.index}: {exc.strerror}") from None
-    if len(data) > MAX_INDEX_BYTES:
-        raise StoreError(f"{layout.index}: larger than {MAX_INDEX_BYTES} bytes")
-    return data
 
 
 def load(layout: Layout) -> Index:

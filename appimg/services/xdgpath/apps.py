@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from appimg.files import FileTooLargeError, read_capped
 from appimg.services.xdgpath import search_path
 
 MAX_DESKTOP_FILE = 1 << 20
@@ -48,10 +49,9 @@ def _unescape(raw: str) -> str:
 def read_entry(path: str) -> dict[str, str] | None:
     """The wanted keys of the ``[Desktop Entry]`` group; None if it is not the first group."""
     try:
-        with open(path, "rb") as handle:
-            text = handle.read(MAX_DESKTOP_FILE).decode("utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
+        text = read_capped(path, MAX_DESKTOP_FILE).decode("utf-8")
+    except (OSError, UnicodeDecodeError, FileTooLargeError):
+        return None  # GLib skips an entry it cannot load; its id stays claimed
     values: dict[str, str] = {}
     in_group = False
     for line in text.split("\n"):
