@@ -147,25 +147,3 @@ def escape(value: str) -> str:
 
 def boolean(raw: str | None) -> bool:
     return raw == "true"
-
-
-def string_list(raw: str | None) -> list[str]:
-    """A ``;``-separated list value (``\\;`` is a literal semicolon)."""
-    if not raw:
-        return []
-    items, current, i = [], [], 0
-    while i < len(raw):
-        c = raw[i]
-        if c == "\\" and i + 1 < len(raw) and raw[i + 1] == ";":
-            current.append(";")
-            i += 2
-            continue
-        if c == ";":
-            items.append(unescape("".join(current)))
-            current = []
-        else:
-            current.append(c)
-        i += 1
-    if current:
-        items.append(unescape("".join(current)))
-    return items

@@ -307,7 +307,10 @@ def install(
                 raise PolicyError(f"{len(plan.refused)} export(s) refused, first "
                                   f"{first['path']}: {first['reason']}")  # fmt: skip
             new_index = _copy(index)
-            kept = [version] + (existing["versions"][:1] if existing else [])
+            # The new version becomes the active one; the oldest beyond KEPT_VERSIONS go.
+            older = existing["versions"] if existing else []
+            keep = index_mod.KEPT_VERSIONS - 1
+            kept = [version, *older[:keep]]
             new_index["apps"][app_id] = {
                 "id": app_id,
                 "name": manifest["name"],
@@ -317,7 +320,7 @@ def install(
                 "refused": plan.refused,
                 "pinned_keys": signature["key_ids"],
             }
-            obsolete = [v["file"] for v in (existing["versions"][1:] if existing else [])]
+            obsolete = [v["file"] for v in older[keep:]]
             tx.commit(
                 new_index,
                 new_files=plan.files,
@@ -374,13 +377,6 @@ def rollback(env: Mapping[str, str], app_id: str) -> Outcome:
         return Outcome("rollback", app_id, previous["version"],
                        str(layout.image_file(previous["file"])), previous["signature"],
                        sorted(plan.files), plan.refused, notes)  # fmt: skip
-
-
-def active_image(app_id: str, env: Mapping[str, str]) -> Path | None:
-    """For ``appimg run ID``: the active image of an installed app, None if not installed."""
-    from appimg.services.store import installed_image
-
-    return installed_image(env, app_id)
 
 
 # --- helpers ---------------------------------------------------------------------------------
