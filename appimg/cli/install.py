@@ -164,9 +164,12 @@ def _report(outcome: Any, args: argparse.Namespace, verb: str) -> int:
 
 def _install(args: argparse.Namespace, update: bool) -> int:
     from appimg.services.store import ops
+    from appimg.services.xdgpath.env import placement_notes
 
-    outcome = ops.install(_env(), args.file, allow_unsigned=args.allow_unsigned,
+    env = _env()
+    outcome = ops.install(env, args.file, allow_unsigned=args.allow_unsigned,
                           trust=args.trust, update=update, strict=args.strict)  # fmt: skip
+    outcome.notes += placement_notes(env, outcome.exported)
     return _report(outcome, args, "updated" if update else "installed")
 
 

@@ -329,7 +329,6 @@ def install(
                 added_image=rel,
                 obsolete_images=obsolete,
             )
-        notes += _placement_notes(layout, env, plan.files)
         return Outcome(op, app_id, manifest["version"], str(layout.image_file(rel)), signature,
                        sorted(plan.files), plan.refused, notes)  # fmt: skip
 
@@ -392,27 +391,3 @@ def _pinned(layout: Layout, app_id: str) -> list[str]:
         if app:
             return list(app.get("pinned_keys", []))
     return []
-
-
-def _placement_notes(
-    layout: Layout, env: Mapping[str, str], files: Mapping[str, bytes]
-) -> list[str]:
-    """Tell the user when the desktop will not see an export, or when one hides a host file."""
-    from appimg.host.dirs import data_dirs, data_home
-    from appimg.services.xdgpath.env import environment_d_file
-
-    notes = []
-    dirs = [str(p).rstrip("/") for p in data_dirs(env)]
-    exports = str(layout.exports)
-    if exports not in dirs and not environment_d_file(env).exists():
-        notes.append(f"{exports} is not in XDG_DATA_DIRS: run 'appimg xdg setup' once "
-                     "(then log in again) so the desktop finds installed apps")  # fmt: skip
-    for rel in files:
-        if not rel.startswith("applications/"):
-            continue
-        if (data_home(env) / rel).exists():
-            notes.append(f"{data_home(env) / rel} takes precedence over the exported {rel}")
-        for directory in dirs:
-            if directory != exports and os.path.exists(os.path.join(directory, rel)):
-                notes.append(f"the exported {rel} hides {directory}/{rel}")
-    return notes
