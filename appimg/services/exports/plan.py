@@ -112,7 +112,7 @@ def command_for(program: str, manifest: Mapping[str, Any]) -> str | None:
 def rewrite_exec(raw: str, manifest: Mapping[str, Any], ctx: Context, *,
                  field_codes: bool = True) -> str:  # fmt: skip
     """``Exec`` (raw key file value) -> ``LAUNCHER run ID [--command NAME] -- ARGS`` (raw)."""
-    args = exec_line.parse(keyfile.unescape(raw), field_codes=field_codes)
+    args = exec_line.split_exec(keyfile.unescape(raw), field_codes=field_codes)
     args = exec_line.drop_deprecated(args)
     if not args:
         raise Refused("Exec has no program")
@@ -137,7 +137,7 @@ def _default_exec(ctx: Context) -> str:
 
 def rewrite_desktop(data: bytes, manifest: Mapping[str, Any], ctx: Context,
                     dbus_names: Collection[str], stem: str) -> bytes:  # fmt: skip
-    kf = keyfile.parse(data)
+    kf = keyfile.parse_keyfile(data)
     main = kf.groups[0]
     if main.name != "Desktop Entry":
         raise Refused("the first group is not [Desktop Entry]")
@@ -182,7 +182,7 @@ def rewrite_desktop(data: bytes, manifest: Mapping[str, Any], ctx: Context,
 
 
 def rewrite_dbus(data: bytes, manifest: Mapping[str, Any], ctx: Context, stem: str) -> bytes:
-    kf = keyfile.parse(data)
+    kf = keyfile.parse_keyfile(data)
     if len(kf.groups) != 1 or kf.groups[0].name != "D-BUS Service":
         raise Refused("a D-Bus service file has exactly one group, [D-BUS Service]")
     group = kf.groups[0]
