@@ -36,7 +36,7 @@ class Profile:
     source: str
 
 
-def parse(name: str, data: bytes, source: str) -> Profile:
+def parse_profile(name: str, data: bytes, source: str) -> Profile:
     try:
         table = tomllib.loads(data.decode("utf-8"))
         unknown = set(table) - {"description", "host"}
@@ -79,10 +79,10 @@ def load_profile(
     for folder in folders:
         data = _read(folder / f"{name}.toml")
         if data is not None:
-            return parse(name, data, str(folder / f"{name}.toml"))
+            return parse_profile(name, data, str(folder / f"{name}.toml"))
     shipped = resources.files("appimg").joinpath("data", "profiles", f"{name}.toml")
     if shipped.is_file():
-        return parse(name, shipped.read_bytes(), f"appimg's default profile {name}")
+        return parse_profile(name, shipped.read_bytes(), f"appimg's default profile {name}")
     return None
 
 

@@ -119,7 +119,7 @@ def _directory(folder: Path) -> list[tuple[str, bytes]]:
     return files
 
 
-def parse(data: bytes, source: str) -> tuple[list[Entry], list[Entry]]:
+def parse_whitelist(data: bytes, source: str) -> tuple[list[Entry], list[Entry]]:
     """The ``allow`` and ``deny`` entries of one policy file."""
     try:
         table = tomllib.loads(data.decode("utf-8"))
@@ -159,7 +159,7 @@ def load_policy(
     allow: list[Entry] = []
     deny: list[Entry] = []
     for source, data in files:
-        a, d = parse(data, source)
+        a, d = parse_whitelist(data, source)
         allow += a
         deny += d
     return HostPolicy(tuple(allow), tuple(deny), tuple(source for source, _ in files))

@@ -57,7 +57,7 @@ class Context:
 
 
 @dataclass
-class Plan:
+class ExportPlan:
     files: dict[str, bytes] = field(default_factory=dict)  # rel under share/ -> bytes
     sources: dict[str, str] = field(default_factory=dict)  # rel -> payload path
     refused: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
@@ -215,9 +215,9 @@ def _check_kind(kind: str, path: str) -> tuple[str, int]:
     raise Refused(f"{kind} exports must be {where}")
 
 
-def plan_exports(reader: SquashfsReader, manifest: Mapping[str, Any], ctx: Context) -> Plan:
+def plan_exports(reader: SquashfsReader, manifest: Mapping[str, Any], ctx: Context) -> ExportPlan:
     """Every export of the manifest, either rendered (``files``) or refused with a reason."""
-    plan = Plan()
+    plan = ExportPlan()
     exports: Mapping[str, list[str]] = manifest.get("exports", {})
     total = 0
     dbus_names: set[str] = set()

@@ -40,7 +40,7 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def parse(data: bytes, where: str = "index.json") -> Index:
+def parse_index(data: bytes, where: str = "index.json") -> Index:
     try:
         index = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -82,7 +82,7 @@ def read_bytes(layout: Layout) -> bytes | None:
 def load(layout: Layout) -> Index:
     """The committed index; an absent file is the empty index."""
     data = read_bytes(layout)
-    return empty() if data is None else parse(data, str(layout.index))
+    return empty() if data is None else parse_index(data, str(layout.index))
 
 
 def active_version(app: dict[str, Any]) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from appimg.services.store.transaction import (
 
 if TYPE_CHECKING:
     from appimg.format.image import Image
-    from appimg.services.exports.plan import Context, Plan
+    from appimg.services.exports.plan import Context, ExportPlan
 
 # The image reader and the export rules (construct, cryptography, the decompressors) are
 # imported by the operations that open images, so that `uninstall` and recovery start fast.
@@ -167,7 +167,7 @@ def _context(layout: Layout, index: index_mod.Index, app_id: str, version: dict[
 
 
 def _render(image: Image, layout: Layout, index: index_mod.Index, version: dict[str, Any],
-            env: Mapping[str, str]) -> Plan:  # fmt: skip
+            env: Mapping[str, str]) -> ExportPlan:  # fmt: skip
     from appimg.services.exports.plan import plan_exports
 
     ctx = _context(layout, index, image.manifest["id"], version, launcher_path(layout, env))
