@@ -59,13 +59,8 @@ class Group:
                 return
         self.entries.append((key, raw))
 
-    def remove(self, key: str, *, localized: bool = False) -> None:
-        """Drop ``key`` (and its ``key[locale]`` variants if ``localized``)."""
-        self.entries = [
-            (k, v)
-            for k, v in self.entries
-            if k != key and not (localized and k.startswith(key + "["))
-        ]
+    def remove(self, key: str) -> None:
+        self.entries = [(k, v) for k, v in self.entries if k != key]
 
 
 class KeyFile:
@@ -76,12 +71,6 @@ class KeyFile:
 
     def __repr__(self) -> str:
         return f"KeyFile({self.groups!r})"
-
-    def group(self, name: str) -> Group | None:
-        for g in self.groups:
-            if g.name == name:
-                return g
-        return None
 
     def dump(self) -> bytes:
         parts = []
