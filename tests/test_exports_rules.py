@@ -3,7 +3,11 @@ key files, icon and XML checks, names. No image is needed."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from appimg.services.exports import Refused, exec_line, keyfile
 from appimg.services.exports.icons import check_icon, check_placement, png_size
@@ -15,8 +19,9 @@ from appimg.services.exports.plan import (
     rewrite_desktop,
 )
 from appimg.services.exports.xmlcheck import root_element
+from appimg.services.xdgpath.apps import WANTED
 
-from .helpers import png
+from .helpers import FIXTURES, png
 
 MANIFEST = {
     "id": "org.example.App",
@@ -49,7 +54,7 @@ LAUNCHER = '"/opt/my tools/appimg"'
     ],
 )
 def test_exec_parse(value: str, expected: list[tuple[str, bool]]) -> None:
-    assert [(a.text, a.quoted) for a in exec_line.parse(value)] == expected
+    assert [(a.text, a.quoted) for a in exec_line.split_exec(value)] == expected
 
 
 @pytest.mark.parametrize(
@@ -74,18 +79,18 @@ def test_exec_parse(value: str, expected: list[tuple[str, bool]]) -> None:
 )
 def test_exec_refused(value: str, reason: str) -> None:
     with pytest.raises(Refused, match=reason.replace("$", r"\$").replace("*", r"\*")):
-        exec_line.parse(value)
+        exec_line.split_exec(value)
 
 
 def test_exec_deprecated_field_codes_dropped() -> None:
-    args = exec_line.drop_deprecated(exec_line.parse("app %d %U --name=%c%m"))
+    args = exec_line.drop_deprecated(exec_line.split_exec("app %d %U --name=%c%m"))
     assert exec_line.join(args) == "app %U --name=%c"
 
 
 def test_exec_quote_roundtrip() -> None:
     for text in ["plain", "with space", 'q"uote', "dollar$", "back\\slash", "tick`", ""]:
         quoted = exec_line.quote(text)
-        assert [a.text for a in exec_line.parse("p " + quoted)][1] == text
+        assert [a.text for a in exec_line.split_exec("p " + quoted)][1] == text
 
 
 # --- key files -----------------------------------------------------------------------------
@@ -106,12 +111,12 @@ def test_exec_quote_roundtrip() -> None:
 )
 def test_keyfile_refused(data: bytes, reason: str) -> None:
     with pytest.raises(Refused, match=reason):
-        keyfile.parse(data)
+        keyfile.parse_keyfile(data)
 
 
 def test_keyfile_round_trip_keeps_order_and_raw_values() -> None:
     data = b"# comment\n[Desktop Entry]\nName=A\nName[de]=B\nComment=x\\sy\n\n[X-Vendor]\nK = v\n"
-    kf = keyfile.parse(data)
+    kf = keyfile.parse_keyfile(data)
     assert kf.dump() == b"[Desktop Entry]\nName=A\nName[de]=B\nComment=x\\sy\n\n[X-Vendor]\nK=v\n"
     assert keyfile.unescape(kf.groups[0].get("Comment") or "") == "x y"
     with pytest.raises(Refused, match="invalid escape"):
@@ -157,7 +162,7 @@ def test_desktop_without_exec_gets_one() -> None:
 def test_backslashes_survive_both_escaping_layers() -> None:
     out = rewrite('[Desktop Entry]\nType=Application\nName=A\nExec=app "x\\\\\\\\y \\\\$HOME"\n')
     value = keyfile.unescape(out.split("Exec=")[1].split("\n")[0])
-    assert [a.literal() for a in exec_line.parse(value)][-1] == "x\\y $HOME"
+    assert [a.literal() for a in exec_line.split_exec(value)][-1] == "x\\y $HOME"
 
 
 @pytest.mark.parametrize(
@@ -275,3 +280,138 @@ def test_xml_root() -> None:
     assert root_element(b'<?xml version="1.0"?><component type="desktop"/>') == "component"
     ns = b'<mime-info xmlns="http://www.freedesktop.org/standards/shared-mime-info"/>'
     assert root_element(ns) == "mime-info"
+
+
+# --- one parser, two modes -------------------------------------------------------------------
+# The lenient mode serves `appimg apps`, which had its own reader before; these are that
+# reader's functions, kept as the reference the lenient mode must agree with.
+
+_LEGACY_ESCAPES = {"s": " ", "n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def _legacy_unescape(raw: str) -> str:
+    out, i = [], 0
+    while i < len(raw):
+        if raw[i] == "\\" and i + 1 < len(raw):
+            out.append(_LEGACY_ESCAPES.get(raw[i + 1], raw[i + 1]))
+            i += 2
+        else:
+            out.append(raw[i])
+            i += 1
+    return "".join(out)
+
+
+def _legacy_read_entry(data: bytes) -> dict[str, str] | None:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    values: dict[str, str] = {}
+    in_group = False
+    for line in text.split("\n"):
+        line = line.strip()
+        if not line or line[0] == "#":
+            continue
+        if line[0] == "[":
+            if in_group:
+                break
+            if line != "[Desktop Entry]":
+                return None
+            in_group = True
+            continue
+        if not in_group:
+            return None
+        key, sep, value = line.partition("=")
+        key = key.rstrip()
+        if sep and key in WANTED:
+            values[key] = _legacy_unescape(value.lstrip())
+    return values if in_group else None
+
+
+def _legacy_first_word(command: str) -> str | None:
+    head = command.split(None, 1)[0] if command.strip() else ""
+    if head and not any(c in head for c in "'\"\\"):
+        return head
+    word: list[str] = []
+    i, n = 0, len(command)
+    while i < n and command[i] in " \t\n":
+        i += 1
+    while i < n and command[i] not in " \t\n":
+        c = command[i]
+        if c == "'":
+            end = command.find("'", i + 1)
+            if end < 0:
+                return None
+            word.append(command[i + 1 : end])
+            i = end + 1
+        elif c == '"':
+            i += 1
+            while i < n and command[i] != '"':
+                if command[i] == "\\" and i + 1 < n and command[i + 1] in '"\\$`\n':
+                    i += 1
+                word.append(command[i])
+                i += 1
+            if i >= n:
+                return None
+            i += 1
+        elif c == "\\" and i + 1 < n:
+            word.append(command[i + 1])
+            i += 2
+        else:
+            word.append(c)
+            i += 1
+    return "".join(word) or None
+
+
+def _lenient_entry(data: bytes) -> dict[str, str] | None:
+    """What `appimg apps` reads of an entry (apps.read_entry without the file)."""
+    groups = keyfile.parse_keyfile(data, strict=False, first_group_only=True, keys=WANTED).groups
+    if not groups or groups[0].name != "Desktop Entry":
+        return None
+    return {k: keyfile.unescape(v, strict=False) for k, v in groups[0].entries}
+
+
+FIXTURE_FILES = sorted(
+    p for p in FIXTURES.rglob("*") if p.suffix in (".desktop", ".service") and p.is_file()
+)
+
+
+@pytest.mark.parametrize("path", FIXTURE_FILES, ids=lambda p: p.name)
+def test_both_modes_agree_with_the_old_readers_on_fixtures(path: Path) -> None:
+    data = path.read_bytes()
+    strict = keyfile.parse_keyfile(data)  # every fixture is well-formed
+    assert _lenient_entry(data) == _legacy_read_entry(data)
+    first = strict.groups[0]
+    if first.name == "Desktop Entry":
+        wanted = {k: keyfile.unescape(v) for k, v in first.entries if k in WANTED}
+        assert _lenient_entry(data) == wanted
+    for group in strict.groups:
+        raw = group.get("Exec")
+        if raw is not None:
+            value = keyfile.unescape(raw)
+            args = exec_line.split_exec(value, field_codes=group.name != "D-BUS Service")
+            assert exec_line.split_exec(value, strict=False) == args
+            assert exec_line.first_word(value) == _legacy_first_word(value) == args[0].text
+
+
+#: Desktop-entry-shaped text: pieces of lines, quotes, escapes, separators.
+_PIECES = [*"[]=#;\\\"' \t\n\rsnxy%\u00e9", "Exec", "Name", "Type", "Hidden", "[Desktop Entry]"]
+_TEXT = st.lists(st.sampled_from(_PIECES), max_size=40).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_TEXT)
+def test_lenient_mode_agrees_with_the_old_readers(text: str) -> None:
+    for data in (text.encode(), ("[Desktop Entry]\n" + text).encode(), text.encode() + b"\xff"):
+        assert _lenient_entry(data) == _legacy_read_entry(data)
+    assert exec_line.first_word(text) == _legacy_first_word(text)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_TEXT)
+def test_strict_lines_split_the_same_in_both_modes(text: str) -> None:
+    try:
+        args = exec_line.split_exec(text)
+    except Refused:
+        return
+    assert exec_line.split_exec(text, strict=False) == args

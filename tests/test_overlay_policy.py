@@ -12,7 +12,7 @@ from appimg.errors import PolicyError
 from appimg.host.dirs import UserDirs
 from appimg.host.profiles import load_profile, shipped_profiles
 from appimg.host.rules import DENIED, GRANTED, SHADOWED, SKIPPED, UNAVAILABLE, resolve
-from appimg.host.whitelist import HostPolicy, covers, load_policy, normalise, parse
+from appimg.host.whitelist import HostPolicy, covers, load_policy, normalise, parse_whitelist
 
 NO_DIRS = UserDirs(Path("/nonexistent"))
 
@@ -118,7 +118,9 @@ def test_user_profile_overrides_and_is_validated(tmp_path: Path) -> None:
 # -- rules ------------------------------------------------------------------------------------
 
 
-POLICY = HostPolicy(*parse(b'allow = ["/usr", "/opt", "/srv"]\ndeny = ["/opt/secret"]', "test"))
+POLICY = HostPolicy(
+    *parse_whitelist(b'allow = ["/usr", "/opt", "/srv"]\ndeny = ["/opt/secret"]', "test")
+)
 
 
 def manifest(*rules: dict[str, str], profile: str = "none") -> dict:
@@ -189,7 +191,7 @@ paths = st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=0, max_size=4).
 @given(allow=st.lists(paths, max_size=4), deny=st.lists(paths, max_size=4), path=paths)
 def test_policy_check_matches_its_definition(allow: list[str], deny: list[str], path: str) -> None:
     text = f"allow = {allow!r}\ndeny = {deny!r}\n".replace("'", '"').encode()
-    policy = HostPolicy(*parse(text, "generated"))
+    policy = HostPolicy(*parse_whitelist(text, "generated"))
     verdict = policy.check(path)
 
     def under(prefix: str) -> bool:

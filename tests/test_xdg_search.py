@@ -212,3 +212,24 @@ def test_apps_follows_glib(tmp_path: Path, partial_image: Path) -> None:
         ).stdout
     )
     assert glib.stdout.split() == [a["id"] for a in ours]
+
+
+def test_apps_skips_an_oversized_entry(tmp_path: Path) -> None:
+    """An entry over the size cap is skipped like one GLib cannot load (not read cut short),
+    and it still claims its desktop id: the same id in a later directory stays hidden."""
+    from appimg.services.xdgpath.apps import MAX_DESKTOP_FILE
+
+    home = tmp_path / "home"
+    host = tmp_path / "host-share"
+    user_apps = home / ".local/share/applications"
+    padding = "#" * MAX_DESKTOP_FILE + "\n"
+    write_entry(user_apps, "big.desktop", "Name=Big\nExec=true\n" + padding)
+    write_entry(user_apps, "small.desktop", "Name=Small\nExec=true\n")
+    write_entry(host / "applications", "big.desktop", "Name=Host big\nExec=true\n")
+    env = home_env(home, XDG_DATA_DIRS=str(host))
+    listed = json.loads(appimg("apps", "--all", "--json", env=env).stdout)
+    assert [a["id"] for a in listed] == ["small.desktop"]
+    head = "[Desktop Entry]\nType=Application\nName=Big\nExec=true\n"
+    (user_apps / "big.desktop").write_text(head + "#" * (MAX_DESKTOP_FILE - len(head)))
+    listed = json.loads(appimg("apps", "--all", "--json", env=env).stdout)
+    assert [a["id"] for a in listed] == ["big.desktop", "small.desktop"]

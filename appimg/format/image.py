@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from appimg.format.squashfs import SquashfsReader
 
 
+#: The keys of the statement's ``disk`` section (spec/format.md §8.2 The statement).
 DISK_KEYS = {"size", "guid", "head_sha256", "tail_sha256"}
 
 
@@ -129,12 +130,7 @@ class Image:
         """The statement must describe exactly this file's GPT and partitions."""
         statement = self.signature_block.statement
         disk = statement.get("disk")
-        if not isinstance(disk, dict) or set(disk) != {
-            "size",
-            "guid",
-            "head_sha256",
-            "tail_sha256",
-        }:
+        if not isinstance(disk, dict) or set(disk) != DISK_KEYS:
             raise FormatError("statement: malformed disk section")
         if disk["guid"] != str(self.layout.disk_guid):
             raise IntegrityError("the disk GUID does not match the signed statement")

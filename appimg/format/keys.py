@@ -17,6 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from appimg.errors import SignatureError, UsageError
+from appimg.files import read_capped
 
 MAX_KEY_FILE = 16 * 1024
 
@@ -68,13 +69,9 @@ def generate(path: Path, *, force: bool = False) -> Ed25519PrivateKey:
 
 def _read(path: Path) -> bytes:
     try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_KEY_FILE + 1)
+        return read_capped(path, MAX_KEY_FILE, SignatureError, "too large to be a key")
     except OSError as exc:
         raise UsageError(f"{path}: {exc.strerror}") from None
-    if len(data) > MAX_KEY_FILE:
-        raise SignatureError(f"{path}: too large to be a key")
-    return data
 
 
 def load_private(path: Path) -> Ed25519PrivateKey:

@@ -17,9 +17,12 @@ from typing import Any
 
 from appimg import FORMAT_VERSION
 from appimg.errors import FormatError, UsageError
+from appimg.files import read_capped
 from appimg.format.limits import MAX_ID_LENGTH, MAX_LIST_ITEMS, MAX_STRING_LENGTH
 
 AUTHORING_FILE = "appimg.toml"
+#: Cap on the authoring file: its canonical JSON may hold at most 256 KiB, comments aside.
+MAX_AUTHORING_BYTES = 1 << 20
 HOST_MODES = ("replace", "under", "over")
 EXPORT_KINDS = ("desktop", "icons", "metainfo", "mime", "dbus")
 
@@ -172,14 +175,15 @@ def load_authoring(app_dir: Path) -> dict[str, Any]:
 
     path = app_dir / AUTHORING_FILE
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        data = read_capped(path, MAX_AUTHORING_BYTES, FormatError)
     except FileNotFoundError:
         raise UsageError(f"{path}: not found (create one with: appimg init {app_dir})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise FormatError(f"{path}: invalid TOML: {exc}") from None
     except OSError as exc:
         raise UsageError(f"{path}: {exc.strerror}") from None
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise FormatError(f"{path}: invalid TOML: {exc}") from None
 
 
 def _discover_exports(app_dir: Path, app_id: str) -> dict[str, list[str]]:

@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from appimg.errors import FormatError, PolicyError
+from appimg.files import read_capped
 from appimg.format.manifest import host_rule
 from appimg.host.dirs import UserDirs
 from appimg.host.profile_dirs import SYSTEM_PROFILE_DIR, user_profile_dir
@@ -35,7 +36,7 @@ class Profile:
     source: str
 
 
-def parse(name: str, data: bytes, source: str) -> Profile:
+def parse_profile(name: str, data: bytes, source: str) -> Profile:
     try:
         table = tomllib.loads(data.decode("utf-8"))
         unknown = set(table) - {"description", "host"}
@@ -55,15 +56,11 @@ def parse(name: str, data: bytes, source: str) -> Profile:
 
 def _read(path: Path) -> bytes | None:
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_PROFILE_BYTES + 1)
+        return read_capped(path, MAX_PROFILE_BYTES, PolicyError)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read the profile: {exc.strerror}") from None
-    if len(data) > MAX_PROFILE_BYTES:
-        raise PolicyError(f"{path}: larger than {MAX_PROFILE_BYTES} bytes")
-    return data
 
 
 def load_profile(
@@ -82,10 +79,10 @@ def load_profile(
     for folder in folders:
         data = _read(folder / f"{name}.toml")
         if data is not None:
-            return parse(name, data, str(folder / f"{name}.toml"))
+            return parse_profile(name, data, str(folder / f"{name}.toml"))
     shipped = resources.files("appimg").joinpath("data", "profiles", f"{name}.toml")
     if shipped.is_file():
-        return parse(name, shipped.read_bytes(), f"appimg's default profile {name}")
+        return parse_profile(name, shipped.read_bytes(), f"appimg's default profile {name}")
     return None
 
 

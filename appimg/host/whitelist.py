@@ -24,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 
 from appimg.errors import PolicyError
+from appimg.files import read_capped
 from appimg.host.dirs import UserDirs
 
 SYSTEM_POLICY_DIR = Path("/etc/appimg/host-paths.d")
@@ -111,17 +112,14 @@ def _directory(folder: Path) -> list[tuple[str, bytes]]:
     for name in names:
         path = folder / name
         try:
-            with open(path, "rb") as handle:
-                data = handle.read(MAX_POLICY_FILE_BYTES + 1)
+            data = read_capped(path, MAX_POLICY_FILE_BYTES, PolicyError)
         except OSError as exc:
             raise PolicyError(f"{path}: cannot read the host policy: {exc.strerror}") from None
-        if len(data) > MAX_POLICY_FILE_BYTES:
-            raise PolicyError(f"{path}: larger than {MAX_POLICY_FILE_BYTES} bytes")
         files.append((str(path), data))
     return files
 
 
-def parse(data: bytes, source: str) -> tuple[list[Entry], list[Entry]]:
+def parse_whitelist(data: bytes, source: str) -> tuple[list[Entry], list[Entry]]:
     """The ``allow`` and ``deny`` entries of one policy file."""
     try:
         table = tomllib.loads(data.decode("utf-8"))
@@ -161,7 +159,7 @@ def load_policy(
     allow: list[Entry] = []
     deny: list[Entry] = []
     for source, data in files:
-        a, d = parse(data, source)
+        a, d = parse_whitelist(data, source)
         allow += a
         deny += d
     return HostPolicy(tuple(allow), tuple(deny), tuple(source for source, _ in files))

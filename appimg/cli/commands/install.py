@@ -195,10 +195,13 @@ def _report(outcome: Any, args: argparse.Namespace, verb: str) -> int:
 def _install(args: argparse.Namespace, update: bool) -> int:
     from appimg.services.store import ops
     from appimg.services.store.transaction import step_hook
+    from appimg.services.xdgpath.env import placement_notes
 
-    outcome = ops.install(_dirs(), args.file, allow_unsigned=args.allow_unsigned,
+    dirs = _dirs()
+    outcome = ops.install(dirs, args.file, allow_unsigned=args.allow_unsigned,
                           trust=args.trust, update=update, strict=args.strict,
                           program_path=_program_path(), step=step_hook(os.environ))  # fmt: skip
+    outcome.notes += placement_notes(dirs, outcome.exported)
     return _report(outcome, args, "updated" if update else "installed")
 
 

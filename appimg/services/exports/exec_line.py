@@ -1,20 +1,25 @@
-"""``Exec`` lines: parse by the Desktop Entry Specification and rewrite (spec/xdg-index.md §Exec).
+"""``Exec`` lines: the one splitter, and rewriting (spec/xdg-index.md §3.2 Exec, §9).
 
 Spec §The Exec key: arguments are separated by spaces; an argument holding a
 reserved character must be enclosed in double quotes, inside which ``"``, `````,
 ``$`` and ``\\`` are escaped with a backslash; ``%`` starts a field code.
-A line that breaks these rules (a shell metacharacter outside quotes, a quote
-that does not close, an unknown field code) is refused: some launchers hand
-Exec to ``sh -c``, so an unquoted ``;`` or ``$(...)`` would be a command.
+:func:`split_exec` reads a line in two modes:
 
-An :class:`Arg` keeps its text decoded from the quoting but with ``%``
+* strict (the export rules): a line that breaks these rules (a shell
+  metacharacter outside quotes, a quote that does not close, an unknown field
+  code) is refused: some launchers hand Exec to ``sh -c``, so an unquoted ``;``
+  or ``$(...)`` would be a command;
+* lenient (``appimg apps``): splits as GLib does, with ``g_shell_parse_argv``
+  (single quotes, backslashes outside quotes, words ending at space, tab or
+  newline); only a quote that does not close is an error, as for GLib.
+
+Every line the strict mode accepts is split the same way by both. An
+:class:`Arg` keeps its text decoded from the quoting but with ``%``
 sequences exactly as written (``%%``, ``%U``), so field codes survive the
-rewrite untouched.
+rewrite untouched. Only cheap imports here: ``appimg apps`` imports this module.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from appimg.services.exports import Refused
 
@@ -24,68 +29,116 @@ FIELD_CODES = frozenset("fFuUickdDnNvm")
 #: Deprecated field codes: "should be removed from the command line and ignored".
 DEPRECATED = frozenset("dDnNvm")
 _QUOTED_ESCAPES = frozenset('"`$\\')
+#: What a backslash escapes inside double quotes for g_shell_parse_argv.
+_SHELL_QUOTED_ESCAPES = frozenset('"`$\\\n')
 MAX_EXEC_LENGTH = 4096
 MAX_ARGS = 256
 
 
-@dataclass(frozen=True)
 class Arg:
-    text: str  # unquoted; '%' sequences as written
-    quoted: bool
+    """One argument: its text unquoted, '%' sequences as written."""
+
+    # A plain class: a NamedTuple or dataclass costs `appimg apps` milliseconds to import.
+    __slots__ = ("quoted", "text")
+
+    def __init__(self, text: str, quoted: bool) -> None:
+        self.text = text
+        self.quoted = quoted
+
+    def __repr__(self) -> str:
+        return f"Arg({self.text!r}, {self.quoted!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Arg) and (self.text, self.quoted) == (other.text, other.quoted)
+
+    def __hash__(self) -> int:
+        return hash((self.text, self.quoted))
 
     def literal(self) -> str:
         """The argument's value with ``%%`` decoded (field codes left as they are)."""
         return self.text.replace("%%", "%")
 
 
-def parse(value: str, *, field_codes: bool = True) -> list[Arg]:
-    """Split an Exec value (already string-unescaped) into arguments."""
-    if len(value) > MAX_EXEC_LENGTH:
+def split_exec(
+    value: str, *, field_codes: bool = True, strict: bool = True, limit: int | None = None
+) -> list[Arg]:
+    """Split an Exec value (already string-unescaped) into arguments.
+
+    Strict: refuse (:class:`Refused`) what the Desktop Entry Specification
+    does not allow. Lenient: split as ``g_shell_parse_argv`` does; only an
+    unterminated quote is refused, and no field code is checked. ``limit``
+    stops after that many arguments (the rest of the line is not read).
+    """
+    if strict and len(value) > MAX_EXEC_LENGTH:
         raise Refused(f"Exec longer than {MAX_EXEC_LENGTH} characters")
+    separators = " " if strict else " \t\n"
+    escapes = _QUOTED_ESCAPES if strict else _SHELL_QUOTED_ESCAPES
     args: list[Arg] = []
     i, n = 0, len(value)
-    while i < n:
-        if value[i] == " ":
+    while i < n and len(args) != limit:
+        if value[i] in separators:
             i += 1
             continue
-        if value[i] == '"':
-            i += 1
-            chars = []
-            while True:
-                if i >= n:
-                    raise Refused("Exec: unterminated double quote")
-                c = value[i]
-                if c == '"':
+        start = i
+        chars: list[str] = []
+        quoted = False
+        while i < n and value[i] not in separators:
+            c = value[i]
+            if c == '"' and (i == start or not strict):
+                quoted = True
+                i += 1
+                while True:
+                    if i >= n:
+                        raise Refused("Exec: unterminated double quote")
+                    c = value[i]
+                    if c == '"':
+                        i += 1
+                        break
+                    if c == "\\":
+                        if i + 1 < n and value[i + 1] in escapes:
+                            i += 1
+                        elif strict:
+                            raise Refused("Exec: invalid backslash escape inside quotes")
+                    chars.append(value[i])
                     i += 1
-                    break
-                if c == "\\":
-                    if i + 1 >= n or value[i + 1] not in _QUOTED_ESCAPES:
-                        raise Refused("Exec: invalid backslash escape inside quotes")
-                    chars.append(value[i + 1])
-                    i += 2
-                    continue
+                if strict and i < n and value[i] != " ":
+                    raise Refused("Exec: a quoted argument must be followed by a space")
+            elif c == "'" and not strict:
+                end = value.find("'", i + 1)
+                if end < 0:
+                    raise Refused("Exec: unterminated single quote")
+                chars.append(value[i + 1 : end])
+                quoted = True
+                i = end + 1
+            elif c == "\\" and not strict and i + 1 < n:
+                chars.append(value[i + 1])
+                i += 2
+            else:
+                if strict and c in RESERVED:
+                    raise Refused(f"Exec: shell metacharacter {c!r} outside quotes")
                 chars.append(c)
                 i += 1
-            if i < n and value[i] != " ":
-                raise Refused("Exec: a quoted argument must be followed by a space")
-            text = "".join(chars)
-            _check_percent(text, quoted=True, field_codes=field_codes)
-            args.append(Arg(text, True))
-        else:
-            start = i
-            while i < n and value[i] != " ":
-                c = value[i]
-                if c in RESERVED:
-                    raise Refused(f"Exec: shell metacharacter {c!r} outside quotes")
-                i += 1
-            text = value[start:i]
-            _check_percent(text, quoted=False, field_codes=field_codes)
-            args.append(Arg(text, False))
-        if len(args) > MAX_ARGS:
+        text = "".join(chars)
+        if strict:
+            _check_percent(text, quoted=quoted, field_codes=field_codes)
+        args.append(Arg(text, quoted))
+        if strict and len(args) > MAX_ARGS:
             raise Refused(f"Exec: more than {MAX_ARGS} arguments")
-    if not args:
+    if strict and not args:
         raise Refused("Exec is empty")
     return args
+
+
+def first_word(command: str) -> str | None:
+    """argv[0] of a command line as GLib splits it (None if it cannot, or it is empty)."""
+    head = command.split(None, 1)[0] if command.strip() else ""
+    if head and not any(c in head for c in "'\"\\"):
+        return head  # the common case, without quoting: no need to split
+    try:
+        args = split_exec(command, strict=False, limit=1)
+    except Refused:
+        return None
+    return args[0].text if args and args[0].text else None
 
 
 def _check_percent(text: str, *, quoted: bool, field_codes: bool) -> None:

@@ -1,31 +1,49 @@
-"""Desktop Entry key files: strict parsing, canonical writing (spec/xdg-index.md §Desktop entries).
+"""Desktop Entry key files: the one parser, and canonical writing
+(spec/xdg-index.md §3.1 Desktop entries, §9 Enumerating applications).
 
 The format is the one of the Desktop Entry Specification 1.5 §Basic format,
 shared by D-Bus service files: ``[Group]`` headers, ``Key=Value`` or
-``Key[locale]=Value`` lines, ``#`` comments. Parsing is stricter than GLib on
-purpose: anything GLib or desktop-file-validate would read differently from us
-(duplicate groups or keys, bytes that are not UTF-8, control characters, a key
-before the first group) is refused, so what we rewrite is what the desktop runs.
+``Key[locale]=Value`` lines, ``#`` comments. :func:`parse_keyfile` reads it in
+two modes:
+
+* strict (the export rules): stricter than GLib on purpose: anything GLib or
+  desktop-file-validate would read differently from us (duplicate groups or
+  keys, bytes that are not UTF-8, control characters, a key before the first
+  group) is refused, so what we rewrite is what the desktop runs;
+* lenient (``appimg apps``, which reads a thousand host entries): reads what
+  GLib reads and never refuses; lines it cannot use are skipped, and with
+  ``first_group_only`` and ``keys`` it stops after the first group and keeps
+  only the keys asked for.
+
 Values are kept raw (still escaped); :func:`unescape` decodes a string value.
+Only cheap imports here (no dataclasses): ``appimg apps`` imports this module.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Collection
 
 from appimg.services.exports import Refused
 
 MAX_GROUPS = 64
 MAX_KEYS_PER_GROUP = 512
 _KEY = re.compile(r"[A-Za-z0-9-]+(\[[A-Za-z0-9_.@-]+\])?\Z")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _ESCAPES = {"s": " ", "n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
 
-@dataclass
 class Group:
-    name: str
-    entries: list[tuple[str, str]] = field(default_factory=list)  # (key, raw value)
+    """One ``[name]`` group: its entries in file order, values raw."""
+
+    __slots__ = ("entries", "name")
+
+    def __init__(self, name: str, entries: list[tuple[str, str]] | None = None) -> None:
+        self.name = name
+        self.entries = entries if entries is not None else []  # (key, raw value)
+
+    def __repr__(self) -> str:
+        return f"Group({self.name!r}, {self.entries!r})"
 
     def get(self, key: str) -> str | None:
         for k, v in self.entries:
@@ -41,24 +59,18 @@ class Group:
                 return
         self.entries.append((key, raw))
 
-    def remove(self, key: str, *, localized: bool = False) -> None:
-        """Drop ``key`` (and its ``key[locale]`` variants if ``localized``)."""
-        self.entries = [
-            (k, v)
-            for k, v in self.entries
-            if k != key and not (localized and k.startswith(key + "["))
-        ]
+    def remove(self, key: str) -> None:
+        self.entries = [(k, v) for k, v in self.entries if k != key]
 
 
-@dataclass
 class KeyFile:
-    groups: list[Group]
+    __slots__ = ("groups",)
 
-    def group(self, name: str) -> Group | None:
-        for g in self.groups:
-            if g.name == name:
-                return g
-        return None
+    def __init__(self, groups: list[Group]) -> None:
+        self.groups = groups
+
+    def __repr__(self) -> str:
+        return f"KeyFile({self.groups!r})"
 
     def dump(self) -> bytes:
         parts = []
@@ -70,54 +82,83 @@ class KeyFile:
         return ("\n".join(parts) + "\n").encode()
 
 
-def parse(data: bytes) -> KeyFile:
-    """Parse a key file; raise :class:`Refused` with the reason if it is not well-formed."""
+def parse_keyfile(
+    data: bytes,
+    *,
+    strict: bool = True,
+    first_group_only: bool = False,
+    keys: Collection[str] | None = None,
+) -> KeyFile:
+    """Parse a key file.
+
+    Strict: raise :class:`Refused` with the reason if it is not well-formed.
+    Lenient (``strict=False``): bytes that are not UTF-8 or a key before the
+    first group give a key file without groups (GLib cannot load it either);
+    lines that are not ``Key=Value`` are skipped, a duplicate key is kept
+    (the last one wins for a reader that builds a dict). ``first_group_only``
+    stops at the second group header; ``keys`` keeps only those keys.
+    """
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
+        if not strict:
+            return KeyFile([])
         raise Refused(f"not UTF-8 (byte {exc.start})") from None
     groups: list[Group] = []
     names: set[str] = set()
-    keys: set[str] = set()
+    seen: set[str] = set()
+    entries: list[tuple[str, str]] = []
     for number, line in enumerate(text.split("\n"), 1):
-        if any((ord(c) < 0x20 and c != "\t") or c == "\x7f" for c in line):
+        if strict and _CONTROL.search(line):
             raise Refused(f"line {number}: control character")
         stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
+        if not stripped or stripped[0] == "#":
             continue
-        if stripped.startswith("["):
-            if not stripped.endswith("]") or any(c in "[]" for c in stripped[1:-1]):
-                raise Refused(f"line {number}: malformed group header")
-            name = stripped[1:-1]
-            if not name or name in names:
-                raise Refused(f"line {number}: empty or duplicate group [{name}]")
-            if len(groups) >= MAX_GROUPS:
-                raise Refused(f"more than {MAX_GROUPS} groups")
-            names.add(name)
+        if stripped[0] == "[":
+            if first_group_only and groups:
+                break
+            name = stripped[1:-1] if stripped[-1] == "]" else stripped
+            if strict:
+                if stripped[-1] != "]" or "[" in name or "]" in name:
+                    raise Refused(f"line {number}: malformed group header")
+                if not name or name in names:
+                    raise Refused(f"line {number}: empty or duplicate group [{name}]")
+                if len(groups) >= MAX_GROUPS:
+                    raise Refused(f"more than {MAX_GROUPS} groups")
+                names.add(name)
+                seen = set()
             groups.append(Group(name))
-            keys = set()
+            entries = groups[-1].entries
             continue
         key, sep, value = stripped.partition("=")
         key = key.rstrip()
-        if not sep or not _KEY.match(key):
-            raise Refused(f"line {number}: not a Key=Value line")
-        if not groups:
-            raise Refused(f"line {number}: key before the first group")
-        if key in keys:
-            raise Refused(f"line {number}: duplicate key {key} in [{groups[-1].name}]")
-        if len(keys) >= MAX_KEYS_PER_GROUP:
-            raise Refused(f"more than {MAX_KEYS_PER_GROUP} keys in [{groups[-1].name}]")
-        keys.add(key)
-        groups[-1].entries.append((key, value.lstrip()))
-    if not groups:
+        if strict:
+            if not sep or not _KEY.match(key):
+                raise Refused(f"line {number}: not a Key=Value line")
+            if not groups:
+                raise Refused(f"line {number}: key before the first group")
+            if key in seen:
+                raise Refused(f"line {number}: duplicate key {key} in [{groups[-1].name}]")
+            if len(seen) >= MAX_KEYS_PER_GROUP:
+                raise Refused(f"more than {MAX_KEYS_PER_GROUP} keys in [{groups[-1].name}]")
+            seen.add(key)
+        elif not groups:
+            return KeyFile([])
+        elif not sep:
+            continue
+        if keys is None or key in keys:
+            entries.append((key, value.lstrip()))
+    if strict and not groups:
         raise Refused("no group")
     return KeyFile(groups)
 
 
-def unescape(raw: str) -> str:
+def unescape(raw: str, *, strict: bool = True) -> str:
     """A ``string``/``localestring`` value: ``\\s \\n \\t \\r \\\\`` decoded.
 
-    Unknown escapes are refused: GLib and desktop-file-validate disagree on them.
+    Strict: unknown escapes are refused (GLib and desktop-file-validate disagree
+    on them). Lenient: an unknown escape stands for the character after the
+    backslash, and a backslash at the end stays.
     """
     if "\\" not in raw:
         return raw
@@ -125,12 +166,17 @@ def unescape(raw: str) -> str:
     i = 0
     while i < len(raw):
         c = raw[i]
-        if c == "\\":
-            if i + 1 >= len(raw) or raw[i + 1] not in _ESCAPES:
-                raise Refused(f"invalid escape sequence in {raw!r}")
-            out.append(_ESCAPES[raw[i + 1]])
+        if c == "\\" and i + 1 < len(raw):
+            decoded = _ESCAPES.get(raw[i + 1])
+            if decoded is None:
+                if strict:
+                    raise Refused(f"invalid escape sequence in {raw!r}")
+                decoded = raw[i + 1]
+            out.append(decoded)
             i += 2
             continue
+        if c == "\\" and strict:
+            raise Refused(f"invalid escape sequence in {raw!r}")
         out.append(c)
         i += 1
     return "".join(out)
@@ -147,25 +193,3 @@ def escape(value: str) -> str:
 
 def boolean(raw: str | None) -> bool:
     return raw == "true"
-
-
-def string_list(raw: str | None) -> list[str]:
-    """A ``;``-separated list value (``\\;`` is a literal semicolon)."""
-    if not raw:
-        return []
-    items, current, i = [], [], 0
-    while i < len(raw):
-        c = raw[i]
-        if c == "\\" and i + 1 < len(raw) and raw[i + 1] == ";":
-            current.append(";")
-            i += 2
-            continue
-        if c == ";":
-            items.append(unescape("".join(current)))
-            current = []
-        else:
-            current.append(c)
-        i += 1
-    if current:
-        items.append(unescape("".join(current)))
-    return items

@@ -9,13 +9,14 @@ not, for the index. Both only read the payload through the verified reader.
 
 from __future__ import annotations
 
-import posixpath
+import errno
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from appimg.errors import PathError
+from appimg.format.payload.paths import resolve
 from appimg.format.squashfs import Inode, SquashfsReader
 from appimg.services.exports import Refused, exec_line, keyfile
 from appimg.services.exports.icons import check_icon
@@ -35,7 +36,6 @@ MAX_EXPORT_FILES = 512
 MAX_EXPORT_BYTES = 32 << 20
 MAX_XDG_FILES = 10_000
 MAX_XDG_DEPTH = 12
-MAX_SYMLINK_HOPS = 8
 _ICON_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*\Z")
 _DESKTOP_ROOTS = {"metainfo": ("component", "application"), "mime": ("mime-info",)}
 #: Keys removed from every group: ours (an image must not set them) and ones that run
@@ -57,7 +57,7 @@ class Context:
 
 
 @dataclass
-class Plan:
+class ExportPlan:
     files: dict[str, bytes] = field(default_factory=dict)  # rel under share/ -> bytes
     sources: dict[str, str] = field(default_factory=dict)  # rel -> payload path
     refused: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
@@ -78,26 +78,20 @@ def _owner_conflict(name: str, ctx: Context) -> str | None:
 
 
 def read_confined(reader: SquashfsReader, path: str, cap: int) -> bytes:
-    """A regular file of the payload, following only relative symlinks that stay inside it."""
-    current = path
-    for _ in range(MAX_SYMLINK_HOPS + 1):
-        try:
-            inode: Inode = reader.lookup(current)
-        except PathError:
-            raise Refused("not found in the image (or a parent is not a directory)") from None
-        if inode.is_symlink():
-            target = reader.readlink(inode)
-            joined = posixpath.normpath(posixpath.join(posixpath.dirname(current), target))
-            if target.startswith("/") or joined == ".." or joined.startswith("../"):
-                raise Refused(f"symlink to {target!r} points outside the image")
-            current = joined
-            continue
-        if not inode.is_file():
-            raise Refused(f"not a regular file ({inode.kind})")
-        if inode.size > cap:
-            raise Refused(f"file is {inode.size} bytes (limit {cap})")
-        return reader.read(inode, 0, inode.size)
-    raise Refused("too many levels of symbolic links")
+    """A regular file of the payload, following only symlinks that stay inside it."""
+    try:
+        inode = resolve(reader, path, confined=True)
+    except PathError as exc:
+        if exc.errno == errno.ELOOP:
+            raise Refused("too many levels of symbolic links") from None
+        if exc.errno == errno.EXDEV:
+            raise Refused(exc.strerror) from None
+        raise Refused("not found in the image (or a parent is not a directory)") from None
+    if not inode.is_file():
+        raise Refused(f"not a regular file ({inode.kind})")
+    if inode.size > cap:
+        raise Refused(f"file is {inode.size} bytes (limit {cap})")
+    return reader.read(inode, 0, inode.size)
 
 
 def command_for(program: str, manifest: Mapping[str, Any]) -> str | None:
@@ -118,7 +112,7 @@ def command_for(program: str, manifest: Mapping[str, Any]) -> str | None:
 def rewrite_exec(raw: str, manifest: Mapping[str, Any], ctx: Context, *,
                  field_codes: bool = True) -> str:  # fmt: skip
     """``Exec`` (raw key file value) -> ``LAUNCHER run ID [--command NAME] -- ARGS`` (raw)."""
-    args = exec_line.parse(keyfile.unescape(raw), field_codes=field_codes)
+    args = exec_line.split_exec(keyfile.unescape(raw), field_codes=field_codes)
     args = exec_line.drop_deprecated(args)
     if not args:
         raise Refused("Exec has no program")
@@ -143,7 +137,7 @@ def _default_exec(ctx: Context) -> str:
 
 def rewrite_desktop(data: bytes, manifest: Mapping[str, Any], ctx: Context,
                     dbus_names: Collection[str], stem: str) -> bytes:  # fmt: skip
-    kf = keyfile.parse(data)
+    kf = keyfile.parse_keyfile(data)
     main = kf.groups[0]
     if main.name != "Desktop Entry":
         raise Refused("the first group is not [Desktop Entry]")
@@ -188,7 +182,7 @@ def rewrite_desktop(data: bytes, manifest: Mapping[str, Any], ctx: Context,
 
 
 def rewrite_dbus(data: bytes, manifest: Mapping[str, Any], ctx: Context, stem: str) -> bytes:
-    kf = keyfile.parse(data)
+    kf = keyfile.parse_keyfile(data)
     if len(kf.groups) != 1 or kf.groups[0].name != "D-BUS Service":
         raise Refused("a D-Bus service file has exactly one group, [D-BUS Service]")
     group = kf.groups[0]
@@ -221,9 +215,9 @@ def _check_kind(kind: str, path: str) -> tuple[str, int]:
     raise Refused(f"{kind} exports must be {where}")
 
 
-def plan_exports(reader: SquashfsReader, manifest: Mapping[str, Any], ctx: Context) -> Plan:
+def plan_exports(reader: SquashfsReader, manifest: Mapping[str, Any], ctx: Context) -> ExportPlan:
     """Every export of the manifest, either rendered (``files``) or refused with a reason."""
-    plan = Plan()
+    plan = ExportPlan()
     exports: Mapping[str, list[str]] = manifest.get("exports", {})
     total = 0
     dbus_names: set[str] = set()

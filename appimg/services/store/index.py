@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from appimg.errors import StoreError
+from appimg.files import read_capped
 from appimg.services.store.layout import StoreLayout
 
 SCHEMA = "appimg-xdg-index"
@@ -39,7 +40,7 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def parse(data: bytes, where: str = "index.json") -> Index:
+def parse_index(data: bytes, where: str = "index.json") -> Index:
     try:
         index = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -71,21 +72,17 @@ def check(index: object, where: str = "index.json") -> None:
 
 def read_bytes(layout: StoreLayout) -> bytes | None:
     try:
-        with open(layout.index, "rb") as handle:
-            data = handle.read(MAX_INDEX_BYTES + 1)
+        return read_capped(layout.index, MAX_INDEX_BYTES, StoreError)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise StoreError(f"{layout.index}: {exc.strerror}") from None
-    if len(data) > MAX_INDEX_BYTES:
-        raise StoreError(f"{layout.index}: larger than {MAX_INDEX_BYTES} bytes")
-    return data
 
 
 def load(layout: StoreLayout) -> Index:
     """The committed index; an absent file is the empty index."""
     data = read_bytes(layout)
-    return empty() if data is None else parse(data, str(layout.index))
+    return empty() if data is None else parse_index(data, str(layout.index))
 
 
 def active_version(app: dict[str, Any]) -> dict[str, Any]:

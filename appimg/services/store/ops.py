@@ -23,7 +23,7 @@ import shlex
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,7 +44,7 @@ from appimg.services.store.transaction import (
 
 if TYPE_CHECKING:
     from appimg.format.image import Image
-    from appimg.services.exports.plan import Context, Plan
+    from appimg.services.exports.plan import Context, ExportPlan
 
 # The image reader and the export rules (construct, cryptography, the decompressors) are
 # imported by the operations that open images, so that `uninstall` and recovery start fast.
@@ -127,7 +127,7 @@ def _context(layout: StoreLayout, index: index_mod.Index, app_id: str, version: 
 
 
 def _render(image: Image, layout: StoreLayout, index: index_mod.Index, version: dict[str, Any],
-            program_path: str) -> Plan:  # fmt: skip
+            program_path: str) -> ExportPlan:  # fmt: skip
     from appimg.services.exports.plan import plan_exports
 
     launcher = launcher_path(layout, program_path)
@@ -282,7 +282,10 @@ def install(
                 raise PolicyError(f"{len(plan.refused)} export(s) refused, first "
                                   f"{first['path']}: {first['reason']}")  # fmt: skip
             new_index = _copy(index)
-            kept = [version] + (existing["versions"][:1] if existing else [])
+            # The new version becomes the active one; the oldest beyond KEPT_VERSIONS go.
+            older = existing["versions"] if existing else []
+            keep = index_mod.KEPT_VERSIONS - 1
+            kept = [version, *older[:keep]]
             new_index["apps"][app_id] = {
                 "id": app_id,
                 "name": manifest["name"],
@@ -292,7 +295,7 @@ def install(
                 "refused": plan.refused,
                 "pinned_keys": signature["key_ids"],
             }
-            obsolete = [v["file"] for v in (existing["versions"][1:] if existing else [])]
+            obsolete = [v["file"] for v in older[keep:]]
             tx.commit(
                 new_index,
                 new_files=plan.files,
@@ -301,7 +304,6 @@ def install(
                 added_image=rel,
                 obsolete_images=obsolete,
             )
-        notes += _placement_notes(layout, dirs, plan.files)
         return Outcome(op, app_id, manifest["version"], str(layout.image_file(rel)), signature,
                        sorted(plan.files), plan.refused, notes)  # fmt: skip
 
@@ -356,13 +358,6 @@ def rollback(
                        sorted(plan.files), plan.refused, notes)  # fmt: skip
 
 
-def active_image(app_id: str, dirs: UserDirs) -> Path | None:
-    """For ``appimg run ID``: the active image of an installed app, None if not installed."""
-    from appimg.services.store import installed_image
-
-    return installed_image(dirs, app_id)
-
-
 # --- helpers ---------------------------------------------------------------------------------
 
 
@@ -376,24 +371,3 @@ def _pinned(layout: StoreLayout, app_id: str) -> list[str]:
         if app:
             return list(app.get("pinned_keys", []))
     return []
-
-
-def _placement_notes(layout: StoreLayout, dirs: UserDirs, files: Mapping[str, bytes]) -> list[str]:
-    """Tell the user when the desktop will not see an export, or when one hides a host file."""
-    from appimg.services.xdgpath.env import environment_d_file
-
-    notes = []
-    data_dirs = [str(p).rstrip("/") for p in dirs.data_dirs]
-    exports = str(layout.exports)
-    if exports not in data_dirs and not environment_d_file(dirs).exists():
-        notes.append(f"{exports} is not in XDG_DATA_DIRS: run 'appimg xdg setup' once "
-                     "(then log in again) so the desktop finds installed apps")  # fmt: skip
-    for rel in files:
-        if not rel.startswith("applications/"):
-            continue
-        if (dirs.data_home / rel).exists():
-            notes.append(f"{dirs.data_home / rel} takes precedence over the exported {rel}")
-        for directory in data_dirs:
-            if directory != exports and os.path.exists(os.path.join(directory, rel)):
-                notes.append(f"the exported {rel} hides {directory}/{rel}")
-    return notes

@@ -256,7 +256,7 @@ def recover(layout: StoreLayout, rerender: Rerender | None = None) -> list[str]:
     except ValueError:
         record = None  # unreachable (written atomically), but never fatal
     data = index_mod.read_bytes(layout)
-    index = index_mod.empty() if data is None else index_mod.parse(data)
+    index = index_mod.empty() if data is None else index_mod.parse_index(data)
     current = index_mod.digest(data if data is not None else index_mod.dumps(index))
     staged: list[Path] = []
     if record:

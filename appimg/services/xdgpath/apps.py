@@ -6,8 +6,10 @@ the search path, recursively (``kde/foo.desktop`` has the id
 ``kde-foo.desktop``); the first directory that has a desktop id owns it, even
 if that entry turns out hidden or invalid; an entry counts if its first group
 is ``[Desktop Entry]``, its ``Type`` is ``Application``, it is not ``Hidden``,
-and its ``TryExec`` and ``Exec`` programs exist. Only the keys needed are read,
-so enumerating a thousand entries costs a thousand small reads.
+and its ``TryExec`` and ``Exec`` programs exist. Entries are read by the one
+desktop-entry parser (:mod:`appimg.services.exports.keyfile`) in its lenient
+mode, which stops after the first group and keeps only the keys needed, so
+enumerating a thousand entries costs a thousand small reads.
 Icon names are resolved in the hicolor theme of every data directory
 (scalable first, then the largest size), then in ``pixmaps/``.
 """
@@ -19,7 +21,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from appimg.files import FileTooLargeError, read_capped
 from appimg.host.dirs import UserDirs
+from appimg.services.exports.exec_line import first_word
+from appimg.services.exports.keyfile import parse_keyfile, unescape
 from appimg.services.xdgpath import search_path
 
 MAX_DESKTOP_FILE = 1 << 20
@@ -29,86 +34,18 @@ WANTED = frozenset({
     "NotShowIn", "Terminal", "X-Appimg-Id", "X-Appimg-Version", "X-Appimg-Image",
 })  # fmt: skip
 _ICON_EXTS = (".png", ".svg", ".xpm")
-_ESCAPES = {"s": " ", "n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
-
-
-def _unescape(raw: str) -> str:
-    if "\\" not in raw:
-        return raw
-    out, i = [], 0
-    while i < len(raw):
-        if raw[i] == "\\" and i + 1 < len(raw):
-            out.append(_ESCAPES.get(raw[i + 1], raw[i + 1]))
-            i += 2
-        else:
-            out.append(raw[i])
-            i += 1
-    return "".join(out)
 
 
 def read_entry(path: str) -> dict[str, str] | None:
     """The wanted keys of the ``[Desktop Entry]`` group; None if it is not the first group."""
     try:
-        with open(path, "rb") as handle:
-            text = handle.read(MAX_DESKTOP_FILE).decode("utf-8")
-    except (OSError, UnicodeDecodeError):
+        data = read_capped(path, MAX_DESKTOP_FILE)
+    except (OSError, FileTooLargeError):
+        return None  # GLib skips an entry it cannot load; its id stays claimed
+    groups = parse_keyfile(data, strict=False, first_group_only=True, keys=WANTED).groups
+    if not groups or groups[0].name != "Desktop Entry":
         return None
-    values: dict[str, str] = {}
-    in_group = False
-    for line in text.split("\n"):
-        line = line.strip()
-        if not line or line[0] == "#":
-            continue
-        if line[0] == "[":
-            if in_group:
-                break
-            if line != "[Desktop Entry]":
-                return None
-            in_group = True
-            continue
-        if not in_group:
-            return None
-        key, sep, value = line.partition("=")
-        key = key.rstrip()
-        if sep and key in WANTED:
-            values[key] = _unescape(value.lstrip())
-    return values if in_group else None
-
-
-def first_word(command: str) -> str | None:
-    """argv[0] of a command line as g_shell_parse_argv splits it (None if it cannot)."""
-    head = command.split(None, 1)[0] if command.strip() else ""
-    if head and not any(c in head for c in "'\"\\"):
-        return head  # the common case, without quoting
-    word: list[str] = []
-    i, n = 0, len(command)
-    while i < n and command[i] in " \t\n":
-        i += 1
-    while i < n and command[i] not in " \t\n":
-        c = command[i]
-        if c == "'":
-            end = command.find("'", i + 1)
-            if end < 0:
-                return None
-            word.append(command[i + 1 : end])
-            i = end + 1
-        elif c == '"':
-            i += 1
-            while i < n and command[i] != '"':
-                if command[i] == "\\" and i + 1 < n and command[i + 1] in '"\\$`\n':
-                    i += 1
-                word.append(command[i])
-                i += 1
-            if i >= n:
-                return None
-            i += 1
-        elif c == "\\" and i + 1 < n:
-            word.append(command[i + 1])
-            i += 2
-        else:
-            word.append(c)
-            i += 1
-    return "".join(word) or None
+    return {key: unescape(raw, strict=False) for key, raw in groups[0].entries}
 
 
 class _Programs:

@@ -1,5 +1,6 @@
 """``appimg xdg setup``: put the exports directory on the desktop's search path
-(spec/xdg-index.md §Search path setup).
+(spec/xdg-index.md §Search path setup); :func:`placement_notes` tells the user
+after an install when the desktop will not see an export.
 
 Two places, because sessions pick up their environment in two ways:
 ``$XDG_CONFIG_HOME/environment.d/60-appimg.conf`` (read by ``systemd --user``
@@ -12,7 +13,9 @@ reads ``~/.profile``). ``--undo`` removes exactly what setup wrote.
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
+from collections.abc import Iterable
 from pathlib import Path
 
 from appimg.atomic import replace_file, unlink
@@ -122,3 +125,25 @@ def undo(dirs: UserDirs) -> list[Path]:
             unlink(profile)  # setup created it and nothing else is in it
         changed.append(profile)
     return changed
+
+
+def placement_notes(dirs: UserDirs, exported: Iterable[str]) -> list[str]:
+    """Tell the user when the desktop will not see an export, or when one hides a host file.
+
+    ``exported`` are paths relative to the exports directory's ``share/``.
+    """
+    notes = []
+    data_dirs = [str(p).rstrip("/") for p in dirs.data_dirs]
+    exports = str(exports_dir(dirs))
+    if exports not in data_dirs and not environment_d_file(dirs).exists():
+        notes.append(f"{exports} is not in XDG_DATA_DIRS: run 'appimg xdg setup' once "
+                     "(then log in again) so the desktop finds installed apps")  # fmt: skip
+    for rel in exported:
+        if not rel.startswith("applications/"):
+            continue
+        if (dirs.data_home / rel).exists():
+            notes.append(f"{dirs.data_home / rel} takes precedence over the exported {rel}")
+        for directory in data_dirs:
+            if directory != exports and os.path.exists(os.path.join(directory, rel)):
+                notes.append(f"the exported {rel} hides {directory}/{rel}")
+    return notes
