@@ -90,7 +90,7 @@ class Sandbox:
             parts = bind.dest.strip("/").split("/")
             if parts[0] not in kept:
                 continue
-            path = self.root
+            path = self.root / parts[0]
             for index, part in enumerate(parts[1:], start=2):
                 path = path / part
                 try:
