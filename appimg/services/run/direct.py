@@ -1,20 +1,28 @@
 """The sandbox without bubblewrap: the same namespaces set up with the kernel calls.
 
-Used where ``bwrap`` is not installed. A child process unshares user, mount
-and pid namespaces (mapping the caller's uid/gid), forks the app's init as pid
-1, builds a tmpfs root with the view's top-level entries bound read-only, /proc,
-a minimal /dev, a private /tmp and the binds, pivots into it and execs the app.
+Used where ``bwrap`` is not installed (or ``APPIMG_NO_BWRAP`` is set). A child
+process unshares user, mount and pid namespaces (mapping the caller's uid/gid),
+forks the app's init as pid 1, builds a tmpfs root with the view's top-level
+entries bound read-only, /proc, a minimal /dev, a private /tmp and the binds,
+pivots into it and forks the app, which starts a new session, drops its
+capabilities, loads the syscall filter (spec/run.md §Syscall filter) and execs.
+
+Bind destinations are created one component at a time relative to directory
+file descriptors, never following a symlink: the image is hostile by assumption
+and its symlinks must not steer a mount (or a mkdir) onto the host.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
 import signal
-from pathlib import Path
+import stat
 
 from appimg.errors import ToolError
+from appimg.services.run import seccomp
 from appimg.services.run.sandbox import Sandbox, SignalForwarder
 
 CLONE_NEWNS = 0x00020000
@@ -30,6 +38,9 @@ MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 MNT_DETACH = 0x2
 SYS_PIVOT_ROOT = 155  # x86_64
+PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -71,41 +82,101 @@ def _remount_readonly(target: str) -> None:
     _mount("none", target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | kept)
 
 
-def _bind(source: str, target: str, *, writable: bool, is_dir: bool) -> None:
-    if is_dir:
-        os.makedirs(target, exist_ok=True)
-    else:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        Path(target).touch()
-    _mount(source, target, None, MS_BIND | MS_REC)
-    if not writable:
-        _remount_readonly(target)
+def _open_dest(root_fd: int, dest: str, *, is_dir: bool) -> tuple[int, int, str]:
+    """Create ``dest`` under ``root_fd`` without following symlinks.
+
+    Returns (parent directory fd, O_PATH fd of the destination, its name). Each
+    component is made (mkdirat does not follow) then opened with O_NOFOLLOW: a
+    symlink anywhere on the way is refused, so nothing is ever created or
+    mounted where an image's symlink points.
+    """
+    parts = [part for part in dest.split("/") if part not in ("", ".")]
+    if not parts or ".." in parts:
+        raise OSError(errno.EINVAL, f"bad bind destination {dest}")
+    parent = os.dup(root_fd)
+    try:
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            if last and not is_dir:
+                with contextlib.suppress(FileExistsError):
+                    os.close(os.open(part, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
+                                     | os.O_CLOEXEC, 0o644, dir_fd=parent))  # fmt: skip
+            else:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o755, dir_fd=parent)
+            flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+            if not last or is_dir:
+                flags |= os.O_DIRECTORY
+            try:
+                fd = os.open(part, flags, dir_fd=parent)
+            except NotADirectoryError:
+                fd = -1
+            if fd < 0 or stat.S_ISLNK(os.fstat(fd).st_mode):
+                if fd >= 0:
+                    os.close(fd)
+                where, full = "/" + "/".join(parts[: index + 1]), "/" + "/".join(parts)
+                raise OSError(errno.ELOOP, f"{where} is a symlink or file of the image, in the "
+                                           f"way of the bind at {full}: not followed")  # fmt: skip
+            if last:
+                return parent, fd, part
+            os.close(parent)
+            parent = fd
+    except BaseException:
+        os.close(parent)
+        raise
+    raise AssertionError("unreachable")
+
+
+def _bind(source: str, root_fd: int, dest: str, *, writable: bool, is_dir: bool) -> None:
+    """Bind ``source`` at ``dest`` (relative to the new root's fd ``root_fd``)."""
+    parent, fd, name = _open_dest(root_fd, dest, is_dir=is_dir)
+    try:
+        # Mount onto the very inode just checked, through its fd's magic link.
+        _mount(source, f"/proc/self/fd/{fd}", None, MS_BIND | MS_REC)
+        if not writable:
+            # That fd still names the covered inode; a lookup by name from the
+            # parent crosses into the new mount.
+            top = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            try:
+                _remount_readonly(f"/proc/self/fd/{top}")
+            finally:
+                os.close(top)
+    finally:
+        os.close(fd)
+        os.close(parent)
 
 
 def _build_root(sandbox: Sandbox, new_root: str) -> None:
     _mount("tmpfs", new_root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
-    for name, target in sandbox.top_level():
-        dest = f"{new_root}/{name}"
+    root_fd = os.open(new_root, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        _fill_root(sandbox, new_root, root_fd)
+    finally:
+        os.close(root_fd)
+    _remount_readonly(new_root)
+
+
+def _fill_root(sandbox: Sandbox, new_root: str, root_fd: int) -> None:
+    for name, target in sandbox.root_entries():
         if target is not None:
-            os.symlink(target, dest)
+            os.symlink(target, name, dir_fd=root_fd)
         else:
             source = str(sandbox.root / name)
-            _bind(source, dest, writable=False, is_dir=os.path.isdir(source))
-    os.mkdir(f"{new_root}/proc")
+            _bind(source, root_fd, name, writable=False, is_dir=os.path.isdir(source))
+    os.mkdir("proc", dir_fd=root_fd)
     _mount("proc", f"{new_root}/proc", "proc", MS_NOSUID | MS_NODEV)
-    os.mkdir(f"{new_root}/dev")
+    os.mkdir("dev", dir_fd=root_fd)
     _mount("tmpfs", f"{new_root}/dev", "tmpfs", MS_NOSUID, "mode=0755")
     for device in DEVICES:
-        _bind(f"/dev/{device}", f"{new_root}/dev/{device}", writable=True, is_dir=False)
+        _bind(f"/dev/{device}", root_fd, f"dev/{device}", writable=True, is_dir=False)
     for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):  # fmt: skip
         os.symlink(target, f"{new_root}/dev/{link}")
-    os.mkdir(f"{new_root}/tmp")
+    os.mkdir("tmp", dir_fd=root_fd)
     _mount("tmpfs", f"{new_root}/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     for bind in sandbox.binds:
-        _bind(bind.source, new_root + bind.dest, writable=bind.writable,
+        _bind(bind.source, root_fd, bind.dest, writable=bind.writable,
               is_dir=os.path.isdir(bind.source))  # fmt: skip
-    _remount_readonly(new_root)
 
 
 #: Directories the new root can be built on (covered by a tmpfs in our mount
@@ -123,9 +194,47 @@ def _staging_dir(sandbox: Sandbox) -> str:
     raise OSError(errno.ENOENT, "no directory to build the sandbox root on")
 
 
-def _init(sandbox: Sandbox, status_fd: int) -> None:
+def _die_with_parent(parent: int | None) -> None:
+    """Be killed when the parent goes, even by SIGKILL (as bwrap's --die-with-parent)."""
+    _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)  # it went before the request was made
+
+
+def _drop_capabilities() -> None:
+    """No capability in the sandbox's user namespace either (as bwrap does)."""
+    for cap in range(64):
+        if _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            if ctypes.get_errno() == errno.EINVAL:
+                break  # past the last capability this kernel knows
+            _check(-1, "prctl(PR_CAPBSET_DROP)")
+    header = (ctypes.c_uint32 * 2)(LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable: all empty
+    _check(_libc.capset(header, data), "capset")
+
+
+def _exec_app(sandbox: Sandbox, filt: object) -> None:
+    """In the app's process: new session, no privileges, the filter, then the program."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        os.setsid()  # no controlling terminal to push input into (TIOCSTI)
+        _drop_capabilities()
+        seccomp.reset_personality()
+        seccomp.load(filt)  # sets no_new_privs first
+    except OSError as exc:
+        os.write(2, f"appimg run: sandbox setup failed: {exc.strerror or exc}\n".encode())
+        os._exit(126)
+    try:
+        os.execve(sandbox.argv[0], sandbox.argv, sandbox.env)
+    except OSError as exc:
+        os.write(2, f"appimg run: cannot execute {sandbox.argv[0]}: {exc.strerror}\n".encode())
+        os._exit(127)
+
+
+def _init(sandbox: Sandbox, status_fd: int, filt: object) -> None:
     """Pid 1 of the new pid namespace: build the root, then run the app and reap."""
     try:
+        _die_with_parent(None)  # and when pid 1 dies, the kernel kills the namespace
         _mount("none", "/", None, MS_REC | MS_PRIVATE)
         new_root = _staging_dir(sandbox)
         _build_root(sandbox, new_root)
@@ -139,12 +248,7 @@ def _init(sandbox: Sandbox, status_fd: int) -> None:
     os.close(status_fd)
     app = os.fork()
     if app == 0:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        try:
-            os.execve(sandbox.argv[0], sandbox.argv, sandbox.env)
-        except OSError as exc:
-            os.write(2, f"appimg run: cannot execute {sandbox.argv[0]}: {exc.strerror}\n".encode())
-            os._exit(127)
+        _exec_app(sandbox, filt)
     # Reap everything; our status is the app's.
     while True:
         try:
@@ -159,23 +263,30 @@ def _init(sandbox: Sandbox, status_fd: int) -> None:
 
 def run_direct(sandbox: Sandbox) -> int:
     """Run the sandbox with unshare/mount/pivot_root; return the app's exit status."""
+    sandbox.check_binds()
+    filt = seccomp.build_filter()  # before forking: a missing libseccomp is reported here
     uid, gid = os.getuid(), os.getgid()
+    parent = os.getpid()
     read_fd, write_fd = os.pipe()
     child = os.fork()
     if child == 0:
         os.close(read_fd)
+        # A process group of its own: the terminal's ^C reaches `appimg run`
+        # only, which passes it on to the app (in a session of its own).
+        os.setpgid(0, 0)
         try:
             _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC),
                    "unshare")  # fmt: skip
             _write("/proc/self/setgroups", "deny")
             _write("/proc/self/uid_map", f"{uid} {uid} 1")
             _write("/proc/self/gid_map", f"{gid} {gid} 1")
+            _die_with_parent(parent)  # after unshare: gaining capabilities clears the setting
         except OSError as exc:
             os.write(write_fd, f"cannot create namespaces: {exc.strerror or exc}".encode())
             os._exit(126)
         init = os.fork()  # the first child in a new pid namespace is its pid 1
         if init == 0:
-            _init(sandbox, write_fd)
+            _init(sandbox, write_fd, filt)
         os.close(write_fd)
         _, status = os.waitpid(init, 0)
         code = os.waitstatus_to_exitcode(status)

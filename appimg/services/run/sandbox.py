@@ -4,7 +4,11 @@ A :class:`Sandbox` says what the app sees: the view's top-level entries
 (read-only), a fresh /proc, a minimal /dev, a private /tmp, its writable data
 directory and any granted host sockets, plus a cleared environment. It is
 started with bubblewrap where installed, else by :mod:`appimg.services.run.direct` with
-the kernel calls directly. Both give user + mount + pid namespaces.
+the kernel calls directly. Both give user + mount + pid namespaces, a new
+session (no controlling terminal) and the syscall filter of
+:mod:`appimg.services.run.seccomp`. The image is hostile by assumption: no path
+it supplies is followed on the host's side while the root is built (see
+:meth:`Sandbox.root_entries` and :meth:`Sandbox.check_binds`).
 """
 
 from __future__ import annotations
@@ -14,16 +18,19 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appimg.errors import PolicyError
+
 #: Provided by the sandbox itself; same-named entries of the view are hidden.
 SANDBOX_DIRS = ("proc", "dev", "tmp")
 
-#: Signals passed on to the app. SIGINT only when the terminal did not already
-#: deliver it to the app's process group (see :func:`_forward`).
+#: Signals passed on to the app. The app is in a session of its own, so the
+#: terminal's interrupt and quit keys reach `appimg run` only, which passes them on.
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
              signal.SIGINT)  # fmt: skip
 
@@ -54,6 +61,48 @@ class Sandbox:
                 target = os.readlink(entry.path) if entry.is_symlink() else None
                 yield entry.name, target
 
+    def _bind_tops(self) -> set[str]:
+        return {bind.dest.strip("/").split("/")[0] for bind in self.binds}
+
+    def root_entries(self) -> Iterator[tuple[str, str | None]]:
+        """The top-level entries to lay in the sandbox's root, as :meth:`top_level`.
+
+        A symlink (or file) of the view where a bind goes is left out: the bind's
+        parents are then plain directories of the sandbox's own tmpfs root. Built
+        through the image's symlink, the bind would land wherever the image says,
+        even on the host (bubblewrap resolves ``../oldroot/...`` there).
+        """
+        needed = self._bind_tops()
+        for name, target in self.top_level():
+            if name in needed and (target is not None or not (self.root / name).is_dir()):
+                continue
+            yield name, target
+
+    def check_binds(self) -> None:
+        """Refuse binds whose path runs through a symlink or file of the view.
+
+        Below a top-level directory of the view, the bind's destination is
+        inside the read-only view: an image entry in the way cannot be replaced
+        there, so the app is not started.
+        """
+        kept = {name for name, target in self.root_entries() if target is None}
+        for bind in self.binds:
+            parts = bind.dest.strip("/").split("/")
+            if parts[0] not in kept:
+                continue
+            path = self.root / parts[0]
+            for index, part in enumerate(parts[1:], start=2):
+                path = path / part
+                try:
+                    mode = os.lstat(path).st_mode
+                except FileNotFoundError:
+                    break
+                if stat.S_ISLNK(mode) or (index < len(parts) and not stat.S_ISDIR(mode)):
+                    inside = "/" + "/".join(parts[:index])
+                    raise PolicyError(
+                        f"the image's {inside} is in the way of the sandbox's bind at {bind.dest}"
+                    )
+
 
 def bwrap_path() -> str | None:
     if os.environ.get("APPIMG_NO_BWRAP"):
@@ -61,13 +110,13 @@ def bwrap_path() -> str | None:
     return shutil.which("bwrap")
 
 
-def bwrap_argv(sandbox: Sandbox, bwrap: str, info_fd: int) -> list[str]:
+def bwrap_argv(sandbox: Sandbox, bwrap: str, info_fd: int, seccomp_fd: int) -> list[str]:
     args = [
         bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-        "--unshare-cgroup-try", "--die-with-parent", "--info-fd", str(info_fd),
-        "--tmpfs", "/",
+        "--unshare-cgroup-try", "--die-with-parent", "--new-session",
+        "--info-fd", str(info_fd), "--seccomp", str(seccomp_fd), "--tmpfs", "/",
     ]  # fmt: skip
-    for name, target in sandbox.top_level():
+    for name, target in sandbox.root_entries():
         if target is not None:
             args += ["--symlink", target, f"/{name}"]
         else:
@@ -97,14 +146,6 @@ def _app_pids(init_pid: int) -> list[int]:
     return pids
 
 
-def _terminal_delivers_sigint() -> bool:
-    """True when ^C on our terminal reaches the app directly (same foreground group)."""
-    try:
-        return os.tcgetpgrp(0) == os.getpgrp()
-    except OSError:
-        return False
-
-
 class SignalForwarder:
     """Pass signals this process receives on to the app inside the sandbox."""
 
@@ -123,8 +164,6 @@ class SignalForwarder:
             signal.signal(sig, handler)  # type: ignore[arg-type]
 
     def _forward(self, signum: int, _frame: object) -> None:
-        if signum == signal.SIGINT and _terminal_delivers_sigint():
-            return  # the app got this ^C from the terminal itself
         targets = _app_pids(self.init_pid) if self.init_pid else []
         if not targets and self.fallback_pid:
             targets = [self.fallback_pid]
@@ -135,11 +174,19 @@ class SignalForwarder:
 
 def run_bwrap(sandbox: Sandbox, bwrap: str) -> int:
     """Run the sandbox with bubblewrap; return the app's exit status (128+N if killed)."""
+    from appimg.services.run import seccomp
+
+    sandbox.check_binds()
+    filter_fd = seccomp.bpf_fd()
+    seccomp.reset_personality()  # inherited by bwrap and the app
     read_fd, write_fd = os.pipe()
-    argv = bwrap_argv(sandbox, bwrap, write_fd)
+    argv = bwrap_argv(sandbox, bwrap, write_fd, filter_fd)
     with SignalForwarder() as forwarder:
-        proc = subprocess.Popen(argv, pass_fds=(write_fd,))
+        # A process group of its own: the terminal's ^C must not kill bwrap's
+        # monitor (and with it the app) before the app got it from us.
+        proc = subprocess.Popen(argv, pass_fds=(write_fd, filter_fd), process_group=0)
         os.close(write_fd)
+        os.close(filter_fd)
         forwarder.fallback_pid = proc.pid
         with os.fdopen(read_fd) as info:
             text = info.read()
