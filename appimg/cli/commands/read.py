@@ -214,6 +214,7 @@ def _entry_json(path: str, inode: Any, reader: Any) -> dict[str, Any]:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    from appimg.errors import FormatError
     from appimg.format.image import Image
     from appimg.format.payload.paths import resolve
 
@@ -224,11 +225,23 @@ def cmd_ls(args: argparse.Namespace) -> int:
         rows = []
 
         def visit(directory: Any, prefix: str) -> None:
-            for name, inode in reader.iterdir(directory):
-                path = f"{prefix.rstrip('/')}/{name}"
-                rows.append(_entry_json(path, inode, reader))
-                if args.recursive and inode.is_dir():
-                    visit(inode, path)
+            # Iterative (an explicit stack), so a deep tree cannot exhaust the
+            # interpreter's stack; a directory met twice is a loop in the image.
+            seen = {directory.ref}
+            stack = [(prefix, reader.iterdir(directory))]
+            while stack:
+                parent, entries = stack[-1]
+                for name, inode in entries:
+                    path = f"{parent.rstrip('/')}/{name}"
+                    rows.append(_entry_json(path, inode, reader))
+                    if args.recursive and inode.is_dir():
+                        if inode.ref in seen:
+                            raise FormatError(f"{path}: directory loop in the image")
+                        seen.add(inode.ref)
+                        stack.append((path, reader.iterdir(inode)))
+                        break
+                else:
+                    stack.pop()
 
         if top.is_dir():
             visit(top, base)

@@ -71,6 +71,20 @@ _SMALL_LISTING = 65536
 #: Bounds of the block list and directory index caches (entries).
 _BLOCKLIST_BUDGET = 1 << 21
 _INDEX_BUDGET = 1 << 16
+#: A file's block list is read in chunks of this many size words (8 KiB, one
+#: metadata block): a read loads only the chunks of the blocks it needs, found
+#: through a per-file index of one checkpoint per chunk.
+_CHUNK_BLOCKS = 2048
+#: Bound of the chunk index cache (checkpoints, 24 bytes each: 6 MiB).
+_CHUNK_INDEX_BUDGET = 1 << 18
+#: XATTR_LIST_MAX: the names of one inode's xattrs, each with its prefix and a
+#: NUL, as listxattr returns them. More is E2BIG.
+_MAX_XATTR_NAMES = 65536
+#: Value bytes materialised for one inode's xattrs, each out-of-line reference
+#: counted at the size of the value it points to. More is a FormatError.
+_MAX_XATTR_BYTES = 1 << 20
+#: Clears the DATA_UNCOMPRESSED bit (bit 0 of each size word's top byte).
+_CLEAR_BIT0 = bytes(b & 0xFE for b in range(256))
 
 
 class Inode:
@@ -274,14 +288,21 @@ class SquashfsReader:
         # quadratic. At most `dir_cache` entries over all listings, LRU;
         # thread-safe; 0 disables it.
         self._listings: LRUCache[int, dict[bytes, tuple[int, int, int]]] = LRUCache(dir_cache, len)
-        # Data derived from an inode's variable tail, keyed by inode reference:
-        # a file's block size words and cumulative block offsets (at most
-        # _BLOCKLIST_BUDGET blocks over all files, ~12 bytes each), and an
-        # extended directory's parsed index (at most _INDEX_BUDGET entries). LRU,
-        # thread-safe. Weighted, so hostile inodes sharing one huge block list
-        # cannot multiply memory.
-        self._blocklists: LRUCache[int, tuple[array, array]] = LRUCache(
+        # Data derived from an inode's variable tail. A file's block list is
+        # never held whole (a sparse file of 2^24 blocks has a 64 MiB list in a
+        # few hundred KiB of image): (inode reference, chunk) -> that chunk's
+        # size words and cumulative block offsets (at most _BLOCKLIST_BUDGET
+        # blocks over all files, ~12 bytes each); and, for files of more than
+        # one chunk, inode reference -> where each chunk starts in the inode
+        # table and its data offset (at most _CHUNK_INDEX_BUDGET checkpoints).
+        # An extended directory's parsed index: at most _INDEX_BUDGET entries.
+        # LRU, thread-safe. Weighted, so hostile inodes sharing one huge block
+        # list cannot multiply memory.
+        self._blocklists: LRUCache[tuple[int, int], tuple[array, array]] = LRUCache(
             _BLOCKLIST_BUDGET, lambda blocks: len(blocks[1])
+        )
+        self._chunk_index: LRUCache[int, tuple[array, array, array]] = LRUCache(
+            _CHUNK_INDEX_BUDGET, lambda index: len(index[2])
         )
         self._indexes: LRUCache[int, tuple[list[bytes], list[tuple[int, int]]]] = LRUCache(
             _INDEX_BUDGET, lambda index: len(index[0]) + 1
@@ -498,22 +519,117 @@ class SquashfsReader:
         node.size = size
         node._target = target
 
-    def _block_list(self, node: Inode) -> tuple[array, array]:
-        """A file's block size words and each block's offset from ``blocks_start``."""
-        blocks = self._blocklists.get(node.ref)
+    def _table_bytes(self, pos: int, off: int, n: int) -> tuple[bytes, int, int]:
+        """``n`` bytes of the inode table from logical offset ``off`` of the metadata
+        block at ``pos``, and the (block, offset) just after them."""
+        end = self._inode_end
+        parts: list[bytes] = []
+        while n:
+            data, nxt = self._metablock(pos, end)
+            if off < len(data):
+                piece = data[off : off + n]
+                parts.append(piece)
+                n -= len(piece)
+                off += len(piece)
+            if n or off >= len(data):
+                off -= len(data)
+                pos = nxt
+        return b"".join(parts), pos, off
+
+    def _chunk_sizes(self, node: Inode, raw: bytes) -> tuple[array, array]:
+        """A chunk's size words and their block sizes (the words without the flag)."""
+        words = S.u32_array(raw, "block list", node.ref)
+        masked = bytearray(raw)
+        masked[3::4] = raw[3::4].translate(_CLEAR_BIT0)
+        sizes = S.u32_array(bytes(masked), "block list", node.ref)
+        if masked.count(0) != len(masked) and max(sizes) > self._block_size:
+            raise FormatError(f"squashfs: inode {node.ref:#x} has a block over block_size")
+        return words, sizes
+
+    def _index(self, node: Inode) -> tuple[array, array, array]:
+        """Per chunk of a file's block list: metadata block and offset of its first
+        word, and data offset (from ``blocks_start``) of its first block; the last
+        data offset is where the file's data ends. Built by one pass over the list
+        holding one chunk at a time; checks every size."""
+        if node._nblocks <= _CHUNK_BLOCKS:
+            # One chunk: nothing to index (its blocks are checked when loaded).
+            return array("Q", [node._tail_pos]), array("Q", [node._tail_offset]), array("Q", [0])
+        index = self._chunk_index.get(node.ref)
+        if index is not None:
+            return index
+        positions, offsets, starts = array("Q"), array("Q"), array("Q", [0])
+        pos, off, total = node._tail_pos, node._tail_offset, 0
+        room = self._bytes_used - node._blocks_start
+        left = node._nblocks
+        while left:
+            count = min(left, _CHUNK_BLOCKS)
+            positions.append(pos)
+            offsets.append(off)
+            raw, pos, off = self._table_bytes(pos, off, count * S.BLOCK_SIZE_WORD.size)
+            if raw.count(0) != len(raw):  # an all-sparse chunk adds nothing
+                total += sum(self._chunk_sizes(node, raw)[1])
+                if total > room:
+                    raise FormatError(f"squashfs: inode {node.ref:#x} data runs past the image")
+            starts.append(total)
+            left -= count
+        index = (positions, offsets, starts)
+        self._chunk_index.put(node.ref, index)
+        return index
+
+    def _block_chunk(self, node: Inode, chunk: int) -> tuple[array, array]:
+        """Size words of blocks ``chunk * _CHUNK_BLOCKS`` onwards (one chunk) and each
+        block's offset from ``blocks_start`` (one more entry: the chunk's end)."""
+        key = (node.ref, chunk)
+        blocks = self._blocklists.get(key)
         if blocks is None:
-            n = node._nblocks
-            cur = _Cursor(self, self._inode_end, node._tail_pos, node._tail_offset)
-            words = S.u32_array(cur.take(S.BLOCK_SIZE_WORD.size * n), "block list", node.ref)
-            sizes = [w & S.DATA_SIZE_MASK for w in words]
-            if sizes and max(sizes) > self._block_size:
-                raise FormatError(f"squashfs: inode {node.ref:#x} has a block over block_size")
-            starts = array("Q", accumulate(sizes, initial=0))
-            if node._blocks_start + starts[-1] > self._bytes_used:
+            positions, offsets, starts = self._index(node)
+            count = min(node._nblocks - chunk * _CHUNK_BLOCKS, _CHUNK_BLOCKS)
+            raw, _, _ = self._table_bytes(
+                positions[chunk], offsets[chunk], count * S.BLOCK_SIZE_WORD.size
+            )
+            words, sizes = self._chunk_sizes(node, raw)
+            offs = array("Q", accumulate(sizes, initial=starts[chunk]))
+            if node._blocks_start + offs[-1] > self._bytes_used:
                 raise FormatError(f"squashfs: inode {node.ref:#x} data runs past the image")
-            blocks = (words, starts)
-            self._blocklists.put(node.ref, blocks)
+            blocks = (words, offs)
+            self._blocklists.put(key, blocks)
         return blocks
+
+    def data_ranges(self, inode: Inode) -> Iterator[tuple[int, int]]:
+        """The byte ranges ``[start, end)`` of a regular file that hold data, in order
+        and merged; the rest of the file is holes (sparse blocks), read as zeros."""
+        if inode.kind != "file":
+            raise PathError(errno.EINVAL, f"<inode {inode.number}>", "not a regular file")
+        log = self._block_log
+        size = inode.size
+        nblocks = inode._nblocks
+        run: list[int] = []  # [start, end] of the range being merged
+        starts = self._index(inode)[2] if nblocks > _CHUNK_BLOCKS else None
+        for chunk in range(-(-nblocks // _CHUNK_BLOCKS)):
+            if starts is not None and starts[chunk] == starts[chunk + 1]:
+                continue  # all sparse
+            words, _ = self._block_chunk(inode, chunk)
+            first = chunk * _CHUNK_BLOCKS
+            for i, word in enumerate(words, first):
+                if not word & S.DATA_SIZE_MASK:
+                    continue
+                a, b = i << log, min((i + 1) << log, size)
+                if run and run[1] == a:
+                    run[1] = b
+                else:
+                    if run:
+                        yield run[0], run[1]
+                    run = [a, b]
+        if inode._fragment != _NO_FRAGMENT and size > nblocks << log:
+            a = nblocks << log
+            if run and run[1] == a:
+                run[1] = size
+            else:
+                if run:
+                    yield run[0], run[1]
+                run = [a, size]
+        if run:
+            yield run[0], run[1]
 
     # --- directories -------------------------------------------------------------
 
@@ -760,7 +876,6 @@ class SquashfsReader:
         end = min(offset + length, size)
         if offset >= end:
             return b""
-        words, starts = self._block_list(inode)
         log = self._block_log
         nblocks = inode._nblocks
         first = offset >> log
@@ -768,34 +883,44 @@ class SquashfsReader:
         pieces: list[bytes] = []
         if first < nblocks:
             top = min(last, nblocks - 1)
-            lo = starts[first]
-            hi = starts[top + 1]
-            # The blocks are contiguous on disk: fetch them with one read.
+            # The blocks are contiguous on disk: fetch them with one read. Only
+            # the chunks of the block list that cover [first, top] are loaded.
+            chunk = first // _CHUNK_BLOCKS
+            words, starts = self._block_chunk(inode, chunk)
+            base = chunk * _CHUNK_BLOCKS
+            lo = starts[first - base]
+            top_chunk = top // _CHUNK_BLOCKS
+            top_starts = starts if top_chunk == chunk else self._block_chunk(inode, top_chunk)[1]
+            hi = top_starts[top - top_chunk * _CHUNK_BLOCKS + 1]
             raw = self._source.read(inode._blocks_start + lo, hi - lo) if hi > lo else b""
             view = memoryview(raw)
             full = inode._fragment != _NO_FRAGMENT
             bs = self._block_size
             decompress = self._decompress
             for i in range(first, top + 1):
+                if i - base >= _CHUNK_BLOCKS:
+                    chunk += 1
+                    base = chunk * _CHUNK_BLOCKS
+                    words, starts = self._block_chunk(inode, chunk)
                 # Every block is full except a last one not followed by a fragment.
                 expect = bs if full or i + 1 < nblocks else size - (i << log)
-                word = words[i]
-                n = word & S.DATA_SIZE_MASK
-                if n == 0:  # sparse block
-                    block = bytes(expect)
-                else:
-                    a = starts[i] - lo
-                    if word & S.DATA_UNCOMPRESSED:
-                        block = raw[a : a + n]
-                    else:
-                        block = decompress(view[a : a + n], expect)
-                    if len(block) != expect:
-                        raise FormatError(
-                            f"squashfs: block {i} of inode {inode.ref:#x} has "
-                            f"{len(block)} bytes, expected {expect}"
-                        )
                 b0 = offset - (i << log) if i == first else 0
                 b1 = end - (i << log) if i == last else expect
+                word = words[i - base]
+                n = word & S.DATA_SIZE_MASK
+                if n == 0:  # sparse block: only the zeros the caller asked for
+                    pieces.append(bytes(b1 - b0))
+                    continue
+                a = starts[i - base] - lo
+                if word & S.DATA_UNCOMPRESSED:
+                    block = raw[a : a + n]
+                else:
+                    block = decompress(view[a : a + n], expect)
+                if len(block) != expect:
+                    raise FormatError(
+                        f"squashfs: block {i} of inode {inode.ref:#x} has "
+                        f"{len(block)} bytes, expected {expect}"
+                    )
                 pieces.append(block if b0 == 0 and b1 == expect else block[b0:b1])
         if last >= nblocks:
             frag = self._fragment_block(inode._fragment)
@@ -870,6 +995,12 @@ class SquashfsReader:
         if pairs > _MAX_XATTRS:
             raise FormatError(f"squashfs: xattr list {idx} has {pairs} entries")
         out: dict[str, bytes] = {}
+        # What one call materialises is budgeted by real size: names as
+        # listxattr returns them, values with every out-of-line reference counted
+        # at its value's size (many keys may share one 64 KiB value). Values met
+        # again are shared, not read again.
+        names = values = 0
+        shared: dict[int, bytes] = {}
         for _ in range(pairs):
             buf = cur.need(S.XATTR_ENTRY.size)
             ktype, ksize = S.XATTR_ENTRY.unpack(buf, cur.off, "xattr table", idx)
@@ -877,6 +1008,11 @@ class SquashfsReader:
             prefix = S.XATTR_PREFIXES.get(ktype & 0xFF)
             if prefix is None:
                 raise FormatError(f"squashfs: unknown xattr namespace {ktype & 0xFF}")
+            names += len(prefix) + ksize + 1
+            if names > _MAX_XATTR_NAMES:
+                raise PathError(
+                    errno.E2BIG, f"<inode {inode.number}>", f"xattr names of list {idx} too long"
+                )
             key = cur.take(ksize)
             buf = cur.need(S.XATTR_VALUE.size)
             (vsize,) = S.XATTR_VALUE.unpack(buf, cur.off, "xattr table", idx)
@@ -889,12 +1025,20 @@ class SquashfsReader:
                 if vsize != 8:
                     raise FormatError(f"squashfs: bad out-of-line xattr in list {idx}")
                 (vref,) = S.XATTR_VALUE_REF.unpack(value, 0, "xattr table", idx)
-                far = _Cursor(self, kv_end, kv_start + (vref >> 16), vref & 0xFFFF)
-                buf = far.need(S.XATTR_VALUE.size)
-                (vsize,) = S.XATTR_VALUE.unpack(buf, far.off, "xattr table", idx)
-                far.off += S.XATTR_VALUE.size
-                if vsize > _MAX_XATTR_VALUE:
-                    raise FormatError(f"squashfs: xattr value in list {idx} is too large")
-                value = far.take(vsize)
+                hit = shared.get(vref)
+                if hit is None:
+                    far = _Cursor(self, kv_end, kv_start + (vref >> 16), vref & 0xFFFF)
+                    buf = far.need(S.XATTR_VALUE.size)
+                    (vsize,) = S.XATTR_VALUE.unpack(buf, far.off, "xattr table", idx)
+                    far.off += S.XATTR_VALUE.size
+                    if vsize > _MAX_XATTR_VALUE:
+                        raise FormatError(f"squashfs: xattr value in list {idx} is too large")
+                    if values + vsize > _MAX_XATTR_BYTES:
+                        raise FormatError(f"squashfs: xattr values of list {idx} are too large")
+                    hit = shared[vref] = far.take(vsize)
+                value = hit
+            values += len(value)
+            if values > _MAX_XATTR_BYTES:
+                raise FormatError(f"squashfs: xattr values of list {idx} are too large")
             out[prefix + key.decode("utf-8", "surrogateescape")] = value
         return out
