@@ -13,10 +13,15 @@ Slow tests are skipped unless asked for: ``pytest --run-slow`` (everything) or
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
+from appimg.format import keys
+from appimg.format.image import Image
+
+from .forge import break_signature, rewrite_signatures
 from .helpers import HELLO, appimg
 
 NOT_ROOT = "needs root (CI runs the suite as root)"
@@ -56,4 +61,28 @@ def hello_image(tmp_path_factory: pytest.TempPathFactory, keypair: tuple[Path, P
     """The example app, packed and signed once per session. Tests must not modify it."""
     out = tmp_path_factory.mktemp("hello") / "Hello.appimg"
     appimg("pack", HELLO, "-o", out, "--sign", keypair[0])
+    return out
+
+
+@pytest.fixture(scope="session")
+def signature_images(
+    tmp_path_factory: pytest.TempPathFactory, keypair: tuple[Path, Path]
+) -> dict[str, Path]:
+    """unsigned, signed (by ``keypair``), other (by a second key), invalid (a broken
+    signature by ``keypair``'s key), mixed (a valid one by ``keypair`` and a broken one)."""
+    base = tmp_path_factory.mktemp("trust")
+    other_key = base / "other.key"
+    appimg("keygen", "-o", other_key)
+    out = {name: base / f"{name}.appimg" for name in ("unsigned", "signed", "other")}
+    appimg("pack", HELLO, "-o", out["unsigned"])
+    appimg("pack", HELLO, "-o", out["signed"], "--sign", keypair[0])
+    appimg("pack", HELLO, "-o", out["other"], "--sign", other_key)
+    out["invalid"] = Path(shutil.copy(out["signed"], base / "invalid.appimg"))
+    rewrite_signatures(out["invalid"], break_signature)
+    out["mixed"] = base / "mixed.appimg"
+    appimg("pack", HELLO, "-o", out["mixed"], "--sign", keypair[0], "--sign", other_key)
+    with Image.open(out["mixed"]) as opened:
+        ids = [s["key_id"] for s in opened.signature_block.signatures]
+    other_id = keys.key_id(keys.load_public(other_key))
+    rewrite_signatures(out["mixed"], lambda b: break_signature(b, ids.index(other_id)))
     return out

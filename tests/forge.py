@@ -6,13 +6,17 @@ comes after them (manifest, squashfs), the way a malicious but signed image woul
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from appimg.format import canonical, packer
+from appimg.format.image import Image
 
 
 def forge(
@@ -53,3 +57,21 @@ def payload_of(image: Path) -> bytes:
 
 def loose_json(value: Any) -> bytes:
     return json.dumps(value).encode()
+
+
+def rewrite_signatures(image: Path, change: object) -> None:
+    """Rewrite the signature partition in place after ``change(block)`` edited it."""
+    with Image.open(image) as opened:
+        block = opened.signature_block
+        offset = opened.partition("appimg-signature").offset
+    change(block)  # type: ignore[operator]
+    with open(image, "r+b") as handle:
+        handle.seek(offset)
+        handle.write(block.encode())
+
+
+def break_signature(block: object, index: int = 0) -> None:
+    """Replace a signature by a well-formed one over other bytes: well-formed, invalid."""
+    other = Ed25519PrivateKey.generate()
+    entry = block.signatures[index]  # type: ignore[attr-defined]
+    entry["signature"] = base64.b64encode(other.sign(b"something else")).decode()

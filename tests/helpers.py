@@ -192,3 +192,16 @@ def png(width: int, height: int | None = None, padding: int = 0) -> bytes:
         + chunk(b"IDAT", idat)
         + chunk(b"IEND", b"")
     )
+
+
+def pack_small_image(base: Path) -> Path:
+    """A small image with a text file, a binary file in a directory and a relative
+    symlink, gzip with 4 KiB blocks (many small blocks): the fuzzers' starting point."""
+    tree = write_app(base / "tree")
+    (tree / "a.txt").write_text("alpha\n" * 100)
+    (tree / "d").mkdir()
+    (tree / "d" / "b.bin").write_bytes(bytes(range(256)) * 600)
+    os.symlink("../a.txt", tree / "d" / "link")
+    image = base / "small.appimg"
+    appimg("pack", tree, "-o", image, "--compression", "gzip", "--block-size", "4K")
+    return image

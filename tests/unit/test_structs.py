@@ -25,7 +25,7 @@ from appimg.format.image import Image
 from appimg.format.squashfs import structs as squashfs
 from appimg.format.verity import structs as verity
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MODULES = (container, verity, squashfs)
 
 #: Every construct Struct the three struct modules define, by qualified name.

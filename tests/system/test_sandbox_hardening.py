@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import appimg
-from .users import (
+from ..helpers import appimg
+from ..users import (
     allow_fuse_for_users,
     appimg_as,
     ensure_user,

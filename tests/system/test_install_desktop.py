@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from .helpers import FIXTURES
+from ..helpers import FIXTURES
+from ..users import appimg_as, ensure_user, run_as, user_env, user_tmpdir
 from .test_install_store import home_snapshot, make_app, pack, store_dir
-from .users import appimg_as, ensure_user, run_as, user_env, user_tmpdir
 
 pytestmark = pytest.mark.root
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import appimg, assert_one_line_error
+from ..helpers import appimg, assert_one_line_error
 from .test_install_store import home_env, make_app, pack, store_dir
 
 

@@ -10,7 +10,7 @@ SquashFS 4.0 writer (gzip, one directory listing block, no fragments).
 
 The fuzz test runs a fixed, derandomized set of examples by default (a few
 seconds in CI); ``APPIMG_FUZZ_EXAMPLES=N`` runs N examples instead (for
-example ``APPIMG_FUZZ_EXAMPLES=20000 pytest tests/test_hostile_payload.py -k fuzz``).
+example ``APPIMG_FUZZ_EXAMPLES=20000 pytest tests/system/test_hostile_payload.py -k fuzz``).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from hypothesis import strategies as st
 from appimg.errors import AppimgError
 from appimg.format.image import Image
 
-from .forge import forge, payload_of
-from .helpers import appimg, assert_one_line_error, write_app
+from ..forge import forge, payload_of
+from ..helpers import appimg, assert_one_line_error, pack_small_image, write_app
 
 #: Address-space cap for processes reading hostile payloads.
 MEMORY_LIMIT = 256 << 20
@@ -353,15 +353,7 @@ FUZZ_EXAMPLES = int(os.environ.get("APPIMG_FUZZ_EXAMPLES", "60"))
 
 @pytest.fixture(scope="module")
 def fuzz_payload(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    base = tmp_path_factory.mktemp("fuzz")
-    tree = write_app(base / "tree")
-    (tree / "a.txt").write_text("alpha\n" * 100)
-    (tree / "d").mkdir()
-    (tree / "d" / "b.bin").write_bytes(bytes(range(256)) * 600)
-    os.symlink("../a.txt", tree / "d" / "link")
-    image = base / "small.appimg"
-    appimg("pack", tree, "-o", image, "--compression", "gzip", "--block-size", "4K")
-    return payload_of(image)
+    return payload_of(pack_small_image(tmp_path_factory.mktemp("fuzz")))
 
 
 def _read_all(path: Path) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from appimg.cli import make_parser, options
 from appimg.cli.commands import COMMANDS
 
-from .helpers import appimg, assert_one_line_error
+from ..helpers import appimg, assert_one_line_error
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

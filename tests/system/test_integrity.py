@@ -13,7 +13,7 @@ from appimg.format.image import Image
 from appimg.host.dirs import UserDirs
 from appimg.services.verify import verify
 
-from .helpers import appimg, assert_one_line_error, write_app
+from ..helpers import appimg, assert_one_line_error, write_app
 
 DIRS = UserDirs(Path("/nonexistent"))
 REGIONS = ("head", "appimg-manifest", "appimg-verity", "appimg-signature", "tail")

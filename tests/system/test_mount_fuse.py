@@ -27,8 +27,8 @@ from appimg.errors import PolicyError
 from appimg.host.dirs import UserDirs
 from appimg.services.mount import daemon, manager, state, table
 
-from .helpers import appimg, assert_one_line_error, make_rich_tree, relax_readonly
-from .users import (
+from ..helpers import appimg, assert_one_line_error, make_rich_tree, relax_readonly
+from ..users import (
     allow_fuse_for_users,
     appimg_as,
     ensure_user,

@@ -25,7 +25,7 @@ from appimg.host.rules import Rule
 from appimg.host.whitelist import covers
 from appimg.services.view import APP, HOST, SYNTH, View
 
-from .helpers import appimg
+from ..helpers import appimg
 
 # -- an in-memory stand-in for SquashfsReader --------------------------------------------
 

@@ -1,6 +1,6 @@
 """The per-user store through the real CLI (spec/xdg-index.md): trust policy, hostile
 images, update and rollback, conflicts, listing. Runs as root with a private HOME; the
-non-root desktop path is tests/test_install_desktop.py.
+non-root desktop path is tests/system/test_install_desktop.py.
 
 The helpers at the top (packing, store snapshots, the consistency check) are shared
 by the other test_install_* and test_xdg_* modules.
@@ -8,7 +8,6 @@ by the other test_install_* and test_xdg_* modules.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from .helpers import FIXTURES, HELLO, appimg, assert_one_line_error, png
+from ..helpers import FIXTURES, HELLO, appimg, assert_one_line_error, png
 
 #: Variables the tests control; empty means "unset" for the XDG base directory rules.
 CLEAN_XDG = {
@@ -209,21 +208,12 @@ def test_untrusted_with_trust_flag_and_unsigned_with_allow(
     assert result["signature"] == {"state": "unsigned", "key_ids": []}
 
 
-def test_invalid_signature_is_refused_even_when_allowed(tmp_path: Path, hello_image: Path) -> None:
-    from appimg.format import keys
-    from appimg.format.image import Image
-
-    image = shutil.copy(hello_image, tmp_path / "Tampered.appimg")
-    with Image.open(image) as opened:
-        block = opened.signature_block
-        offset = opened.partition("appimg-signature").offset
-    other = keys.generate(tmp_path / "other.key")
-    block.signatures[0]["signature"] = base64.b64encode(other.sign(b"something else")).decode()
-    with open(image, "r+b") as handle:
-        handle.seek(offset)
-        handle.write(block.encode())
+def test_invalid_signature_is_refused_even_when_allowed(
+    tmp_path: Path, signature_images: dict[str, Path]
+) -> None:
     env = home_env(tmp_path / "home")
-    result = appimg("install", image, "--trust", "--allow-unsigned", env=env, check=False)
+    result = appimg("install", signature_images["invalid"], "--trust", "--allow-unsigned",
+                    env=env, check=False)  # fmt: skip
     assert_one_line_error(result)
     assert result.returncode == 5 and "invalid signature" in result.stderr
     assert not store_dir(tmp_path / "home").exists()

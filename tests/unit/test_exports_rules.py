@@ -21,7 +21,7 @@ from appimg.services.exports.plan import (
 from appimg.services.exports.xmlcheck import root_element
 from appimg.services.xdgpath.apps import WANTED
 
-from .helpers import FIXTURES, png
+from ..helpers import FIXTURES, png
 
 MANIFEST = {
     "id": "org.example.App",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import appimg
+from ..helpers import appimg
 
 
 def _info(image: Path) -> dict:
@@ -59,7 +59,7 @@ def _cut(image: Path, part: dict, dest: Path) -> Path:
 
 def test_veritysetup_verify_accepts_the_tree(tmp_path: Path) -> None:
     # A payload big enough for a multi-level tree.
-    from .helpers import write_app
+    from ..helpers import write_app
 
     tree = write_app(tmp_path / "tree")
     (tree / "blob").write_bytes(os.urandom(2 << 20))

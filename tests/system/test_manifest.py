@@ -12,7 +12,7 @@ from appimg.errors import FormatError
 from appimg.format import canonical
 from appimg.format.manifest import compile_manifest, validate
 
-from .helpers import HELLO, ROOT, appimg, assert_one_line_error, write_app
+from ..helpers import HELLO, ROOT, appimg, assert_one_line_error, write_app
 
 SCHEMA = json.loads((ROOT / "spec" / "manifest.schema.json").read_text())
 

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from appimg.errors import AppimgError
 from appimg.format.image import Image
 
-from .forge import forge, payload_of
-from .helpers import appimg, assert_one_line_error, write_app
+from ..forge import forge, payload_of
+from ..helpers import appimg, assert_one_line_error, pack_small_image, write_app
 
 #: Address-space cap for the CLI under hostile input: allocations must stay bounded.
 MEMORY_LIMIT = 1 << 30
@@ -215,15 +215,7 @@ def _read_everything(path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def small_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("mut")
-    tree = write_app(base / "tree")
-    (tree / "a.txt").write_text("alpha\n" * 100)
-    (tree / "d").mkdir()
-    (tree / "d" / "b.bin").write_bytes(bytes(range(256)) * 600)
-    os.symlink("../a.txt", tree / "d" / "link")
-    image = base / "small.appimg"
-    appimg("pack", tree, "-o", image, "--compression", "gzip", "--block-size", "4K")
-    return image
+    return pack_small_image(tmp_path_factory.mktemp("mut"))
 
 
 FIXTURE_CHECK = HealthCheck.function_scoped_fixture

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "appimg"
+PACKAGE = Path(__file__).resolve().parents[2] / "appimg"
 
 #: A module of the key layer must import nothing from the listed layers.
 FORBIDDEN = {

@@ -10,7 +10,7 @@ from PySquashfsImage import SquashFsImage
 
 from appimg.format.image import Image
 
-from .helpers import appimg, make_rich_tree, relax_readonly, snapshot
+from ..helpers import appimg, make_rich_tree, relax_readonly, snapshot
 
 
 @pytest.fixture(scope="module")

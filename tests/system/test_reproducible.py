@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .helpers import appimg, make_rich_tree, relax_readonly
+from ..helpers import appimg, make_rich_tree, relax_readonly
 
 
 def _touch_all(root: Path, when: int) -> None:

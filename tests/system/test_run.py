@@ -14,9 +14,9 @@ import pytest
 
 from appimg.format.image import Image
 
-from .forge import forge, payload_of
-from .helpers import appimg, assert_one_line_error
-from .users import (
+from ..forge import forge, payload_of
+from ..helpers import appimg, assert_one_line_error
+from ..users import (
     allow_fuse_for_users,
     appimg_as,
     ensure_user,

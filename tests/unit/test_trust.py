@@ -1,0 +1,98 @@
+"""Trust decided in one place: the trust store and the one rule every command applies
+(spec/format.md §12, spec/xdg-index.md §4, spec/overlay-rules.md §8, spec/run.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from appimg.errors import PolicyError, SignatureError, UsageError
+from appimg.format import keys
+from appimg.format.image import Image
+from appimg.host.dirs import UserDirs
+from appimg.host.trust import (
+    ACCEPTED,
+    PINNED,
+    TRUSTED,
+    UNSIGNED,
+    add_trusted,
+    decide,
+    list_trusted,
+    load_trusted,
+    remove_trusted,
+)
+
+
+@pytest.fixture()
+def trusting(tmp_path: Path, keypair: tuple[Path, Path]) -> UserDirs:
+    """A user whose trust store holds ``keypair``'s public key."""
+    dirs = UserDirs(tmp_path / "home")
+    add_trusted(dirs, keypair[1])
+    return dirs
+
+
+# -- the rule ---------------------------------------------------------------------------------
+
+
+def test_trusted_key_gives_trusted(signature_images: dict[str, Path], trusting: UserDirs) -> None:
+    with Image.open(signature_images["signed"]) as image:
+        verdict = decide(image, trusting)
+    assert verdict.state == TRUSTED and verdict.warning == ""
+    assert verdict.to_json() == {"state": TRUSTED, "key_ids": verdict.key_ids}
+    assert [s.trusted for s in verdict.statuses] == [True]
+
+
+def test_untrusted_key_needs_consent(signature_images: dict[str, Path], tmp_path: Path) -> None:
+    nobody = UserDirs(tmp_path / "nobody")
+    with Image.open(signature_images["signed"]) as image:
+        with pytest.raises(PolicyError, match=r"not a trusted key.*--trust"):
+            decide(image, nobody, untrusted_flag="--trust")
+        accepted = decide(image, nobody, allow_untrusted=True)
+        assert accepted.state == ACCEPTED and "--allow-untrusted" in accepted.warning
+        pinned = decide(image, nobody, pinned=accepted.key_ids)
+        assert pinned.state == PINNED and pinned.key_ids == accepted.key_ids
+
+
+def test_unsigned_needs_consent(signature_images: dict[str, Path], tmp_path: Path) -> None:
+    with Image.open(signature_images["unsigned"]) as image:
+        with pytest.raises(PolicyError, match=r"not signed.*--allow-unsigned"):
+            decide(image, UserDirs(tmp_path), allow_untrusted=True)
+        verdict = decide(image, UserDirs(tmp_path), allow_unsigned=True)
+    assert verdict.state == UNSIGNED and verdict.key_ids == [] and "unsigned" in verdict.warning
+
+
+@pytest.mark.parametrize("name", ["invalid", "mixed"])
+def test_broken_signature_is_refused_whatever_is_allowed(
+    signature_images: dict[str, Path], trusting: UserDirs, keypair: tuple[Path, Path], name: str
+) -> None:
+    kid = keys.key_id(keys.load_public(keypair[1]))
+    with Image.open(signature_images[name]) as image:
+        for allow in (False, True):
+            with pytest.raises(SignatureError, match="invalid signature"):
+                decide(image, trusting, allow_unsigned=allow, allow_untrusted=allow,
+                       pinned=[kid])  # fmt: skip
+
+
+# -- the trust store ------------------------------------------------------------------------------
+
+
+def test_trust_store_add_list_remove(tmp_path: Path, keypair: tuple[Path, Path]) -> None:
+    dirs = UserDirs(tmp_path / "home")
+    kid = keys.key_id(keys.load_public(keypair[1]))
+    assert load_trusted(dirs).keys().isdisjoint({kid})
+    added, path, new = add_trusted(dirs, keypair[0])  # a private key file trusts its public half
+    assert (added, new) == (kid, True)
+    assert path == dirs.config_home / "appimg" / "trusted-keys" / f"{kid}.pub"
+    assert add_trusted(dirs, keypair[1])[2] is False
+    (path.parent / "junk.pub").write_text("not a key")
+    rows = {row["file"]: row for row in list_trusted(dirs) if row["scope"] == "user"}
+    assert rows[str(path)]["key_id"] == kid
+    assert rows[str(path.parent / "junk.pub")]["key_id"] is None
+    assert set(load_trusted(dirs)) >= {kid}  # the unreadable file trusts nothing, breaks nothing
+    with pytest.raises(UsageError, match="at least 8"):
+        remove_trusted(dirs, kid[:4])
+    assert remove_trusted(dirs, kid[:8]) == [path]
+    assert kid not in load_trusted(dirs)
+    with pytest.raises(UsageError, match="no trusted key"):
+        remove_trusted(dirs, kid)
