@@ -37,6 +37,11 @@ from appimg.host.rules import Rule
 from appimg.services.mount.table import is_mountpoint
 from appimg.services.view import APP, HOST, View
 
+#: Every mount this backend makes: a setuid file or a device node in a (signed but
+#: hostile) payload must not give its powers to whoever runs or opens it. overlayfs
+#: and bind mounts do not inherit these flags from the mounts below them.
+MOUNT_FLAGS = "nosuid,nodev"
+
 #: Characters that overlayfs' option parser or mount(8) would read specially.
 _UNSAFE = (":", ",", "\\", "\n", "=")
 
@@ -236,7 +241,7 @@ def mount(
                 "the kernel does not verify later reads"
             )
         details["loops"] = loops
-        opts = "ro,nodev,nosuid"
+        opts = f"ro,{MOUNT_FLAGS}"
         if not layout.mounts and not layout.skeleton:
             _run(["mount", "-t", "squashfs", "-o", opts, source, str(mountpoint)])
             undo.push(["umount", "-l", str(mountpoint)])
@@ -251,16 +256,16 @@ def mount(
             if layout.skeleton:
                 skel = workdir / "skeleton"
                 skel.mkdir(exist_ok=True)
-                _run(["mount", "-t", "tmpfs", "-o", "mode=0755,size=1m,nodev,nosuid", "tmpfs",
+                _run(["mount", "-t", "tmpfs", "-o", f"mode=0755,size=1m,{MOUNT_FLAGS}", "tmpfs",
                       str(skel)])  # fmt: skip
                 undo.push(["umount", "-l", str(skel)])
                 details["helper_mounts"].append(str(skel))
                 _populate(skel, layout.skeleton, view.reader.root)
-                _run(["mount", "-o", "remount,ro", str(skel)])
+                _run(["mount", "-o", f"remount,ro,{MOUNT_FLAGS}", str(skel)])
                 _run(["mount", "-t", "overlay", "overlay", "-o",
-                      f"ro,lowerdir={skel}:{app}", str(mountpoint)])  # fmt: skip
+                      f"ro,{MOUNT_FLAGS},lowerdir={skel}:{app}", str(mountpoint)])  # fmt: skip
             else:
-                _run(["mount", "--bind", "-o", "ro", top, str(mountpoint)])
+                _run(["mount", "--bind", "-o", f"ro,{MOUNT_FLAGS}", top, str(mountpoint)])
             undo.push(["umount", "-l", "-R", str(mountpoint)])
             for kind, at, spec in layout.mounts:
                 target = str(mountpoint) + at
@@ -269,7 +274,7 @@ def mount(
                 else:
                     lowers = [str(app) + at if src == "app" else path for src, path in spec]
                     _run(["mount", "-t", "overlay", "overlay", "-o",
-                          "ro,lowerdir=" + ":".join(lowers), target])  # fmt: skip
+                          f"ro,{MOUNT_FLAGS},lowerdir=" + ":".join(lowers), target])  # fmt: skip
         # From here on the kernel frees the devices with the last unmount.
         for dev in loops:
             _run(["losetup", "-d", dev])
@@ -290,7 +295,8 @@ def _bind_host(host_path: str, target: str) -> None:
 
     fd = HostFS()._open(host_path, os.O_PATH)
     try:
-        _run(["mount", "--bind", "-o", "ro", f"/proc/self/fd/{fd}", target], pass_fds=(fd,))
+        _run(["mount", "--bind", "-o", f"ro,{MOUNT_FLAGS}", f"/proc/self/fd/{fd}", target],
+             pass_fds=(fd,))  # fmt: skip
     finally:
         os.close(fd)
 
