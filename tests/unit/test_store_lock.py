@@ -151,6 +151,9 @@ def test_non_blocking_acquire_fails_while_held(tmp_path: Path, holders: list[Hol
     lock = StoreLock(StoreLayout(root), blocking=False)
     assert lock.acquire() is False
     assert lock.fd == -1  # nothing held, nothing to release
+    # A busy non-blocking lock never runs the block unlocked.
+    with pytest.raises(StoreError, match="another appimg command"), lock:
+        raise AssertionError("ran without the lock")
     assert first.send("release") == "released"
     assert lock.acquire() is True
     try:

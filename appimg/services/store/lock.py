@@ -73,7 +73,9 @@ class StoreLock:
             self.fd = -1
 
     def __enter__(self) -> StoreLock:
-        self.acquire()
+        # A non-blocking lock that is busy must not run the block as if it held it.
+        if not self.acquire():
+            raise StoreError(f"{self.layout.root}: another appimg command is changing the store")
         return self
 
     def __exit__(self, *exc: object) -> None:
