@@ -9,12 +9,20 @@ which flag would allow more. The rule:
 
 * any invalid signature: refused, :class:`SignatureError` (exit 5), whatever
   was allowed: a broken signature means the image was changed after signing;
+* an image that would replace an installed app (``update``): it must be signed
+  by a key the app is pinned to, whatever the trust store says; an app
+  installed unsigned (pinned to nothing) is replaced only if the user allows
+  unsigned images again, and the new image is then judged as below;
 * a valid signature by a trusted key: ``trusted``;
 * a valid signature by a key the installed app is pinned to: ``pinned``;
 * valid signatures by other keys: ``accepted`` if the user allowed untrusted
   images, else :class:`PolicyError` (exit 6);
 * no signature: ``unsigned`` if the user allowed unsigned images, else
   :class:`PolicyError`.
+
+The verdict also says which pinned keys signed the image (``Verdict.pinned``):
+that, not the id an image claims, decides whether it is the installed app
+(spec/run.md, the data directory).
 """
 
 from __future__ import annotations
@@ -145,13 +153,21 @@ def remove_trusted(dirs: UserDirs, key: str) -> list[Path]:
 class Verdict:
     """Why an image may be used: its ``state`` and the keys that state rests on."""
 
-    __slots__ = ("key_ids", "state", "statuses", "warning")
+    __slots__ = ("key_ids", "pinned", "state", "statuses", "warning")
 
     def __init__(
-        self, state: str, key_ids: list[str], statuses: list[SignatureStatus], warning: str = ""
+        self,
+        state: str,
+        key_ids: list[str],
+        statuses: list[SignatureStatus],
+        warning: str = "",
+        pinned: list[str] | None = None,
     ) -> None:
         self.state = state
+        #: The keys the state rests on; an install or update pins the app to them.
         self.key_ids = key_ids
+        #: The valid signatures' keys the installed app of the same id is pinned to.
+        self.pinned = pinned or []
         #: Every signature's validity and trust, for reports (``verify``).
         self.statuses = statuses
         #: What to tell the user when only their consent let the image in ("" if trusted).
@@ -169,13 +185,17 @@ def decide(
     allow_unsigned: bool = False,
     allow_untrusted: bool = False,
     pinned: Collection[str] = (),
+    replacing: bool = False,
     unsigned_flag: str = "--allow-unsigned",
     untrusted_flag: str = "--allow-untrusted",
 ) -> Verdict:
     """The one trust rule (see the module docstring) for ``image`` on this host.
 
     ``allow_*`` is what the user explicitly allowed; ``*_flag`` names the option
-    that would allow it, for the refusal's hint. Raises SignatureError or PolicyError.
+    that would allow it, for the refusal's hint. ``pinned`` are the keys the
+    installed app of the image's id is pinned to (spec/xdg-index.md §4);
+    ``replacing`` says the image would replace that app (an update), which only
+    a pinned key may sign. Raises SignatureError or PolicyError.
     """
     # Trusted keys are read only for signed images: an unsigned one needs no crypto library.
     statuses = image.signatures(load_trusted(dirs) if image.signature_block.signatures else {})
@@ -184,6 +204,25 @@ def decide(
     if invalid:
         raise SignatureError(
             f"{name}: invalid signature by key {', '.join(invalid)} (modified after signing?)"
+        )
+    ids = sorted(s.key_id for s in statuses)
+    same = [k for k in ids if k in pinned]
+    if replacing and pinned:
+        # Trust says who may publish some app; pinning says who publishes this one.
+        if not same:
+            by = f"signed by {', '.join(ids)}" if ids else "not signed"
+            raise PolicyError(
+                f"{name}: refused: it is {by}, but the installed app is pinned to "
+                f"{', '.join(sorted(pinned))}: an update must be signed by a pinned key "
+                f"(a new key only together with a pinned one)"
+            )
+        # Every key that signed beside a pinned one is vouched for by it: all become pinned.
+        state = TRUSTED if any(s.trusted for s in statuses) else PINNED
+        return Verdict(state, ids, statuses, pinned=same)
+    if replacing and not allow_unsigned:
+        raise PolicyError(
+            f"{name}: refused: the installed app was installed unsigned, so nothing shows "
+            f"this image comes from its publisher (pass {unsigned_flag} to replace it)"
         )
     if not statuses:
         if not allow_unsigned:
@@ -196,11 +235,9 @@ def decide(
         )
     trusted = sorted(s.key_id for s in statuses if s.trusted)
     if trusted:
-        return Verdict(TRUSTED, trusted, statuses)
-    ids = sorted(s.key_id for s in statuses)
-    same = [k for k in ids if k in pinned]
+        return Verdict(TRUSTED, trusted, statuses, pinned=same)
     if same:
-        return Verdict(PINNED, same, statuses)
+        return Verdict(PINNED, same, statuses, pinned=same)
     why = f"it is signed by {', '.join(ids)}, which is not a trusted key"
     if not allow_untrusted:
         raise PolicyError(

@@ -57,7 +57,14 @@ def add_install(commands: Subcommands, name: str, summary: str) -> None:
 
 
 def add_update(commands: Subcommands, name: str, summary: str) -> None:
-    _install_parser(commands, name, summary).set_defaults(func=cmd_update)
+    p = _install_parser(commands, name, summary)
+    p.epilog = (
+        "An update must be signed by a key the app is pinned to (a new key only "
+        "together with a pinned one) and raise the version (spec/xdg-index.md §4)."
+    )
+    p.add_argument("--allow-downgrade", action="store_true",
+                   help="accept an older version than the installed one")  # fmt: skip
+    p.set_defaults(func=cmd_update)
 
 
 def add_uninstall(commands: Subcommands, name: str, summary: str) -> None:
@@ -200,6 +207,7 @@ def _install(args: argparse.Namespace, update: bool) -> int:
     dirs = _dirs()
     outcome = ops.install(dirs, args.file, allow_unsigned=args.allow_unsigned,
                           trust=args.trust, update=update, strict=args.strict,
+                          allow_downgrade=getattr(args, "allow_downgrade", False),
                           program_path=_program_path(), step=step_hook(os.environ))  # fmt: skip
     outcome.notes += placement_notes(dirs, outcome.exported)
     return _report(outcome, args, "updated" if update else "installed")

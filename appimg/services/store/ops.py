@@ -6,7 +6,9 @@ new export files, and hands them to a :class:`.transaction.Transaction`.
 Installing reads only what the O(1) checks, the hash tree and the exported
 files need: the image is copied in the kernel and its payload blocks are
 verified later, when they are read. Signatures are judged by the one trust
-rule, :func:`appimg.host.trust.decide`, on the source and again on the copy.
+rule, :func:`appimg.host.trust.decide`, on the source and again on the copy;
+an update must also be signed by a key the app is pinned to and raise its
+version (:mod:`appimg.format.version`, spec/xdg-index.md §4.1).
 
 The operations take the user's :class:`~appimg.host.dirs.UserDirs` and, since
 rendering an export (also during recovery) names the ``appimg`` launcher, the
@@ -218,13 +220,16 @@ def install(
     allow_unsigned: bool = False,
     trust: bool = False,
     update: bool = False,
+    allow_downgrade: bool = False,
     strict: bool = False,
     program_path: str = "",
     step: StepHook | None = None,
 ) -> Outcome:
     """Install (or, with ``update``, add as the new active version) the image ``source``.
 
-    With ``strict``, a refused export fails the whole operation."""
+    An update must be signed by a key the app is pinned to and raise its version
+    (:func:`check_version`; ``allow_downgrade`` lets it lower it). With ``strict``,
+    a refused export fails the whole operation."""
     from appimg.format.image import Image
     from appimg.host.trust import decide
     from appimg.services.exports.plan import scan_xdg_files
@@ -235,14 +240,18 @@ def install(
     def check_signatures(image: Image, pinned: list[str]) -> dict[str, Any]:
         """The trust rule, as install and update apply it (spec/xdg-index.md §4)."""
         verdict = decide(image, dirs, allow_unsigned=allow_unsigned, allow_untrusted=trust,
-                         pinned=pinned, untrusted_flag="--trust")  # fmt: skip
+                         pinned=pinned, replacing=update,
+                         untrusted_flag="--trust")  # fmt: skip
         return verdict.to_json()
 
     with Image.open(source) as image:  # refuse early, before copying anything
         manifest = image.manifest
         app_id = manifest["id"]
         root_hash = image.verity.root_hash.hex()
-        check_signatures(image, _pinned(StoreLayout.from_dirs(dirs), app_id) if update else [])
+        pinned = _pinned(StoreLayout.from_dirs(dirs), app_id) if update else []
+        if pinned is None:
+            raise UsageError(f"{app_id} is not installed (use appimg install)")
+        check_signatures(image, pinned)
     with locked(dirs, program_path=program_path, step=step) as (layout, step, notes):
         index = index_mod.load(layout)
         existing = index["apps"].get(app_id)
@@ -254,6 +263,9 @@ def install(
             raise UsageError(f"{app_id} {active} is already installed (use appimg update)")
         if existing and any(v["key"] == key for v in existing["versions"]):
             raise UsageError(f"{app_id} {manifest['version']} is already installed")
+        if existing:
+            check_version(app_id, manifest["version"], index_mod.active_version(existing),
+                          allow_downgrade=allow_downgrade)  # fmt: skip
         pinned = existing.get("pinned_keys", []) if existing else []
         rel = f"images/{app_id}/{key}.appimg"
         with Transaction(layout, op, app_id, step, rerenderer(layout, program_path)) as tx:
@@ -361,13 +373,36 @@ def rollback(
 # --- helpers ---------------------------------------------------------------------------------
 
 
+def check_version(app_id: str, new: str, active: dict[str, Any], *,
+                  allow_downgrade: bool) -> None:  # fmt: skip
+    """An update raises the version (spec/xdg-index.md §4.1): the same version with
+    other bytes is always refused, an older one unless ``allow_downgrade``."""
+    from appimg.format.version import compare
+
+    order = compare(new, active["version"])
+    if order == 0:
+        raise PolicyError(f"{app_id} {active['version']} is installed and this image has "
+                          f"the same version ({new}) but other contents: refused "
+                          f"(an update must raise the version)")  # fmt: skip
+    if order < 0 and not allow_downgrade:
+        raise PolicyError(f"{app_id}: refused: version {new} is older than the installed "
+                          f"{active['version']} (pass --allow-downgrade to go back)")  # fmt: skip
+
+
 def _copy(index: index_mod.Index) -> index_mod.Index:
     return json.loads(index_mod.dumps(index))
 
 
-def _pinned(layout: StoreLayout, app_id: str) -> list[str]:
+def _pinned(layout: StoreLayout, app_id: str) -> list[str] | None:
+    """The keys the installed app ``app_id`` is pinned to; None if it is not installed."""
     with contextlib.suppress(StoreError):
         app = index_mod.load(layout)["apps"].get(app_id)
         if app:
             return list(app.get("pinned_keys", []))
-    return []
+    return None
+
+
+def pinned_keys(dirs: UserDirs, app_id: str) -> list[str] | None:
+    """The keys the installed app ``app_id`` is pinned to (empty: installed unsigned);
+    None if it is not installed or the index cannot be read."""
+    return _pinned(StoreLayout.from_dirs(dirs), app_id)
