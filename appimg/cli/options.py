@@ -34,6 +34,7 @@ STRICT = Flag("--strict", "fail if the host refuses any requested host path")
 ALLOW_UNTRUSTED = Flag(
     "--allow-untrusted", "accept an image signed by no trusted key (with a warning)"
 )
+ALLOW_UNSIGNED = Flag("--allow-unsigned", "accept an image with no signature (with a warning)")
 NO_HOST = Flag("--no-host", "grant no host paths: show only the app's own files")
 
 

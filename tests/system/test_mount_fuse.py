@@ -206,7 +206,7 @@ def test_user_mount_matches_the_extracted_tree(
 ) -> None:
     user, env, home = user_setup
     trust(env, keypair[1], owner=user)
-    mounted = appimg_as(user, env, "mount", rich_image)
+    mounted = appimg_as(user, env, "mount", "--allow-unsigned", rich_image)
     stdout, stderr = out(mounted)
     assert mounted.returncode == 0, stderr
     assert "warning" not in stderr  # signed by a trusted key: nothing to warn about
@@ -333,7 +333,7 @@ def test_overlay_rules_as_a_user(tmp_path: Path, user_setup: tuple) -> None:
         image = overlay_image(base, host)
         allow(env, host, owner=user)
 
-        strict = appimg_as(user, env, "mount", "--strict", image)
+        strict = appimg_as(user, env, "mount", "--allow-unsigned", "--strict", image)
         assert strict.returncode == PolicyError.exit_code
         lines = out(strict)[1].strip().splitlines()
         assert len(lines) == 1 and "denied" in lines[0] and f"{host}/denied" in lines[0]
@@ -345,7 +345,7 @@ def test_overlay_rules_as_a_user(tmp_path: Path, user_setup: tuple) -> None:
         assert rules["/via"]["status"] == "unavailable"  # its path goes through a symlink
         assert rules["/under"]["status"] == "granted"
 
-        mounted = appimg_as(user, env, "mount", image)
+        mounted = appimg_as(user, env, "mount", "--allow-unsigned", image)
         stdout, stderr = out(mounted)
         assert mounted.returncode == 0, stderr
         assert f"{host}/denied -> /denied" in stderr and "denied" in stderr
@@ -423,7 +423,7 @@ def test_tampered_block_is_eio_and_the_mount_survives(
     raw[where + 10] ^= 0xFF
     image.write_bytes(bytes(raw))
     trust(root_env, keypair[1])
-    mounted = appimg("mount", image, env=root_env)
+    mounted = appimg("mount", "--allow-unsigned", image, env=root_env)
     assert "warning" not in mounted.stderr  # the signature still verifies: the tree root does
     mnt = Path(mounted.stdout.strip())
     probe = subprocess.run(
@@ -508,7 +508,7 @@ def test_concurrent_readers_and_a_killed_one(
     seconds: float,
 ) -> None:
     image, expected = load_image
-    mnt = Path(appimg("mount", image, env=root_env).stdout.strip())
+    mnt = Path(appimg("mount", "--allow-unsigned", image, env=root_env).stdout.strip())
     expected_file = tmp_path / "expected.json"
     expected_file.write_text(json.dumps(expected))
     readers = [
@@ -537,7 +537,7 @@ def test_busy_umount_is_refused_and_lazy_works(
     load_image: tuple[Path, dict[str, str]], root_env: dict[str, str]
 ) -> None:
     image, expected = load_image
-    mnt = Path(appimg("mount", image, env=root_env).stdout.strip())
+    mnt = Path(appimg("mount", "--allow-unsigned", image, env=root_env).stdout.strip())
     info = manager.list_mounts(UserDirs.from_env(root_env))[0]
     handle = open(mnt / "big" / "1.bin", "rb")  # noqa: SIM115 - held open across the checks
     try:
@@ -565,7 +565,11 @@ def test_trust_decides(
 ) -> None:
     unsigned = pack_app(tmp_path, {"a": b"a"}, name="Unsigned")
     signed = pack_app(tmp_path, {"a": b"a"}, key=keypair[0], name="Signed")
-    warned = appimg("mount", unsigned, env=root_env)
+    # Unsigned is never easier than signed by an unknown key: refused unless allowed.
+    bare = appimg("mount", unsigned, env=root_env, check=False)
+    assert_one_line_error(bare)
+    assert "--allow-unsigned" in bare.stderr and bare.returncode == PolicyError.exit_code
+    warned = appimg("mount", "--allow-unsigned", unsigned, env=root_env)
     assert "warning" in warned.stderr and "unsigned" in warned.stderr
     refused = appimg("mount", signed, env=root_env, check=False)
     assert_one_line_error(refused)
@@ -584,8 +588,8 @@ def test_trust_decides(
 def test_references_reuse_release_and_sigkill(tmp_path: Path, root_env: dict[str, str]) -> None:
     image = pack_app(tmp_path, {"a": b"a"}, name="Refs")
     dirs = UserDirs.from_env(root_env)
-    first = manager.mount_image(image, dirs)
-    second = manager.mount_image(image, dirs)
+    first = manager.mount_image(image, dirs, allow_unsigned=True)
+    second = manager.mount_image(image, dirs, allow_unsigned=True)
     try:
         assert not first.reused and second.reused and first.mountpoint == second.mountpoint
         assert manager.list_mounts(dirs)[0].references == 2
@@ -602,7 +606,7 @@ def test_references_reuse_release_and_sigkill(tmp_path: Path, root_env: dict[str
             "import os, sys, time\n"
             "from appimg.host.dirs import UserDirs\n"
             "from appimg.services.mount.manager import mount_image\n"
-            "info = mount_image(sys.argv[1], UserDirs.from_env(os.environ))\n"
+            "info = mount_image(sys.argv[1], UserDirs.from_env(os.environ), allow_unsigned=True)\n"
             "print(info.mountpoint, flush=True)\n"
             "time.sleep(60)\n"
         ), str(image)],
@@ -618,8 +622,8 @@ def test_references_reuse_release_and_sigkill(tmp_path: Path, root_env: dict[str
 
 def test_persistent_mount_outlives_references(tmp_path: Path, root_env: dict[str, str]) -> None:
     image = pack_app(tmp_path, {"a": b"a"}, name="Persist")
-    with manager.mounted(image, UserDirs.from_env(root_env)) as info:
-        made = appimg("mount", "--json", image, env=root_env)
+    with manager.mounted(image, UserDirs.from_env(root_env), allow_unsigned=True) as info:
+        made = appimg("mount", "--allow-unsigned", "--json", image, env=root_env)
         assert json.loads(made.stdout)["reused"] is True
     time.sleep(4 * daemon.WATCH_INTERVAL)
     assert info.mountpoint in table.mount_table()
@@ -632,16 +636,19 @@ def test_foreground_and_explicit_mountpoint(tmp_path: Path, root_env: dict[str, 
     where = tmp_path / "mnt"
     where.mkdir()
     server = subprocess.Popen(
-        [sys.executable, "-m", "appimg", "mount", "--foreground", str(image), str(where)],
+        [sys.executable, "-m", "appimg", "mount", "--allow-unsigned", "--foreground",
+         str(image), str(where)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=root_env,
     )  # fmt: skip
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == str(where)
         assert (where / "a").read_bytes() == b"hello"
-        again = appimg("mount", image, where, env=root_env)  # the same: reused
+        again = appimg("mount", "--allow-unsigned", image, where, env=root_env)  # the same: reused
         assert again.stdout.strip() == str(where)
         other = pack_app(tmp_path, {"b": b"other"}, name="Other")
-        assert_one_line_error(appimg("mount", other, where, env=root_env, check=False))
+        assert_one_line_error(
+            appimg("mount", "--allow-unsigned", other, where, env=root_env, check=False)
+        )
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=10) == 0
         assert str(where) not in table.mount_table()
@@ -655,6 +662,8 @@ def test_command_errors(tmp_path: Path, root_env: dict[str, str]) -> None:
     assert_one_line_error(appimg("mount", tmp_path / "missing.appimg", env=root_env, check=False))
     image = pack_app(tmp_path, {"a": b"a"}, name="Errs")
     assert_one_line_error(
-        appimg("mount", image, tmp_path / "no-such-dir", env=root_env, check=False)
+        appimg(
+            "mount", "--allow-unsigned", image, tmp_path / "no-such-dir", env=root_env, check=False
+        )
     )
     assert appimg("mounts", env=root_env).stdout.strip() == "no mounted images"

@@ -74,8 +74,8 @@ def both(image: Path, env: dict[str, str], base: Path) -> tuple[Path, Path, str]
     fuse_at, kernel_at = base / "fuse", base / "kernel"
     fuse_at.mkdir()
     kernel_at.mkdir()
-    appimg("mount", "--backend", "fuse", image, fuse_at, env=env)
-    made = appimg("mount", "--backend", "kernel", image, kernel_at, env=env)
+    appimg("mount", "--allow-unsigned", "--backend", "fuse", image, fuse_at, env=env)
+    made = appimg("mount", "--allow-unsigned", "--backend", "kernel", image, kernel_at, env=env)
     return fuse_at, kernel_at, made.stderr
 
 
@@ -152,11 +152,13 @@ def test_kernel_backend_refuses_what_it_cannot_show(env: dict, base: Path) -> No
     allow(env, host)  # denies under/hidden: a hole overlayfs cannot make
     image = pack_app(base, {"a": b"a"}, f'[[host]]\npath = "{host}/under"\nat = "/u"\n',
                      name="Holes")  # fmt: skip
-    refused = appimg("mount", "--backend", "kernel", image, env=env, check=False)
+    refused = appimg(
+        "mount", "--allow-unsigned", "--backend", "kernel", image, env=env, check=False
+    )
     assert_one_line_error(refused)
     assert "cannot show this view" in refused.stderr and "hidden" in refused.stderr
     assert loops_of(image) == ""
-    auto = appimg("mount", "--json", image, env=env)
+    auto = appimg("mount", "--allow-unsigned", "--json", image, env=env)
     assert '"backend": "fuse"' in auto.stdout
     appimg("umount", image, env=env)
 
@@ -178,7 +180,7 @@ def test_whiteout_lookalikes_are_refused() -> None:
 
 def test_reference_counted_kernel_mount(env: dict, base: Path) -> None:
     image = pack_app(base, {"a": b"kernel"}, name="KRefs")
-    info = manager.mount_image(image, UserDirs.from_env(env), backend="kernel")
+    info = manager.mount_image(image, UserDirs.from_env(env), backend="kernel", allow_unsigned=True)
     try:
         assert info.backend == "kernel"
         assert (Path(info.mountpoint) / "a").read_bytes() == b"kernel"
@@ -216,7 +218,7 @@ def test_every_kernel_mount_is_nosuid_nodev(env: dict, base: Path) -> None:
     allow(env, host)
     at = base / "mnt"
     at.mkdir()
-    appimg("mount", "--backend", "kernel", image, at, env=env)
+    appimg("mount", "--allow-unsigned", "--backend", "kernel", image, at, env=env)
     try:
         assert (at / "bin" / "euid").stat().st_mode & stat.S_ISUID  # shown as it is...
         mounts = [line.split() for line in Path("/proc/self/mountinfo").read_text().splitlines()]

@@ -74,33 +74,41 @@ def _fuse_mounts() -> list[str]:
 
 
 def test_run_as_root_passes_args_and_status(box_image: Path) -> None:
-    out = appimg("run", box_image, "--", "args", "two words", "", "quote'd", check=False)
+    out = appimg(
+        "run", "--allow-unsigned", box_image, "--", "args", "two words", "", "quote'd", check=False
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["[two words]", "[]", "[quote'd]"]
-    assert appimg("run", box_image, "--", "exit", "42", check=False).returncode == 42
-    assert "mode=demo" in appimg("run", box_image, "--", "env").stdout
+    assert (
+        appimg("run", "--allow-unsigned", box_image, "--", "exit", "42", check=False).returncode
+        == 42
+    )
+    assert "mode=demo" in appimg("run", "--allow-unsigned", box_image, "--", "env").stdout
     assert not _fuse_mounts()
 
 
 def test_sees_only_granted_host_paths(box_image: Path, tmp_path: Path) -> None:
     env = {"HOME": str(tmp_path / "home")}
-    out = appimg("run", box_image, "--", "look", "/etc/passwd", "/root", "/usr", "/bin/busybox",
+    out = appimg("run", "--allow-unsigned", box_image, "--", "look", "/etc/passwd", "/root",
+                 "/usr", "/bin/busybox",
                  "/proc/self", "/dev/null", "/tmp", env=env).stdout  # fmt: skip
     assert "no /etc/passwd" in out and "no /root" in out and "no /usr" in out
     assert "sees /bin/busybox" in out and "sees /proc/self" in out and "sees /dev/null" in out
 
 
 def test_bad_input(box_image: Path, tmp_path: Path, keypair) -> None:
-    assert_one_line_error(appimg("run", box_image, "--command", "nope", check=False))
+    assert_one_line_error(
+        appimg("run", "--allow-unsigned", box_image, "--command", "nope", check=False)
+    )
     # The packer refuses such manifests, so forge an image whose commands are broken.
     with Image.open(box_image) as image:
         manifest = dict(image.manifest)
     manifest["commands"] = {"broken": "bin/not-exec", "missing": "bin/nothing"}
     forged = forge(tmp_path / "forged.appimg", payload=payload_of(box_image), manifest=manifest)
-    missing = appimg("run", forged, "--command", "missing", check=False)
+    missing = appimg("run", "--allow-unsigned", forged, "--command", "missing", check=False)
     assert_one_line_error(missing)
     assert "missing" in missing.stderr
-    broken = appimg("run", forged, "--command", "broken", check=False)
+    broken = appimg("run", "--allow-unsigned", forged, "--command", "broken", check=False)
     assert_one_line_error(broken)
     assert "not executable" in broken.stderr
     assert_one_line_error(appimg("run", tmp_path / "nothing.appimg", check=False))
@@ -121,15 +129,16 @@ def test_denied_rule_is_reported_and_strict_fails(tmp_path: Path) -> None:
         f.write('[[host]]\npath = "/root"\nat = "/run/host/root"\nmode = "replace"\n')
     image = tmp_path / "denied.appimg"
     appimg("pack", tree, "-o", image)
-    lenient = appimg("run", image, check=False)
+    lenient = appimg("run", "--allow-unsigned", image, check=False)
     assert lenient.returncode == 0
     assert "/root" in lenient.stderr
-    strict = appimg("run", "--strict", image, check=False)
+    strict = appimg("run", "--allow-unsigned", "--strict", image, check=False)
     assert_one_line_error(strict)
 
 
 def test_sigterm_reaches_the_app(box_image: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "appimg", "run", str(box_image), "--", "trap"],
+    proc = subprocess.Popen([sys.executable, "-m", "appimg", "run", "--allow-unsigned",
+                             str(box_image), "--", "trap"],
                             stdout=subprocess.PIPE, text=True)  # fmt: skip
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
@@ -148,7 +157,17 @@ def _wait_no_mounts(timeout: float) -> bool:
 
 
 def test_concurrent_runs_share_one_mount_and_sigkill_cleans_up(box_image: Path) -> None:
-    start = [sys.executable, "-m", "appimg", "run", str(box_image), "--", "sleep", "3"]
+    start = [
+        sys.executable,
+        "-m",
+        "appimg",
+        "run",
+        "--allow-unsigned",
+        str(box_image),
+        "--",
+        "sleep",
+        "3",
+    ]
     first = subprocess.Popen(start, stdout=subprocess.PIPE, text=True)
     second = subprocess.Popen(start, stdout=subprocess.PIPE, text=True)
     assert first.stdout and second.stdout
@@ -203,7 +222,9 @@ def _descendants(pid: int) -> list[int]:
 
 
 @pytest.mark.root
-def test_non_root_user_runs_the_app_and_the_stub(box_image: Path) -> None:
+def test_non_root_user_runs_the_app_and_the_stub(
+    box_image: Path, keypair: tuple[Path, Path]
+) -> None:
     user = ensure_user()
     allow_fuse_for_users()
     home = user_tmpdir(user, "appimg-home-")
@@ -212,14 +233,25 @@ def test_non_root_user_runs_the_app_and_the_stub(box_image: Path) -> None:
     shutil.copyfile(box_image, image)
     os.chown(image, user.pw_uid, user.pw_gid)
     image.chmod(0o755)
-    out = appimg_as(user, env, "run", image, "--", "args", "a b", "c")
+    out = appimg_as(user, env, "run", "--allow-unsigned", image, "--", "args", "a b", "c")
     assert out.returncode == 0, out.stderr
     assert out.stdout.decode().splitlines() == ["[a b]", "[c]"]
-    assert appimg_as(user, env, "run", image, "--", "exit", "42").returncode == 42
+    assert (
+        appimg_as(user, env, "run", "--allow-unsigned", image, "--", "exit", "42").returncode == 42
+    )
     # The data directory persists between runs.
-    assert b"count=1" in appimg_as(user, env, "run", image, "--", "count").stdout
-    assert b"count=2" in appimg_as(user, env, "run", image, "--", "count").stdout
-    assert (home / ".var/appimg/org.example.Box/data/count").read_text().strip() == "2"
+    assert (
+        b"count=1" in appimg_as(user, env, "run", "--allow-unsigned", image, "--", "count").stdout
+    )
+    assert (
+        b"count=2" in appimg_as(user, env, "run", "--allow-unsigned", image, "--", "count").stdout
+    )
+    # Unsigned and not installed: a directory of its own image, never the app id's.
+    with Image.open(image) as opened:
+        root = opened.verity.root_hash.hex()
+    count = home / f".var/appimg/org.example.Box@unsigned-{root[:16]}/data/count"
+    assert count.read_text().strip() == "2"
+    assert not (home / ".var/appimg/org.example.Box").exists()
     # ./image runs through the sh stub, with appimg found on PATH.
     launcher = Path(user_tmpdir(user)) / "bin"
     launcher.mkdir()
@@ -228,6 +260,15 @@ def test_non_root_user_runs_the_app_and_the_stub(box_image: Path) -> None:
     )
     (launcher / "appimg").chmod(0o755)
     env_stub = {**env, "PATH": f"{launcher}:{env['PATH']}"}
+    # The stub passes no trust flag: an unsigned image is refused like by `appimg run`.
+    refused = run_as(user, [str(image), "args", "x y"], env_stub)
+    assert refused.returncode == 6 and b"--allow-unsigned" in refused.stderr
+    assert len(refused.stderr.splitlines()) == 1
+    appimg("sign", image, "--key", keypair[0])
+    public = image.parent / "key.pub"
+    shutil.copyfile(keypair[1], public)
+    public.chmod(0o644)
+    assert appimg_as(user, env, "trust", "add", public).returncode == 0
     stub = run_as(user, [str(image), "args", "x y"], env_stub)
     assert stub.returncode == 0, stub.stderr
     assert stub.stdout.decode().splitlines() == ["[x y]"]
@@ -253,7 +294,9 @@ def test_host_profile_runs_a_python_script_with_the_hosts_python(tmp_path: Path)
     )
     image = tmp_path / "py.appimg"
     appimg("pack", tree, "-o", image)
-    out = appimg("run", image, "--", "a b", env={"HOME": str(tmp_path / "home")})
+    out = appimg(
+        "run", "--allow-unsigned", image, "--", "a b", env={"HOME": str(tmp_path / "home")}
+    )
     assert out.stdout.strip() == "python 3 org.example.PyHello ['a b']"
 
 
@@ -266,10 +309,23 @@ def test_without_bwrap_the_kernel_calls_make_the_same_sandbox(box_image: Path) -
     image = user_tmpdir(user) / "box.appimg"
     shutil.copyfile(box_image, image)
     image.chmod(0o644)
-    out = appimg_as(user, env, "run", image, "--", "args", "a b", "c")
+    out = appimg_as(user, env, "run", "--allow-unsigned", image, "--", "args", "a b", "c")
     assert out.returncode == 0, out.stderr
     assert out.stdout.decode().splitlines() == ["[a b]", "[c]"]
-    look = appimg_as(user, env, "run", image, "--", "look", "/etc/passwd", "/bin/busybox", "/tmp")
+    look = appimg_as(
+        user,
+        env,
+        "run",
+        "--allow-unsigned",
+        image,
+        "--",
+        "look",
+        "/etc/passwd",
+        "/bin/busybox",
+        "/tmp",
+    )
     assert look.stdout.decode().splitlines() == ["no /etc/passwd", "sees /bin/busybox", "sees /tmp"]
-    assert appimg_as(user, env, "run", image, "--", "exit", "42").returncode == 42
+    assert (
+        appimg_as(user, env, "run", "--allow-unsigned", image, "--", "exit", "42").returncode == 42
+    )
     assert not _fuse_mounts()

@@ -189,10 +189,10 @@ def assert_refused(out: str) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_syscall_filter_refuses_the_hostile_calls(hostile: Path, backend: str) -> None:
     env = backend_env(backend)
-    assert appimg("run", hostile, env=env).stdout.strip() == "an ordinary app"
-    out = appimg("run", hostile, "--", "probe", env=env)
+    assert appimg("run", "--allow-unsigned", hostile, env=env).stdout.strip() == "an ordinary app"
+    out = appimg("run", "--allow-unsigned", hostile, "--", "probe", env=env)
     assert_refused(out.stdout)
-    unshare = appimg("run", hostile, "--", "unshare", env=env)
+    unshare = appimg("run", "--allow-unsigned", hostile, "--", "unshare", env=env)
     assert "unshare=0" not in unshare.stdout and "unshare=" in unshare.stdout
     assert "Operation not permitted" in unshare.stderr
 
@@ -243,7 +243,17 @@ def test_the_filter_alone_refuses_tiocsti(probe: Path) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_tiocsti_never_reaches_the_callers_terminal(hostile: Path, backend: str) -> None:
-    argv = [sys.executable, "-m", "appimg", "run", str(hostile), "--", "probe", "tiocsti"]
+    argv = [
+        sys.executable,
+        "-m",
+        "appimg",
+        "run",
+        "--allow-unsigned",
+        str(hostile),
+        "--",
+        "probe",
+        "tiocsti",
+    ]
     proc, pending = on_terminal(argv, backend_env(backend))
     assert proc.returncode == 0, proc.stderr
     assert "tiocsti EPERM" in proc.stdout and "tiocsti-high-bits EPERM" in proc.stdout
@@ -287,10 +297,11 @@ def test_a_top_level_image_symlink_does_not_redirect_the_data_bind(
     link = str(target) if kind == "absolute" else f"../oldroot{target}"
     image = symlinked_image(tmp_path, probe, link)
     env = {"HOME": str(home), **backend_env(backend)}
-    out = appimg("run", image, "--", "count", env=env, check=False)
+    out = appimg("run", "--allow-unsigned", image, "--", "count", env=env, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "count=1"
-    assert (home / ".var/appimg/org.example.Symlinked/data/count").read_text().strip() == "1"
+    (data,) = (home / ".var/appimg").glob("org.example.Symlinked@unsigned-*")  # unsigned
+    assert (data / "data/count").read_text().strip() == "1"
     assert list(target.iterdir()) == []
 
 
@@ -301,7 +312,8 @@ def test_a_deeper_image_symlink_on_the_bind_path_is_refused(
 ) -> None:
     home, target = home_and_target
     image = symlinked_image(tmp_path, probe, str(target), at=f"home/{home.name}")
-    out = appimg("run", image, "--", "count", env={"HOME": str(home), **backend_env(backend)},
+    out = appimg("run", "--allow-unsigned", image, "--", "count",
+                 env={"HOME": str(home), **backend_env(backend)},
                  check=False)  # fmt: skip
     assert out.returncode == 6, out.stderr
     assert "in the way" in out.stderr and "Traceback" not in out.stderr
@@ -321,11 +333,13 @@ def test_as_a_normal_user(
     env = user_env(user, home, **backend_env(backend))
     images = user_tmpdir(user)
     shutil.copyfile(hostile, images / "hostile.appimg")
-    out = appimg_as(user, env, "run", images / "hostile.appimg", "--", "probe")
+    out = appimg_as(user, env, "run", "--allow-unsigned", images / "hostile.appimg", "--", "probe")
     assert out.returncode == 0, out.stderr
     assert_refused(out.stdout.decode())
     shutil.copyfile(symlinked_image(tmp_path, probe, str(target)), images / "symlinked.appimg")
-    out = appimg_as(user, env, "run", images / "symlinked.appimg", "--", "count")
+    out = appimg_as(
+        user, env, "run", "--allow-unsigned", images / "symlinked.appimg", "--", "count"
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.decode().strip() == "count=1"
     assert list(target.iterdir()) == []

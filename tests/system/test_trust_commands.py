@@ -17,9 +17,9 @@ COMMANDS = [
     ("verify",),
     ("verify", "--full"),
     ("install", "--allow-unsigned", "--trust"),
-    ("run", "--allow-untrusted"),
-    ("mount", "--allow-untrusted"),
-    ("mount", "--allow-untrusted", "--backend", "fuse"),
+    ("run", "--allow-untrusted", "--allow-unsigned"),
+    ("mount", "--allow-untrusted", "--allow-unsigned"),
+    ("mount", "--allow-untrusted", "--allow-unsigned", "--backend", "fuse"),
 ]
 
 

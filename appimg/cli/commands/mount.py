@@ -24,8 +24,8 @@ def add_mount(commands: Subcommands, name: str, summary: str) -> None:
         "files are merged with the host paths its manifest and profile ask for and the "
         "host's host-paths.d policy allows (spec/overlay-rules.md); refused requests are "
         "reported. Every block read is checked against the image's verity tree. A "
-        "trusted signature mounts; an unsigned image mounts with a warning; an image "
-        "signed by no trusted key is refused unless --allow-untrusted. The mount stays "
+        "trusted signature mounts; an unsigned image is refused unless --allow-unsigned, an "
+        "image signed by no trusted key unless --allow-untrusted. The mount stays "
         "until 'appimg umount'.",
     )
     options.image_file(p)
@@ -39,6 +39,7 @@ def add_mount(commands: Subcommands, name: str, summary: str) -> None:
     p.add_argument("--foreground", action="store_true",
                    help="serve in this process until unmounted or interrupted (FUSE)")  # fmt: skip
     options.ALLOW_UNTRUSTED.add_to(p)
+    options.ALLOW_UNSIGNED.add_to(p)
     options.JSON.add_to(p)
     p.set_defaults(func=cmd_mount)
 
@@ -88,12 +89,14 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
         return manager.mount_foreground(
             args.file, dirs, mountpoint=args.mountpoint, strict=args.strict,
-            allow_untrusted=args.allow_untrusted, no_host=args.no_host, debug=args.debug,
+            allow_untrusted=args.allow_untrusted, allow_unsigned=args.allow_unsigned,
+            no_host=args.no_host, debug=args.debug,
             on_ready=ready,
         )  # fmt: skip
     info = manager.mount_image(
         args.file, dirs, mountpoint=args.mountpoint, backend=args.backend, strict=args.strict,
-        allow_untrusted=args.allow_untrusted, no_host=args.no_host, persistent=True,
+        allow_untrusted=args.allow_untrusted, allow_unsigned=args.allow_unsigned,
+        no_host=args.no_host, persistent=True,
     )  # fmt: skip
     _warn("mount", info.warnings)
     if args.json:
@@ -109,7 +112,10 @@ def cmd_umount(args: argparse.Namespace) -> int:
     dirs = UserDirs.from_env(os.environ)
     found = manager.find_mounts(args.target, dirs)
     if not found:
-        raise UsageError(f"{args.target}: no mounted image matches (see 'appimg mounts')")
+        hint = ""
+        if not manager.is_path_argument(args.target) and os.path.lexists(args.target):
+            hint = f"; for the file or directory here, write ./{args.target}"
+        raise UsageError(f"{args.target}: no mounted image matches (see 'appimg mounts'){hint}")
     for info in found:
         manager.unmount(info, dirs, lazy=args.lazy)
         how = "detached" if args.lazy else "unmounted"

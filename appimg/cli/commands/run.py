@@ -19,8 +19,9 @@ def add_run(commands: Subcommands, name: str, summary: str) -> None:
         description=(
             "Start the app of FILE (an image) or ID (an installed app) inside its merged\n"
             "view: user, mount and pid namespaces, the image's files plus the host paths\n"
-            "the rules grant, a private /tmp and a writable ~/.var/appimg/ID. The exit\n"
-            "status is the app's. Arguments after -- go to the app unchanged."
+            "the rules grant, a private /tmp and a writable data directory. FILE|ID is a\n"
+            "file only if it contains / or ends in .appimg. The exit status is the app's.\n"
+            "Arguments after -- go to the app unchanged."
         ),
         epilog="examples: appimg run Hello.appimg -- --verbose 'two words'\n"
         "          appimg run org.example.Hello --command greet",
@@ -37,7 +38,7 @@ def add_run(commands: Subcommands, name: str, summary: str) -> None:
 
 
 #: The on/off options, also accepted after FILE|ID.
-RUN_FLAGS = (options.STRICT, options.ALLOW_UNTRUSTED, options.NO_HOST)
+RUN_FLAGS = (options.STRICT, options.ALLOW_UNTRUSTED, options.ALLOW_UNSIGNED, options.NO_HOST)
 
 
 def _take_options(args: argparse.Namespace, rest: list[str]) -> list[str]:
@@ -81,5 +82,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         command=args.app_command,
         strict=args.strict,
         allow_untrusted=args.allow_untrusted,
+        allow_unsigned=args.allow_unsigned,
         no_host=args.no_host,
     )

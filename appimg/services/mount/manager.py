@@ -25,7 +25,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,8 @@ def mount_image(
     backend: str = "auto",
     strict: bool = False,
     allow_untrusted: bool = False,
+    allow_unsigned: bool = False,
+    pinned: Collection[str] = (),
     no_host: bool = False,
     persistent: bool = False,
 ) -> MountInfo:
@@ -68,7 +70,8 @@ def mount_image(
     """
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r} (one of {', '.join(BACKENDS)})")
-    prep = prepare(path, dirs, strict=strict, allow_untrusted=allow_untrusted, no_host=no_host)
+    prep = prepare(path, dirs, strict=strict, allow_untrusted=allow_untrusted,
+                   allow_unsigned=allow_unsigned, pinned=pinned, no_host=no_host)  # fmt: skip
     try:
         return _mount_prepared(prep, dirs, mountpoint, backend, persistent)
     finally:
@@ -125,12 +128,15 @@ def mount_foreground(
     mountpoint: str | os.PathLike[str] | None = None,
     strict: bool = False,
     allow_untrusted: bool = False,
+    allow_unsigned: bool = False,
+    pinned: Collection[str] = (),
     no_host: bool = False,
     debug: bool = False,
     on_ready: Any = None,
 ) -> int:
     """Serve a FUSE mount in this process until it is unmounted (or Ctrl-C)."""
-    prep = prepare(path, dirs, strict=strict, allow_untrusted=allow_untrusted, no_host=no_host)
+    prep = prepare(path, dirs, strict=strict, allow_untrusted=allow_untrusted,
+                   allow_unsigned=allow_unsigned, pinned=pinned, no_host=no_host)  # fmt: skip
     try:
         name, where = lifecycle.placement(prep, dirs, mountpoint)
         with state.exclusive(state.state_dir(dirs) / f"{name}.create"):
@@ -204,9 +210,15 @@ def list_mounts(dirs: UserDirs) -> list[MountInfo]:
 
 
 def find_mounts(target: str, dirs: UserDirs) -> list[MountInfo]:
-    """Mounts named by ``target``: a mount point, an image file, a mount name or an app id."""
+    """Mounts named by ``target``: a mount point, an image file, a mount name or an app id.
+
+    As for ``appimg run``, a target is a path only if it contains ``/`` or ends in
+    ``.appimg``: a file planted in the working directory under an app id's name
+    must not stand for that app."""
     mounts = list_mounts(dirs)
     path = Path(target)
+    if not is_path_argument(target):
+        return [m for m in mounts if target in (m.name, m.app_id)]
     if path.is_dir() or is_mountpoint(target):
         wanted = os.path.abspath(target)
         return [m for m in mounts if os.path.abspath(m.mountpoint) == wanted]
@@ -214,7 +226,12 @@ def find_mounts(target: str, dirs: UserDirs) -> list[MountInfo]:
         with Image.open(path) as image:
             root = image.verity.root_hash.hex()
         return [m for m in mounts if m.root_hash == root]
-    return [m for m in mounts if target in (m.name, m.app_id)]
+    return []
+
+
+def is_path_argument(target: str) -> bool:
+    """Whether a FILE|ID (or MOUNTPOINT|FILE|ID) argument names a path rather than an id."""
+    return "/" in target or target.endswith(".appimg")
 
 
 # -- unmounting -----------------------------------------------------------------------------

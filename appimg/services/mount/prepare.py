@@ -10,6 +10,7 @@ then picks FUSE or kernel mounts for it. Nothing here mounts or writes state.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from appimg.errors import PolicyError, UsageError
@@ -37,10 +38,13 @@ class Prepared:
         return self.resolution.granted
 
 
-def check_trust(image: Image, dirs: UserDirs, allow_untrusted: bool) -> list[str]:
+def check_trust(image: Image, dirs: UserDirs, allow_untrusted: bool, allow_unsigned: bool,
+                pinned: Collection[str] = ()) -> list[str]:  # fmt: skip
     """The trust rule (:func:`appimg.host.trust.decide`) for a mount: unsigned images
-    mount with a warning, untrusted ones only with ``allow_untrusted``. Returns warnings."""
-    verdict = decide(image, dirs, allow_unsigned=True, allow_untrusted=allow_untrusted)
+    mount only with ``allow_unsigned``, untrusted ones only with ``allow_untrusted``
+    (or a key the installed app is pinned to), each with a warning. Returns warnings."""
+    verdict = decide(image, dirs, allow_unsigned=allow_unsigned,
+                     allow_untrusted=allow_untrusted, pinned=pinned)  # fmt: skip
     return [verdict.warning] if verdict.warning else []
 
 
@@ -50,12 +54,14 @@ def prepare(
     *,
     strict: bool = False,
     allow_untrusted: bool = False,
+    allow_unsigned: bool = False,
+    pinned: Collection[str] = (),
     no_host: bool = False,
 ) -> Prepared:
     """Open the image and decide everything about its mount, without mounting."""
     image = Image.open(path)
     try:
-        warnings = check_trust(image, dirs, allow_untrusted)
+        warnings = check_trust(image, dirs, allow_untrusted, allow_unsigned, pinned)
         resolution = host_rules(image.manifest, dirs, no_host=no_host)
         refusals = resolution.refusals()
         if strict and refusals:

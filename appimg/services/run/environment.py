@@ -1,6 +1,7 @@
 """What the app finds in its sandbox: data directory, environment, socket binds (spec/run.md).
 
-The data directory comes from the user's :class:`~appimg.host.dirs.UserDirs`; the
+The data directory comes from the user's :class:`~appimg.host.dirs.UserDirs` and
+the image's identity (:func:`data_name`: its id and the keys that signed it); the
 caller's environment is only read for what is passed through to the app.
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from appimg.host.dirs import UserDirs
+from appimg.host.trust import Verdict
 from appimg.services.run.sandbox import Bind
 
 PASSED_THROUGH = ("TERM", "COLORTERM", "LANG", "LANGUAGE", "TZ", "NO_COLOR")
@@ -20,9 +22,28 @@ DEFAULT_PATH = "/bin:/usr/bin:/sbin:/usr/sbin"
 X11_SOCKETS = "/tmp/.X11-unix"
 
 
-def data_dir(app_id: str, dirs: UserDirs) -> Path:
-    """``~/.var/appimg/ID``, created (0700) with its XDG subdirectories on first use."""
-    base = dirs.home / ".var" / "appimg" / app_id
+def data_name(app_id: str, verdict: Verdict, root_hash: str, *, installed: bool) -> str:
+    """The name of the data directory an image gets: its identity, not only its id
+    (spec/run.md, "The data directory").
+
+    ``ID`` belongs to the installed app: ``installed`` says the image is the installed
+    one (run by its id), or the installed app is pinned to a key that signed it.
+    Every other image claiming the id gets a directory of its own: ``ID@KEY`` (the
+    first 16 hex digits of the first of the keys its verdict rests on) when signed,
+    ``ID@unsigned-ROOT`` (the first 16 hex digits of its verity root hash) when not.
+    An id never contains ``@``, so none of these is another app's ``ID``.
+    """
+    if installed:
+        return app_id
+    if verdict.key_ids:
+        return f"{app_id}@{verdict.key_ids[0][:16]}"
+    return f"{app_id}@unsigned-{root_hash[:16]}"
+
+
+def data_dir(name: str, dirs: UserDirs) -> Path:
+    """``~/.var/appimg/NAME`` (see :func:`data_name`), created (0700) with its XDG
+    subdirectories on first use."""
+    base = dirs.home / ".var" / "appimg" / name
     for sub in ("", "data", "config", "cache", "state"):
         (base / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
     return base

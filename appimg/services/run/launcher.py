@@ -1,7 +1,10 @@
 """``appimg run``: resolve, check, mount (or reuse), sandbox, propagate (spec/run.md).
 
 Directories come from the user's :class:`~appimg.host.dirs.UserDirs`; the
-caller's environment is only what the app's environment is built from.
+caller's environment is only what the app's environment is built from. The
+image's signatures are judged once here (:func:`appimg.host.trust.decide`, with
+the keys the installed app of its id is pinned to), because the verdict also
+chooses its data directory, and again by the mount, with the same allowances.
 """
 
 from __future__ import annotations
@@ -12,36 +15,52 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from appimg.errors import PathError, UsageError
+from appimg.errors import PathError, StoreError, UsageError
 from appimg.format.image import Image
 from appimg.format.payload.paths import resolve
 from appimg.host.dirs import UserDirs
-from appimg.host.trust import CONSENTED
-from appimg.services.run.environment import app_environment, data_dir, socket_binds
+from appimg.host.trust import CONSENTED, decide
+from appimg.services.run.environment import app_environment, data_dir, data_name, socket_binds
 from appimg.services.run.sandbox import Bind, Sandbox, bwrap_path, run_bwrap
 
 
 def resolve_target(target: str, dirs: UserDirs) -> tuple[Path, bool]:
     """An image path, or the active image of an installed app id.
 
-    The flag says whether the user already accepted the image's signature state
-    when installing it (``install --trust`` or ``--allow-unsigned``): a launcher
-    menu entry must not then be refused for the same reason.
+    ``target`` is a file only if it contains ``/`` or ends in ``.appimg``: menu
+    launchers start in ``$HOME``, where a file named like an app id must not run
+    instead of the app. The flag says whether the image is the installed one.
     """
+    from appimg.services.mount.manager import is_path_argument
+
     path = Path(target)
-    if "/" in target or path.exists() or target.endswith(".appimg"):
+    if is_path_argument(target):
         if not path.exists():
             raise UsageError(f"{target}: no such image file")
         return path, False
-    from appimg.services.store import StoreLayout, installed_image
-    from appimg.services.store import index as index_mod
+    from appimg.services.store import installed_image
 
     found = installed_image(dirs, target)
     if found is None:
-        raise UsageError(f"{target}: neither an image file nor an installed app id")
-    app = index_mod.load(StoreLayout.from_dirs(dirs))["apps"][target]
+        hint = f" (for the file here, write ./{target})" if path.exists() else ""
+        raise UsageError(f"{target}: neither an image file nor an installed app id{hint}")
+    return found, True
+
+
+def installed_state(dirs: UserDirs, app_id: str) -> tuple[list[str] | None, str | None]:
+    """The keys the installed app ``app_id`` is pinned to (None: not installed) and the
+    signature state its active version was installed with."""
+    from appimg.services.store import StoreLayout
+    from appimg.services.store import index as index_mod
+
+    try:
+        app = index_mod.load(StoreLayout.from_dirs(dirs))["apps"].get(app_id)
+    except StoreError:
+        return None, None
+    if app is None:
+        return None, None
     state = index_mod.active_version(app).get("signature", {}).get("state")
-    return found, state in CONSENTED
+    return list(app.get("pinned_keys", [])), state
 
 
 def program_of(manifest: Mapping[str, Any], command: str | None) -> str:
@@ -82,6 +101,7 @@ def run_app(
     command: str | None = None,
     strict: bool = False,
     allow_untrusted: bool = False,
+    allow_unsigned: bool = False,
     no_host: bool = False,
 ) -> int:
     """Run the app; return its exit status.
@@ -91,19 +111,28 @@ def run_app(
     from appimg.host.rules import GRANTED
     from appimg.services.mount.manager import mount_image, release_and_unmount_if_last
 
-    image_path, accepted = resolve_target(target, dirs)
-    allow_untrusted = allow_untrusted or accepted
+    image_path, by_id = resolve_target(target, dirs)
     with Image.open(image_path) as image:
         manifest = image.manifest
+        pinned, state = installed_state(dirs, manifest["id"])
+        if by_id and state in CONSENTED:
+            # Run by its id, the app runs as its installation accepted it.
+            allow_untrusted = allow_unsigned = True
+        verdict = decide(image, dirs, allow_unsigned=allow_unsigned,
+                         allow_untrusted=allow_untrusted, pinned=pinned or ())  # fmt: skip
+        # ~/.var/appimg/ID is the installed app's: by id, or signed by a key it is pinned to.
+        name = data_name(manifest["id"], verdict, image.verity.root_hash.hex(),
+                         installed=by_id or (bool(pinned) and bool(verdict.pinned)))  # fmt: skip
         program = program_of(manifest, command)
         check_program(image, program)
     # A reference-counted mount, reused if this user already has one of the image.
     mount = mount_image(image_path, dirs, strict=strict, allow_untrusted=allow_untrusted,
+                        allow_unsigned=allow_unsigned, pinned=pinned or (),
                         no_host=no_host)  # fmt: skip
     try:
         for warning in mount.warnings:
             print(f"appimg run: warning: {warning}", file=sys.stderr)
-        data = data_dir(manifest["id"], dirs)
+        data = data_dir(name, dirs)
         app_env = app_environment(manifest, caller_env, data)
         granted = [(r["path"], r["at"]) for r in mount.rules if r["status"] == GRANTED]
         binds = socket_binds(granted, caller_env, app_env)
