@@ -244,3 +244,26 @@ def test_an_app_installed_unsigned_is_replaced_only_with_allow_unsigned_again(
     updated = json.loads(appimg("update", two, "--allow-unsigned", "--json", env=env).stdout)
     assert updated["signature"]["state"] == "trusted"
     assert load_index(tmp_path / "home")["apps"][app]["pinned_keys"] == [key_id(keys2["A"][1])]
+
+
+def test_mount_accepts_a_key_the_installed_app_is_pinned_to(
+    tmp_path: Path, keys2: dict[str, tuple[Path, Path]]
+) -> None:
+    """run and mount judge a file alike: signed by a key the installed app of its id is
+    pinned to (accepted with --trust at install), it needs no --allow-untrusted."""
+    env = {**home_env(tmp_path / "home"), "XDG_RUNTIME_DIR": str(tmp_path / "run")}
+    (tmp_path / "run").mkdir(mode=0o700)
+    key_a, _ = keys2["A"]
+    tree = make_app(tmp_path / "tree", "org.example.PinnedMount", "1")
+    image = pack(tree, tmp_path / "app.appimg", key_a)
+    other = make_app(tmp_path / "other", "org.example.NotInstalled", "1")
+    stranger = pack(other, tmp_path / "stranger.appimg", key_a)
+    refused = appimg("mount", image, env=env, check=False)  # untrusted, not installed
+    assert refused.returncode == PolicyError.exit_code, refused.stderr
+    appimg("install", image, "--trust", env=env)  # pins A for this app only
+    mounted = appimg("mount", image, env=env)
+    assert "warning" not in mounted.stderr
+    appimg("umount", mounted.stdout.strip(), env=env)
+    # The pin is the app's, not the key's: another app signed by A is still untrusted.
+    other_refused = appimg("mount", stranger, env=env, check=False)
+    assert other_refused.returncode == PolicyError.exit_code, other_refused.stderr

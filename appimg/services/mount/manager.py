@@ -54,7 +54,7 @@ def mount_image(
     strict: bool = False,
     allow_untrusted: bool = False,
     allow_unsigned: bool = False,
-    pinned: Collection[str] = (),
+    pinned: Collection[str] | None = None,
     no_host: bool = False,
     persistent: bool = False,
 ) -> MountInfo:
@@ -129,7 +129,7 @@ def mount_foreground(
     strict: bool = False,
     allow_untrusted: bool = False,
     allow_unsigned: bool = False,
-    pinned: Collection[str] = (),
+    pinned: Collection[str] | None = None,
     no_host: bool = False,
     debug: bool = False,
     on_ready: Any = None,

@@ -55,12 +55,19 @@ def prepare(
     strict: bool = False,
     allow_untrusted: bool = False,
     allow_unsigned: bool = False,
-    pinned: Collection[str] = (),
+    pinned: Collection[str] | None = None,
     no_host: bool = False,
 ) -> Prepared:
-    """Open the image and decide everything about its mount, without mounting."""
+    """Open the image and decide everything about its mount, without mounting.
+
+    ``pinned``: the keys the installed app of the image's id is pinned to; None: look
+    them up in the user's store (an image signed by one needs no --allow-untrusted)."""
     image = Image.open(path)
     try:
+        if pinned is None:
+            from appimg.services.store import installed_state
+
+            pinned = installed_state(dirs, image.manifest["id"])[0] or ()
         warnings = check_trust(image, dirs, allow_untrusted, allow_unsigned, pinned)
         resolution = host_rules(image.manifest, dirs, no_host=no_host)
         refusals = resolution.refusals()

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from appimg.errors import PathError, StoreError, UsageError
+from appimg.errors import PathError, UsageError
 from appimg.format.image import Image
 from appimg.format.payload.paths import resolve
 from appimg.host.dirs import UserDirs
@@ -45,22 +45,6 @@ def resolve_target(target: str, dirs: UserDirs) -> tuple[Path, bool]:
         hint = f" (for the file here, write ./{target})" if path.exists() else ""
         raise UsageError(f"{target}: neither an image file nor an installed app id{hint}")
     return found, True
-
-
-def installed_state(dirs: UserDirs, app_id: str) -> tuple[list[str] | None, str | None]:
-    """The keys the installed app ``app_id`` is pinned to (None: not installed) and the
-    signature state its active version was installed with."""
-    from appimg.services.store import StoreLayout
-    from appimg.services.store import index as index_mod
-
-    try:
-        app = index_mod.load(StoreLayout.from_dirs(dirs))["apps"].get(app_id)
-    except StoreError:
-        return None, None
-    if app is None:
-        return None, None
-    state = index_mod.active_version(app).get("signature", {}).get("state")
-    return list(app.get("pinned_keys", [])), state
 
 
 def program_of(manifest: Mapping[str, Any], command: str | None) -> str:
@@ -110,6 +94,7 @@ def run_app(
     passes a few variables of through (LANG, TERM, DISPLAY, ...)."""
     from appimg.host.rules import GRANTED
     from appimg.services.mount.manager import mount_image, release_and_unmount_if_last
+    from appimg.services.store import installed_state
 
     image_path, by_id = resolve_target(target, dirs)
     with Image.open(image_path) as image:

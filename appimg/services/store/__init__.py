@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from appimg.errors import StoreError
 from appimg.host.dirs import UserDirs
 from appimg.services.store import index as index_mod
 from appimg.services.store.layout import StoreLayout
@@ -25,4 +26,17 @@ def installed_image(dirs: UserDirs, app_id: str) -> Path | None:
     return layout.image_file(index_mod.active_version(app)["file"])
 
 
-__all__ = ["StoreLayout", "installed_image"]
+def installed_state(dirs: UserDirs, app_id: str) -> tuple[list[str] | None, str | None]:
+    """The keys the installed app ``app_id`` is pinned to (None: not installed) and the
+    signature state its active version was installed with."""
+    try:
+        app = index_mod.load(StoreLayout.from_dirs(dirs))["apps"].get(app_id)
+    except StoreError:
+        return None, None
+    if app is None:
+        return None, None
+    state = index_mod.active_version(app).get("signature", {}).get("state")
+    return list(app.get("pinned_keys", [])), state
+
+
+__all__ = ["StoreLayout", "installed_image", "installed_state"]
