@@ -304,10 +304,9 @@ def test_extract_many_directories_and_deep_trees(tmp_path: Path) -> None:
                 f.write("leaf\n")
         finally:
             os.close(fd)
-        # gensquashfs directly: the project's packer scans its input recursively.
-        sqfs = tmp_path / "dirs.sqfs"
-        subprocess.run(["gensquashfs", "-q", "-c", "lz4", "-D", tree, sqfs], check=True)
-        image = forge(tmp_path / "dirs.appimg", payload=sqfs.read_bytes())
+        # The project's packer walks its input iteratively: a tree of any depth packs.
+        image = tmp_path / "dirs.appimg"
+        appimg("pack", tree, "-o", image, "--compression", "lz4", timeout=300)
 
         def limit() -> None:
             # O(depth) descriptors fit, one per directory (3100) do not.

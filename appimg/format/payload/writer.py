@@ -15,7 +15,7 @@ import shutil
 import stat
 import subprocess
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,25 +45,33 @@ class Entry:
 
 
 def scan(app_dir: Path) -> list[Entry]:
-    """Every entry below ``app_dir``, parents before children, siblings in byte order."""
-    entries: list[Entry] = []
+    """Every entry below ``app_dir``, parents before children, siblings in byte order.
 
-    def walk(directory: Path, prefix: str) -> None:
+    Iterative (a stack of directory listings), so a tree of any depth packs."""
+
+    def listing(directory: Path) -> Iterator[str]:
         try:
             names = sorted(os.listdir(directory), key=os.fsencode)
         except OSError as exc:
             raise UsageError(f"{directory}: cannot read directory: {exc.strerror}") from None
-        for name in names:
-            path = directory / name
-            st = os.lstat(path)
-            rel = f"{prefix}{name}"
-            if stat.S_ISSOCK(st.st_mode):
-                continue  # sockets cannot be archived and mean nothing in an image
-            entries.append(Entry(rel, st))
-            if stat.S_ISDIR(st.st_mode):
-                walk(path, rel + "/")
+        return iter(names)
 
-    walk(app_dir, "")
+    entries: list[Entry] = []
+    stack = [(app_dir, "", listing(app_dir))]
+    while stack:
+        directory, prefix, names = stack[-1]
+        name = next(names, None)
+        if name is None:
+            stack.pop()
+            continue
+        path = directory / name
+        st = os.lstat(path)
+        rel = f"{prefix}{name}"
+        if stat.S_ISSOCK(st.st_mode):
+            continue  # sockets cannot be archived and mean nothing in an image
+        entries.append(Entry(rel, st))
+        if stat.S_ISDIR(st.st_mode):
+            stack.append((path, rel + "/", listing(path)))
     return entries
 
 
