@@ -188,6 +188,38 @@ def test_desktop_refused(text: str, reason: str) -> None:
         rewrite(text)
 
 
+def test_localised_program_keys_are_dropped_in_every_group() -> None:
+    """Exec/TryExec/Path are not localestrings: a variant would run or chdir unchecked
+    (KDE reads Exec[xx]); X-Appimg-* variants would fake our own keys."""
+    out = rewrite(
+        "[Desktop Entry]\nType=Application\nName=A\nName[de]=B\nExec=app\nExec[C]=sh -c evil\n"
+        "TryExec[de]=/bin/sh\nPath[fr]=/etc\nX-Appimg-Id[C]=org.evil.Other\n"
+        "X-Appimg-Launcher=/bin/sh\nActions=v;\n\n"
+        "[Desktop Action v]\nName=V\nExec=app\nExec[de_DE@euro]=rm -rf ~\nPath[C]=/\n\n"
+        "[X-Extra]\nExec[C]=evil\nOther=kept\n"
+    )
+    assert "[" not in "".join(
+        line.split("=", 1)[0] for line in out.splitlines() if "=" in line and "Name" not in line
+    )
+    assert "Name[de]=B" in out and "Other=kept" in out
+    assert "evil" not in out and "rm -rf" not in out and "/bin/sh" not in out
+
+
+@pytest.mark.parametrize("group", ["Desktop Entry", "Desktop Action v"])
+@pytest.mark.parametrize(
+    "icon", ["Icon[C]=/etc/passwd", "Icon[de]=../../x", "Icon[fr]=.", "Icon[en_GB]=a/b"]
+)
+def test_localised_icon_must_be_an_icon_name(group: str, icon: str) -> None:
+    text = "[Desktop Entry]\nType=Application\nName=A\nExec=app\nActions=v;\n\n"
+    text += "[Desktop Action v]\nName=V\nExec=app\n"
+    text = text.replace(f"[{group}]\n", f"[{group}]\n{icon}\n")
+    with pytest.raises(Refused, match=r"Icon\[.*must be an icon name"):
+        rewrite(text)
+    assert "Icon[de]=org.example.App-de" in rewrite(
+        text.replace(icon, "Icon[de]=org.example.App-de")
+    )
+
+
 def test_dbus_service() -> None:
     data = b"[D-BUS Service]\nName=org.example.App\nExec=/bin/app --service\nSystemdService=x\n"
     out = rewrite_dbus(data, MANIFEST, CTX, "org.example.App").decode()
@@ -274,6 +306,74 @@ def test_svg_checks() -> None:
     ]:
         with pytest.raises(Refused, match=reason):
             check_icon("share/icons/hicolor/scalable/apps/org.example.App.svg", data)
+
+
+SVG_NS = b'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink">'
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'<use xlink:href="file:///etc/passwd#x"/>', "not a #fragment"),
+        (b'<use href="http://example.com/sprite.svg#a"/>', "not a #fragment"),
+        (b'<use xlink:href="sprite.svg#a"/>', "not a #fragment"),
+        (b'<image href="http://example.com/track.png"/>', "not a #fragment"),
+        (b'<image xlink:href="file:///home/u/.ssh/id_rsa"/>', "not a #fragment"),
+        (b'<image href="data:image/svg+xml;base64,PHN2Zy8+"/>', "not a #fragment"),
+        (b'<feImage href="/etc/passwd"/>', "not a #fragment"),
+        (b'<a href="https://example.com/"><rect/></a>', "not a #fragment"),
+        (
+            b'<xi:include xmlns:xi="http://www.w3.org/2001/XInclude" href="/etc/passwd"/>',
+            "XInclude",
+        ),
+        (b'<rect fill="url(http://example.com/p.svg#g)"/>', "url"),
+        (b"<rect style=\"fill: URL( 'file:///etc/passwd' )\"/>", "url"),
+        (b'<rect style="fill:u\\72l(http://x/)"/>', "CSS escapes"),
+        (b"<style>@import url(#ok); a{}</style>", "@import"),
+        (b'<style>@IMPORT "http://example.com/x.css";</style>', "@import"),
+        (b"<style><![CDATA[rect{fill:url(http://example.com/g)}]]></style>", "url"),
+        (b'<set attributeName="xlink:href" to="http://example.com/"/>', "animations of href"),
+        (b'<animate attributeName="href" values="file:///etc/passwd"/>', "animations of href"),
+        (b'<h:iframe xmlns:h="http://www.w3.org/1999/xhtml" src="http://x/"/>', "not allowed"),
+        (b'<h:p xmlns:h="http://www.w3.org/1999/xhtml">x</h:p>', "XHTML"),
+    ],
+)
+def test_svg_external_references_refused(body: bytes, reason: str) -> None:
+    with pytest.raises(Refused, match=reason):
+        check_icon("share/icons/hicolor/scalable/apps/org.example.App.svg",
+                   SVG_NS + body + b"</svg>")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("prolog", "reason"),
+    [
+        (b'<?xml-stylesheet type="text/css" href="http://example.com/x.css"?>', "xml-stylesheet"),
+        (b'<!DOCTYPE svg SYSTEM "file:///etc/passwd">', "external DTD"),
+        (
+            b'<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" '
+            b'"http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd">',
+            "external DTD",
+        ),
+        (b'<!DOCTYPE svg [<!ENTITY % p SYSTEM "http://example.com/x.dtd"> %p;]>', "entity"),
+    ],
+)
+def test_xml_prolog_refused(prolog: bytes, reason: str) -> None:
+    data = b'<?xml version="1.0"?>' + prolog + SVG_NS + b"</svg>"
+    with pytest.raises(Refused, match=reason):
+        check_icon("share/icons/hicolor/scalable/apps/org.example.App.svg", data)
+    with pytest.raises(Refused, match=reason):
+        root_element(data.replace(b"<svg", b"<component").replace(b"</svg>", b"</component>"))
+
+
+def test_svg_local_references_stay() -> None:
+    body = (
+        b'<defs><linearGradient id="g"/><path id="p" d="M0 0"/></defs>'
+        b'<use xlink:href="#p"/><use href=" #p"/><rect fill="url(#g)" style="stroke:url(\'#g\')"/>'
+        b'<image href="data:image/png;base64,iVBORw0KGgo="/>'
+        b'<image xlink:href="data:image/jpeg;base64,/9j/"/>'
+        b"<style>rect{fill:url(#g)} .a{fill:url( data:image/gif;base64,R0lG )}</style>"
+    )
+    check_icon("share/icons/hicolor/scalable/apps/org.example.App.svg", SVG_NS + body + b"</svg>")
 
 
 def test_xml_root() -> None:

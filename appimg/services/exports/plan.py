@@ -44,6 +44,10 @@ _DROPPED_KEYS = ("X-Appimg-Id", "X-Appimg-Image", "X-Appimg-Version",
                  "X-GNOME-Bugzilla-ExtraInfoScript")  # fmt: skip
 
 
+#: ``string`` keys that name programs or directories: a localised variant is removed.
+_UNLOCALISED_KEYS = frozenset({"Exec", "TryExec", "Path"})
+
+
 @dataclass(frozen=True)
 class Context:
     """What the rules need to know besides the image."""
@@ -135,6 +139,28 @@ def _default_exec(ctx: Context) -> str:
     )
 
 
+def _check_localised(group: keyfile.Group) -> None:
+    """Icon and its ``Icon[xx]`` variants are icon names; localised Exec/TryExec/Path go,
+    and so do ``X-Appimg-*`` and the other dropped keys, localised or not.
+
+    Exec, TryExec and Path are ``string`` keys in the Desktop Entry Specification, yet
+    KDE reads ``Exec[xx]``, and GLib reads ``Icon`` as a localestring (``Icon[C]`` is what
+    it shows under LANG=C): every variant a desktop may read must obey the rules of the
+    unlocalised key. The same holds in every group (actions and ``X-`` groups too)."""
+    for key, raw in list(group.entries):
+        base, _, locale = key.partition("[")
+        if base == "Icon":
+            value = keyfile.unescape(raw)
+            if not _ICON_NAME.match(value) or value in (".", ".."):
+                raise Refused(f"[{group.name}] {key} {value!r} must be an icon name, not a path")
+        elif (
+            (locale and base in _UNLOCALISED_KEYS)
+            or base.startswith("X-Appimg-")
+            or (base in _DROPPED_KEYS)
+        ):
+            group.remove(key)
+
+
 def rewrite_desktop(data: bytes, manifest: Mapping[str, Any], ctx: Context,
                     dbus_names: Collection[str], stem: str) -> bytes:  # fmt: skip
     kf = keyfile.parse_keyfile(data)
@@ -146,16 +172,10 @@ def rewrite_desktop(data: bytes, manifest: Mapping[str, Any], ctx: Context,
         raise Refused("Type is not Application")
     if main.get("Name") is None:
         raise Refused("no Name key")
-    icon = main.get("Icon")
-    if icon is not None:
-        value = keyfile.unescape(icon)
-        if not _ICON_NAME.match(value) or value in (".", ".."):
-            raise Refused(f"Icon {value!r} must be an icon name, not a path")
     for group in kf.groups:
         if group is not main and not group.name.startswith(("Desktop Action ", "X-")):
             raise Refused(f"unexpected group [{group.name}]")
-        for key in _DROPPED_KEYS:
-            group.remove(key)
+        _check_localised(group)
         if group.name.startswith("X-"):
             continue
         raw = group.get("Exec")
