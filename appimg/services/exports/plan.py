@@ -73,6 +73,13 @@ def owned_name(name: str, app_id: str) -> bool:
     return name.startswith(app_id) and name[len(app_id) : len(app_id) + 1] in (".", "-")
 
 
+def outranks(app_id: str, owner: str, name: str) -> bool:
+    """``app_id`` has a better claim to the file ``name`` than ``owner``, which exports it:
+    both ids prefix the name, ``app_id`` is the longer (the exact id wins: a suite must not
+    keep ``org.x.Suite.Editor.desktop`` from the app ``org.x.Suite.Editor``)."""
+    return len(app_id) > len(owner) and owned_name(name, app_id)
+
+
 def _owner_conflict(name: str, ctx: Context) -> str | None:
     """Another installed app whose (longer) id also prefixes ``name`` owns it."""
     for pos in range(len(ctx.app_id) + 1, len(name)):
