@@ -212,12 +212,14 @@ def test_localised_program_keys_are_dropped_in_every_group() -> None:
 def test_localised_icon_must_be_an_icon_name(group: str, icon: str) -> None:
     text = "[Desktop Entry]\nType=Application\nName=A\nExec=app\nActions=v;\n\n"
     text += "[Desktop Action v]\nName=V\nExec=app\n"
-    text = text.replace(f"[{group}]\n", f"[{group}]\n{icon}\n")
+    text = text.replace(f"[{group}]\n", f"[{group}]\nIcon=org.example.App\n{icon}\n")
     with pytest.raises(Refused, match=r"Icon\[.*must be an icon name"):
         rewrite(text)
     assert "Icon[de]=org.example.App-de" in rewrite(
         text.replace(icon, "Icon[de]=org.example.App-de")
     )
+    # A variant without the key itself is dropped (desktop-file-validate calls it an error).
+    assert "Icon[" not in rewrite(text.replace("Icon=org.example.App\n", ""))
 
 
 def test_dbus_service() -> None:

@@ -44,8 +44,9 @@ _DROPPED_KEYS = ("X-Appimg-Id", "X-Appimg-Image", "X-Appimg-Version",
                  "X-GNOME-Bugzilla-ExtraInfoScript")  # fmt: skip
 
 
-#: ``string`` keys that name programs or directories: a localised variant is removed.
-_UNLOCALISED_KEYS = frozenset({"Exec", "TryExec", "Path"})
+#: The standard keys that may be localised (localestring, iconstring); a localised variant
+#: of any other standard key (Exec, TryExec, Path, Type, ...) is removed.
+_LOCALISED_KEYS = frozenset({"Name", "GenericName", "Comment", "Keywords", "Icon"})
 
 
 @dataclass(frozen=True)
@@ -156,12 +157,14 @@ def _check_localised(group: keyfile.Group) -> None:
     unlocalised key. The same holds in every group (actions and ``X-`` groups too)."""
     for key, raw in list(group.entries):
         base, _, locale = key.partition("[")
-        if base == "Icon":
+        if base == "Icon" and locale and group.get("Icon") is None:
+            group.remove(key)  # a variant of nothing (desktop-file-validate: an error)
+        elif base == "Icon":
             value = keyfile.unescape(raw)
             if not _ICON_NAME.match(value) or value in (".", ".."):
                 raise Refused(f"[{group.name}] {key} {value!r} must be an icon name, not a path")
         elif (
-            (locale and base in _UNLOCALISED_KEYS)
+            (locale and base not in _LOCALISED_KEYS and not base.startswith("X-"))
             or base.startswith("X-Appimg-")
             or (base in _DROPPED_KEYS)
         ):
