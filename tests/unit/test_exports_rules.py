@@ -517,3 +517,49 @@ def test_strict_lines_split_the_same_in_both_modes(text: str) -> None:
     except Refused:
         return
     assert exec_line.split_exec(text, strict=False) == args
+
+
+GLIB_READ = """
+import json, sys
+import gi
+gi.require_version("Gio", "2.0")
+from gi.repository import Gio
+info = Gio.DesktopAppInfo.new_from_filename(sys.argv[1])
+icon = info.get_icon()
+print(json.dumps({"icon": icon.to_string() if icon else None,
+                  "commandline": info.get_commandline(),
+                  "exec": info.get_locale_string("Exec"), "path": info.get_locale_string("Path"),
+                  "tryexec": info.get_locale_string("TryExec")}))
+"""
+
+
+@pytest.mark.parametrize("lang", ["C", "de_DE.UTF-8", "fr_FR.UTF-8"])
+def test_glib_sees_no_localised_value_escape(tmp_path: Path, lang: str) -> None:
+    """GLib, as the desktop reads the exported entry, under several locales."""
+    import json
+    import subprocess
+
+    if not Path("/usr/bin/python3").exists():
+        pytest.skip("no system python3 with python3-gi")
+    import dataclasses
+
+    ctx = dataclasses.replace(CTX, launcher="/usr/bin/true")  # GLib drops a missing program
+    text = (
+        "[Desktop Entry]\nType=Application\nName=A\nExec=app\nIcon=org.example.App\n"
+        "Exec[C]=/bin/sh -c evil\nExec[de]=/bin/sh -c evil\nTryExec[C]=/bin/sh\n"
+        "Path[C]=/etc\nPath[de]=/etc\nIcon[fr]=org.example.App-fr\n"
+    )
+    out = rewrite_desktop(text.encode(), MANIFEST, ctx, (), "org.example.App").decode()
+    entry = tmp_path / "org.example.App.desktop"
+    entry.write_text(out)
+    env = {"PATH": "/usr/bin:/bin", "LANG": lang, "LC_ALL": lang, "LANGUAGE": ""}
+    result = subprocess.run(["/usr/bin/python3", "-c", GLIB_READ, str(entry)], env=env,
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    if result.returncode != 0 and "gi" in result.stderr:
+        pytest.skip("python3-gi is not installed")
+    seen = json.loads(result.stdout)
+    assert seen["commandline"] == "/usr/bin/true run org.example.App --"
+    assert seen["exec"] == seen["commandline"]
+    assert seen["path"] is None and seen["tryexec"] is None
+    assert seen["icon"] in ("org.example.App", "org.example.App-fr")
+    assert "evil" not in result.stdout and "/etc" not in result.stdout
