@@ -13,9 +13,9 @@ import os
 import re
 import shutil
 import subprocess
+import zlib
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -60,13 +60,10 @@ def _entry(lines: list[str]) -> bytes:
     return (head + "\n".join(lines) + "\n").encode("utf-8", "surrogatepass")
 
 
-_checked = {"n": 0}
-
-
-def _validate(data: bytes, tmp: Path) -> None:
-    _checked["n"] += 1
+def _validate(data: bytes, tmp: Path, *, always: bool = False) -> None:
+    """desktop-file-validate on a sample (chosen by the bytes: the same in every run)."""
     tool = shutil.which("desktop-file-validate")
-    if tool is None or _checked["n"] % VALIDATE_EVERY:
+    if tool is None or (zlib.crc32(data) % VALIDATE_EVERY and not always):
         return
     path = tmp / "org.example.App.desktop"
     path.write_bytes(data)
@@ -156,10 +153,10 @@ def test_fuzz_svg_and_xml(data: bytes) -> None:
         root_element(data)
 
 
-@pytest.mark.parametrize("n", [0])
-def test_fuzz_sampling_reaches_the_validator(n: int, tmp_path: Path) -> None:
+def test_fuzz_sampling_reaches_the_validator(tmp_path: Path) -> None:
     """The sample is not empty: a plain entry is validated whatever the counter says;
     a clean entry draws no complaint at all."""
-    _checked["n"] = VALIDATE_EVERY - 1 + n
     lines = ["Exec=app %U", "Icon=org.example.App", "Icon[de]=org.example.App"]
-    _validate(rewrite_desktop(_entry(lines), MANIFEST, CTX, (), "org.example.App"), tmp_path)
+    _validate(
+        rewrite_desktop(_entry(lines), MANIFEST, CTX, (), "org.example.App"), tmp_path, always=True
+    )

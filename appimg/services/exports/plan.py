@@ -202,8 +202,10 @@ def rewrite_desktop(data: bytes, manifest: Mapping[str, Any], ctx: Context,
             group.set("TryExec", keyfile.escape(ctx.launcher))
         # A working directory on the host means nothing inside the app's view.
         group.remove("Path")
-    if keyfile.boolean(main.get("DBusActivatable")) and stem not in dbus_names:
+    activatable = main.get("DBusActivatable")
+    if activatable is not None and not (keyfile.boolean(activatable) and stem in dbus_names):
         # Without our rewritten D-Bus service the bus would start nothing: launch by Exec.
+        # (Also drops a value that is not a boolean: desktop-file-validate refuses it.)
         main.remove("DBusActivatable")
     main.set("X-Appimg-Id", keyfile.escape(ctx.app_id))
     main.set("X-Appimg-Version", keyfile.escape(ctx.version))
