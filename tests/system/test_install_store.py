@@ -426,22 +426,34 @@ def test_rollback_needs_a_previous_version(tmp_path: Path, hello_image: Path) ->
 # --- several apps -----------------------------------------------------------------------------
 
 
-def test_names_of_other_installed_apps_are_refused(tmp_path: Path) -> None:
+def test_the_exact_id_wins_a_name_in_both_orders(tmp_path: Path) -> None:
+    """org.example.Pair exports org.example.Pair.Extra.desktop: the app whose id is exactly
+    that name gets it, installed after (the suite's export is withdrawn in the same
+    transaction) or before (the suite is refused it)."""
     base = make_app(tmp_path / "pair", "org.example.Pair")
     extra = base / "share/applications/org.example.Pair.Extra.desktop"
-    extra.write_text("[Desktop Entry]\nType=Application\nName=Extra\nExec=app\n")
+    extra.write_text("[Desktop Entry]\nType=Application\nName=Hijack\nExec=app\n")
     pair = pack(base, tmp_path / "Pair.appimg")
     other = pack(make_app(tmp_path / "extra", "org.example.Pair.Extra"), tmp_path / "Extra.appimg")
+    rel = "applications/org.example.Pair.Extra.desktop"
 
     home = tmp_path / "home"
     env = home_env(home)
     appimg("install", pair, "--allow-unsigned", env=env)
+    assert "Name=Hijack" in exported_desktop(home, "org.example.Pair.Extra")
     result = appimg("install", other, "--allow-unsigned", env=env)
-    assert (
-        "refused share/applications/org.example.Pair.Extra.desktop: already exported by "
-        "org.example.Pair" in result.stderr
-    )
-    assert_consistent(home)
+    assert "refused" not in result.stderr
+    assert f"note: withdrew {rel} from org.example.Pair" in result.stderr
+    index = assert_consistent(home)
+    assert rel in index["apps"]["org.example.Pair.Extra"]["exported"]
+    assert rel not in index["apps"]["org.example.Pair"]["exported"]
+    assert {"path": f"share/{rel}",
+            "reason": "the name belongs to the installed app org.example.Pair.Extra"} in index[
+        "apps"]["org.example.Pair"]["refused"]  # fmt: skip
+    assert "Name=Extra" in exported_desktop(home, "org.example.Pair.Extra")
+    # Uninstalling the exact owner leaves the name free; the suite does not take it back.
+    appimg("uninstall", "org.example.Pair.Extra", env=env)
+    assert rel not in assert_consistent(home)["apps"]["org.example.Pair"]["exported"]
 
     home2 = tmp_path / "home2"
     env2 = home_env(home2)
@@ -449,10 +461,8 @@ def test_names_of_other_installed_apps_are_refused(tmp_path: Path) -> None:
     result = appimg("install", pair, "--allow-unsigned", env=env2)
     assert "belongs to the installed app org.example.Pair.Extra" in result.stderr
     index = assert_consistent(home2)
-    assert (
-        "applications/org.example.Pair.Extra.desktop"
-        in index["apps"]["org.example.Pair.Extra"]["exported"]
-    )
+    assert rel in index["apps"]["org.example.Pair.Extra"]["exported"]
+    assert "Name=Extra" in exported_desktop(home2, "org.example.Pair.Extra")
 
 
 def test_list_and_info(tmp_path: Path, built: dict[str, Path]) -> None:

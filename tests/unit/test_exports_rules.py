@@ -188,6 +188,40 @@ def test_desktop_refused(text: str, reason: str) -> None:
         rewrite(text)
 
 
+def test_localised_program_keys_are_dropped_in_every_group() -> None:
+    """Exec/TryExec/Path are not localestrings: a variant would run or chdir unchecked
+    (KDE reads Exec[xx]); X-Appimg-* variants would fake our own keys."""
+    out = rewrite(
+        "[Desktop Entry]\nType=Application\nName=A\nName[de]=B\nExec=app\nExec[C]=sh -c evil\n"
+        "TryExec[de]=/bin/sh\nPath[fr]=/etc\nX-Appimg-Id[C]=org.evil.Other\n"
+        "X-Appimg-Launcher=/bin/sh\nActions=v;\n\n"
+        "[Desktop Action v]\nName=V\nExec=app\nExec[de_DE@euro]=rm -rf ~\nPath[C]=/\n\n"
+        "[X-Extra]\nExec[C]=evil\nOther=kept\n"
+    )
+    assert "[" not in "".join(
+        line.split("=", 1)[0] for line in out.splitlines() if "=" in line and "Name" not in line
+    )
+    assert "Name[de]=B" in out and "Other=kept" in out
+    assert "evil" not in out and "rm -rf" not in out and "/bin/sh" not in out
+
+
+@pytest.mark.parametrize("group", ["Desktop Entry", "Desktop Action v"])
+@pytest.mark.parametrize(
+    "icon", ["Icon[C]=/etc/passwd", "Icon[de]=../../x", "Icon[fr]=.", "Icon[en_GB]=a/b"]
+)
+def test_localised_icon_must_be_an_icon_name(group: str, icon: str) -> None:
+    text = "[Desktop Entry]\nType=Application\nName=A\nExec=app\nActions=v;\n\n"
+    text += "[Desktop Action v]\nName=V\nExec=app\n"
+    text = text.replace(f"[{group}]\n", f"[{group}]\nIcon=org.example.App\n{icon}\n")
+    with pytest.raises(Refused, match=r"Icon\[.*must be an icon name"):
+        rewrite(text)
+    assert "Icon[de]=org.example.App-de" in rewrite(
+        text.replace(icon, "Icon[de]=org.example.App-de")
+    )
+    # A variant without the key itself is dropped (desktop-file-validate calls it an error).
+    assert "Icon[" not in rewrite(text.replace("Icon=org.example.App\n", ""))
+
+
 def test_dbus_service() -> None:
     data = b"[D-BUS Service]\nName=org.example.App\nExec=/bin/app --service\nSystemdService=x\n"
     out = rewrite_dbus(data, MANIFEST, CTX, "org.example.App").decode()
@@ -274,6 +308,74 @@ def test_svg_checks() -> None:
     ]:
         with pytest.raises(Refused, match=reason):
             check_icon("share/icons/hicolor/scalable/apps/org.example.App.svg", data)
+
+
+SVG_NS = b'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink">'
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'<use xlink:href="file:///etc/passwd#x"/>', "not a #fragment"),
+        (b'<use href="http://example.com/sprite.svg#a"/>', "not a #fragment"),
+        (b'<use xlink:href="sprite.svg#a"/>', "not a #fragment"),
+        (b'<image href="http://example.com/track.png"/>', "not a #fragment"),
+        (b'<image xlink:href="file:///home/u/.ssh/id_rsa"/>', "not a #fragment"),
+        (b'<image href="data:image/svg+xml;base64,PHN2Zy8+"/>', "not a #fragment"),
+        (b'<feImage href="/etc/passwd"/>', "not a #fragment"),
+        (b'<a href="https://example.com/"><rect/></a>', "not a #fragment"),
+        (
+            b'<xi:include xmlns:xi="http://www.w3.org/2001/XInclude" href="/etc/passwd"/>',
+            "XInclude",
+        ),
+        (b'<rect fill="url(http://example.com/p.svg#g)"/>', "url"),
+        (b"<rect style=\"fill: URL( 'file:///etc/passwd' )\"/>", "url"),
+        (b'<rect style="fill:u\\72l(http://x/)"/>', "CSS escapes"),
+        (b"<style>@import url(#ok); a{}</style>", "@import"),
+        (b'<style>@IMPORT "http://example.com/x.css";</style>', "@import"),
+        (b"<style><![CDATA[rect{fill:url(http://example.com/g)}]]></style>", "url"),
+        (b'<set attributeName="xlink:href" to="http://example.com/"/>', "animations of href"),
+        (b'<animate attributeName="href" values="file:///etc/passwd"/>', "animations of href"),
+        (b'<h:iframe xmlns:h="http://www.w3.org/1999/xhtml" src="http://x/"/>', "not allowed"),
+        (b'<h:p xmlns:h="http://www.w3.org/1999/xhtml">x</h:p>', "XHTML"),
+    ],
+)
+def test_svg_external_references_refused(body: bytes, reason: str) -> None:
+    with pytest.raises(Refused, match=reason):
+        check_icon("share/icons/hicolor/scalable/apps/org.example.App.svg",
+                   SVG_NS + body + b"</svg>")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("prolog", "reason"),
+    [
+        (b'<?xml-stylesheet type="text/css" href="http://example.com/x.css"?>', "xml-stylesheet"),
+        (b'<!DOCTYPE svg SYSTEM "file:///etc/passwd">', "external DTD"),
+        (
+            b'<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" '
+            b'"http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd">',
+            "external DTD",
+        ),
+        (b'<!DOCTYPE svg [<!ENTITY % p SYSTEM "http://example.com/x.dtd"> %p;]>', "entity"),
+    ],
+)
+def test_xml_prolog_refused(prolog: bytes, reason: str) -> None:
+    data = b'<?xml version="1.0"?>' + prolog + SVG_NS + b"</svg>"
+    with pytest.raises(Refused, match=reason):
+        check_icon("share/icons/hicolor/scalable/apps/org.example.App.svg", data)
+    with pytest.raises(Refused, match=reason):
+        root_element(data.replace(b"<svg", b"<component").replace(b"</svg>", b"</component>"))
+
+
+def test_svg_local_references_stay() -> None:
+    body = (
+        b'<defs><linearGradient id="g"/><path id="p" d="M0 0"/></defs>'
+        b'<use xlink:href="#p"/><use href=" #p"/><rect fill="url(#g)" style="stroke:url(\'#g\')"/>'
+        b'<image href="data:image/png;base64,iVBORw0KGgo="/>'
+        b'<image xlink:href="data:image/jpeg;base64,/9j/"/>'
+        b"<style>rect{fill:url(#g)} .a{fill:url( data:image/gif;base64,R0lG )}</style>"
+    )
+    check_icon("share/icons/hicolor/scalable/apps/org.example.App.svg", SVG_NS + body + b"</svg>")
 
 
 def test_xml_root() -> None:
@@ -415,3 +517,49 @@ def test_strict_lines_split_the_same_in_both_modes(text: str) -> None:
     except Refused:
         return
     assert exec_line.split_exec(text, strict=False) == args
+
+
+GLIB_READ = """
+import json, sys
+import gi
+gi.require_version("Gio", "2.0")
+from gi.repository import Gio
+info = Gio.DesktopAppInfo.new_from_filename(sys.argv[1])
+icon = info.get_icon()
+print(json.dumps({"icon": icon.to_string() if icon else None,
+                  "commandline": info.get_commandline(),
+                  "exec": info.get_locale_string("Exec"), "path": info.get_locale_string("Path"),
+                  "tryexec": info.get_locale_string("TryExec")}))
+"""
+
+
+@pytest.mark.parametrize("lang", ["C", "de_DE.UTF-8", "fr_FR.UTF-8"])
+def test_glib_sees_no_localised_value_escape(tmp_path: Path, lang: str) -> None:
+    """GLib, as the desktop reads the exported entry, under several locales."""
+    import json
+    import subprocess
+
+    if not Path("/usr/bin/python3").exists():
+        pytest.skip("no system python3 with python3-gi")
+    import dataclasses
+
+    ctx = dataclasses.replace(CTX, launcher="/usr/bin/true")  # GLib drops a missing program
+    text = (
+        "[Desktop Entry]\nType=Application\nName=A\nExec=app\nIcon=org.example.App\n"
+        "Exec[C]=/bin/sh -c evil\nExec[de]=/bin/sh -c evil\nTryExec[C]=/bin/sh\n"
+        "Path[C]=/etc\nPath[de]=/etc\nIcon[fr]=org.example.App-fr\n"
+    )
+    out = rewrite_desktop(text.encode(), MANIFEST, ctx, (), "org.example.App").decode()
+    entry = tmp_path / "org.example.App.desktop"
+    entry.write_text(out)
+    env = {"PATH": "/usr/bin:/bin", "LANG": lang, "LC_ALL": lang, "LANGUAGE": ""}
+    result = subprocess.run(["/usr/bin/python3", "-c", GLIB_READ, str(entry)], env=env,
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    if result.returncode != 0 and "gi" in result.stderr:
+        pytest.skip("python3-gi is not installed")
+    seen = json.loads(result.stdout)
+    assert seen["commandline"] == "/usr/bin/true run org.example.App --"
+    assert seen["exec"] == seen["commandline"]
+    assert seen["path"] is None and seen["tryexec"] is None
+    assert seen["icon"] in ("org.example.App", "org.example.App-fr")
+    assert "evil" not in result.stdout and "/etc" not in result.stdout

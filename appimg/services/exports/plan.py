@@ -44,6 +44,11 @@ _DROPPED_KEYS = ("X-Appimg-Id", "X-Appimg-Image", "X-Appimg-Version",
                  "X-GNOME-Bugzilla-ExtraInfoScript")  # fmt: skip
 
 
+#: The standard keys that may be localised (localestring, iconstring); a localised variant
+#: of any other standard key (Exec, TryExec, Path, Type, ...) is removed.
+_LOCALISED_KEYS = frozenset({"Name", "GenericName", "Comment", "Keywords", "Icon"})
+
+
 @dataclass(frozen=True)
 class Context:
     """What the rules need to know besides the image."""
@@ -67,6 +72,13 @@ class ExportPlan:
 def owned_name(name: str, app_id: str) -> bool:
     """Flatpak's rule: the file name starts with the app id followed by '.' or '-'."""
     return name.startswith(app_id) and name[len(app_id) : len(app_id) + 1] in (".", "-")
+
+
+def outranks(app_id: str, owner: str, name: str) -> bool:
+    """``app_id`` has a better claim to the file ``name`` than ``owner``, which exports it:
+    both ids prefix the name, ``app_id`` is the longer (the exact id wins: a suite must not
+    keep ``org.x.Suite.Editor.desktop`` from the app ``org.x.Suite.Editor``)."""
+    return len(app_id) > len(owner) and owned_name(name, app_id)
 
 
 def _owner_conflict(name: str, ctx: Context) -> str | None:
@@ -135,6 +147,30 @@ def _default_exec(ctx: Context) -> str:
     )
 
 
+def _check_localised(group: keyfile.Group) -> None:
+    """Icon and its ``Icon[xx]`` variants are icon names; localised Exec/TryExec/Path go,
+    and so do ``X-Appimg-*`` and the other dropped keys, localised or not.
+
+    Exec, TryExec and Path are ``string`` keys in the Desktop Entry Specification, yet
+    KDE reads ``Exec[xx]``, and GLib reads ``Icon`` as a localestring (``Icon[C]`` is what
+    it shows under LANG=C): every variant a desktop may read must obey the rules of the
+    unlocalised key. The same holds in every group (actions and ``X-`` groups too)."""
+    for key, raw in list(group.entries):
+        base, _, locale = key.partition("[")
+        if base == "Icon" and locale and group.get("Icon") is None:
+            group.remove(key)  # a variant of nothing (desktop-file-validate: an error)
+        elif base == "Icon":
+            value = keyfile.unescape(raw)
+            if not _ICON_NAME.match(value) or value in (".", ".."):
+                raise Refused(f"[{group.name}] {key} {value!r} must be an icon name, not a path")
+        elif (
+            (locale and base not in _LOCALISED_KEYS and not base.startswith("X-"))
+            or base.startswith("X-Appimg-")
+            or (base in _DROPPED_KEYS)
+        ):
+            group.remove(key)
+
+
 def rewrite_desktop(data: bytes, manifest: Mapping[str, Any], ctx: Context,
                     dbus_names: Collection[str], stem: str) -> bytes:  # fmt: skip
     kf = keyfile.parse_keyfile(data)
@@ -146,16 +182,10 @@ def rewrite_desktop(data: bytes, manifest: Mapping[str, Any], ctx: Context,
         raise Refused("Type is not Application")
     if main.get("Name") is None:
         raise Refused("no Name key")
-    icon = main.get("Icon")
-    if icon is not None:
-        value = keyfile.unescape(icon)
-        if not _ICON_NAME.match(value) or value in (".", ".."):
-            raise Refused(f"Icon {value!r} must be an icon name, not a path")
     for group in kf.groups:
         if group is not main and not group.name.startswith(("Desktop Action ", "X-")):
             raise Refused(f"unexpected group [{group.name}]")
-        for key in _DROPPED_KEYS:
-            group.remove(key)
+        _check_localised(group)
         if group.name.startswith("X-"):
             continue
         raw = group.get("Exec")
@@ -172,8 +202,10 @@ def rewrite_desktop(data: bytes, manifest: Mapping[str, Any], ctx: Context,
             group.set("TryExec", keyfile.escape(ctx.launcher))
         # A working directory on the host means nothing inside the app's view.
         group.remove("Path")
-    if keyfile.boolean(main.get("DBusActivatable")) and stem not in dbus_names:
+    activatable = main.get("DBusActivatable")
+    if activatable is not None and not (keyfile.boolean(activatable) and stem in dbus_names):
         # Without our rewritten D-Bus service the bus would start nothing: launch by Exec.
+        # (Also drops a value that is not a boolean: desktop-file-validate refuses it.)
         main.remove("DBusActivatable")
     main.set("X-Appimg-Id", keyfile.escape(ctx.app_id))
     main.set("X-Appimg-Version", keyfile.escape(ctx.version))

@@ -55,8 +55,17 @@ def _run(argv: list[str]) -> None:
                    stderr=subprocess.DEVNULL, timeout=TOOL_TIMEOUT, check=False)  # fmt: skip
 
 
+def _symlink_on_the_way(exports: Path, kind: str) -> bool:
+    paths = (exports.parent, exports, exports / kind, exports / kind / "hicolor")
+    return any(path.is_symlink() for path in paths)
+
+
 def refresh(exports: Path, kinds: set[str] | tuple[str, ...] = KINDS) -> None:
-    """Bring the caches of the given kinds up to date with the exported files."""
+    """Bring the caches of the given kinds up to date with the exported files.
+
+    A kind whose directory is reached through a symlink (planted by another program) is
+    skipped: the tools, and the removal of a stale cache, would act on its target."""
+    kinds = {kind for kind in kinds if not _symlink_on_the_way(exports, kind)}
     if "applications" in kinds:
         apps = exports / "applications"
         if _has_files(apps, ".desktop"):

@@ -4,6 +4,9 @@ The index is the store's single source of truth: the exports directory and the
 images directory are made to match it. It is serialised canonically (sorted
 keys, no insignificant whitespace) so that equal states have equal bytes,
 which the transaction journal relies on to tell whether a commit happened.
+:func:`check` also validates every path the store would write or delete
+(relative, normalised, below ``images/`` or ``exports/share/``): a damaged or
+crafted index is a :class:`StoreError`, never a deletion outside the store.
 Only the standard library is imported here: ``appimg list`` and ``appimg xdg
 find`` load the index and nothing heavier.
 """
@@ -11,6 +14,7 @@ find`` load the index and nothing heavier.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from appimg.errors import StoreError
@@ -22,6 +26,10 @@ SCHEMA_VERSION = 1
 #: Versions kept per app: the active one and the one `rollback` returns to.
 KEPT_VERSIONS = 2
 MAX_INDEX_BYTES = 256 << 20
+#: Longest relative path the index may record (PATH_MAX).
+MAX_PATH = 4096
+#: A control character, or an empty, ``.`` or ``..`` component (a leading ``/`` is one).
+_BAD_REL = re.compile(r"[\x00-\x1f\x7f]|(?:^|/)\.{0,2}(?:/|\Z)")
 
 Index = dict[str, Any]
 
@@ -68,6 +76,54 @@ def check(index: object, where: str = "index.json") -> None:
             or app.get("active") != versions[0].get("key")
         ):
             raise StoreError(f"{where}: entry {app_id!r} is malformed")
+        _check_paths(app_id, app, where)
+
+
+def valid_rel(rel: object) -> bool:
+    """A relative path as the index records them: ``/``-separated, normalised (no empty,
+    ``.`` or ``..`` component, no leading ``/``), no NUL or other control character,
+    at most MAX_PATH bytes."""
+    if not isinstance(rel, str) or not rel or len(rel.encode("utf-8", "replace")) > MAX_PATH:
+        return False
+    return _BAD_REL.search(rel) is None
+
+
+def valid_image_file(rel: object) -> bool:
+    """``images/<id>/<key>.appimg``: the only place an index may name an image."""
+    if not valid_rel(rel):
+        return False
+    parts = str(rel).split("/")
+    return len(parts) == 3 and parts[0] == "images" and parts[2].endswith(".appimg")
+
+
+def _check_paths(app_id: str, app: dict[str, Any], where: str) -> None:
+    """Every path the store would write or delete stays inside it (a crafted index must
+    never make ``uninstall`` delete a file of the user)."""
+    bad = None
+    if not valid_rel(app_id) or "/" in app_id:
+        bad = f"app id {app_id!r}"
+    for rel in app["exported"]:
+        if bad is None and not valid_rel(rel):
+            bad = f"exported path {rel!r}"
+    for version in app["versions"]:
+        if bad is not None:
+            break
+        if not isinstance(version, dict) or not valid_image_file(version.get("file")):
+            shown = version.get("file") if isinstance(version, dict) else version
+            bad = f"image path {shown!r}"
+            break
+        xdg = version.get("xdg_files", {})
+        if not isinstance(xdg, dict):
+            bad = "xdg_files"
+            break
+        for rel, payload in xdg.items():
+            if not valid_rel(rel) or not valid_rel(payload):
+                bad = f"xdg file {rel!r}"
+                break
+    if bad is not None:
+        if len(bad) > 120:
+            bad = bad[:117] + "..."
+        raise StoreError(f"{where}: entry {app_id!r} has an invalid {bad} (damaged or crafted)")
 
 
 def read_bytes(layout: StoreLayout) -> bytes | None:

@@ -115,9 +115,15 @@ def launcher_path(layout: StoreLayout, program_path: str) -> str:
 
 def _context(layout: StoreLayout, index: index_mod.Index, app_id: str, version: dict[str, Any],
              launcher: str) -> Context:  # fmt: skip
-    from appimg.services.exports.plan import Context
+    from appimg.services.exports.plan import Context, outranks
 
-    taken = {rel: other for rel, other in index_mod.exported_by(index).items() if other != app_id}
+    # What another app exports is taken, unless this app's id claims the name better
+    # (it is then withdrawn from the other app in the same transaction: _withdraw).
+    taken = {
+        rel: other
+        for rel, other in index_mod.exported_by(index).items()
+        if other != app_id and not outranks(app_id, other, rel.rsplit("/", 1)[-1])
+    }
     return Context(
         app_id=app_id,
         version=version["version"],
@@ -308,10 +314,11 @@ def install(
                 "pinned_keys": signature["key_ids"],
             }
             obsolete = [v["file"] for v in older[keep:]]
+            withdrawn = _withdraw(new_index, app_id, notes)
             tx.commit(
                 new_index,
                 new_files=plan.files,
-                old_exported=existing["exported"] if existing else (),
+                old_exported=[*(existing["exported"] if existing else ()), *withdrawn],
                 staged_image=staged,
                 added_image=rel,
                 obsolete_images=obsolete,
@@ -364,7 +371,9 @@ def rollback(
             entry["exported"] = {r: index_mod.digest(d) for r, d in sorted(plan.files.items())}
             entry["refused"] = plan.refused
             entry["pinned_keys"] = previous["signature"]["key_ids"]
-            tx.commit(new_index, new_files=plan.files, old_exported=app["exported"])
+            withdrawn = _withdraw(new_index, app_id, notes)
+            tx.commit(new_index, new_files=plan.files,
+                      old_exported=[*app["exported"], *withdrawn])  # fmt: skip
         return Outcome("rollback", app_id, previous["version"],
                        str(layout.image_file(previous["file"])), previous["signature"],
                        sorted(plan.files), plan.refused, notes)  # fmt: skip
@@ -387,6 +396,27 @@ def check_version(app_id: str, new: str, active: dict[str, Any], *,
     if order < 0 and not allow_downgrade:
         raise PolicyError(f"{app_id}: refused: version {new} is older than the installed "
                           f"{active['version']} (pass --allow-downgrade to go back)")  # fmt: skip
+
+
+def _withdraw(new_index: index_mod.Index, app_id: str, notes: list[str]) -> list[str]:
+    """Take from the other apps the exports whose names belong to ``app_id`` (its id is a
+    longer prefix of them: spec/xdg-index.md §3 rule 2); they become refusals of those
+    apps. Returns the paths withdrawn, which the transaction deletes unless ``app_id``
+    exports them itself."""
+    from appimg.services.exports.plan import outranks
+
+    withdrawn = []
+    for other, entry in sorted(new_index["apps"].items()):
+        if other == app_id:
+            continue
+        for rel in sorted(entry["exported"]):
+            if outranks(app_id, other, rel.rsplit("/", 1)[-1]):
+                del entry["exported"][rel]
+                reason = f"the name belongs to the installed app {app_id}"
+                entry.setdefault("refused", []).append({"path": f"share/{rel}", "reason": reason})
+                notes.append(f"withdrew {rel} from {other}: {reason}")
+                withdrawn.append(rel)
+    return withdrawn
 
 
 def _copy(index: index_mod.Index) -> index_mod.Index:

@@ -28,8 +28,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
+import stat
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -37,10 +39,15 @@ from pathlib import Path
 from appimg.atomic import (
     copy_file,
     fsync_dir,
+    open_dirs,
     remove_empty_dirs,
+    remove_empty_dirs_at,
     replace_file,
+    replace_file_at,
     unlink,
-    write_file,
+    unlink_at,
+    unlink_below,
+    write_file_at,
 )
 from appimg.services.store import caches
 from appimg.services.store import index as index_mod
@@ -71,14 +78,47 @@ def step_hook(env: Mapping[str, str]) -> StepHook:
     return hook
 
 
-def sha256_file(path: Path) -> str | None:
+#: A transaction id as :class:`Transaction` makes them (the journal's ``tx``).
+_TXID = re.compile(r"[0-9]+-[0-9]+-[0-9a-f]+\Z")
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _split(rel: str) -> tuple[list[str], str]:
+    *parents, name = rel.split("/")
+    return parents, name
+
+
+def open_exports(layout: StoreLayout, *, create: bool = False) -> int | None:
+    """``exports/share`` opened without following symlinks (one found in its place is
+    removed); None if it does not exist and ``create`` is false."""
+    try:
+        return open_dirs(layout.root, ("exports", "share"), create=create, replace=True)
+    except FileNotFoundError:
+        if create:
+            raise
+        return None
+
+
+def sha256_at(base: int, rel: str) -> str | None:
+    """SHA-256 of the regular file ``rel`` below ``base``, reached without following a
+    symlink; None if there is none (a symlink, a FIFO, a directory count as none)."""
     import hashlib
 
+    parents, name = _split(rel)
     try:
-        with open(path, "rb", buffering=0) as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        dir_fd = open_dirs(base, parents)
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    try:
+        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return None
+    finally:
+        os.close(dir_fd)
+    with open(fd, "rb", buffering=0) as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 class Transaction:
@@ -130,10 +170,18 @@ class Transaction:
         ``staged_image`` once placed."""
         layout = self.layout
         share = self.staging / "share"
-        for rel, data in new_files.items():
-            path = share / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_file(path, data)
+        if new_files:
+            share_fd = open_dirs(self.staging, ("share",), create=True, replace=True)
+            try:
+                for rel, data in new_files.items():
+                    parents, name = _split(rel)
+                    dir_fd = open_dirs(share_fd, parents, create=True, replace=True)
+                    try:
+                        write_file_at(dir_fd, name, data)
+                    finally:
+                        os.close(dir_fd)
+            finally:
+                os.close(share_fd)
         self.step("staged")
         new_bytes = index_mod.dumps(new_index)
         obsolete = sorted(set(obsolete_images))
@@ -150,10 +198,13 @@ class Transaction:
         self.journal_written = True
         self.step("journal")
         if staged_image is not None and added_image:
-            target = layout.image_file(added_image)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(staged_image, target)
-            fsync_dir(target.parent)
+            parents, name = _split(added_image)
+            dir_fd = open_dirs(layout.root, parents, create=True, replace=True)
+            try:
+                os.rename(staged_image, name, dst_dir_fd=dir_fd)
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
             self.step("image-placed")
         replace_file(layout.index, new_bytes)  # the commit point
         self.step("committed")
@@ -162,8 +213,7 @@ class Transaction:
         self.step("exports-applied")
         for rel in obsolete:
             if not _referenced(new_index, rel):
-                unlink(layout.image_file(rel))
-                remove_empty_dirs(layout.image_file(rel).parent, layout.root)
+                _remove_image(layout, rel)
         self.step("images-removed")
         kinds = {caches.kind_of(rel) for rel in [*new_files, *removed]} - {None}
         caches.refresh(layout.exports, kinds)  # type: ignore[arg-type]
@@ -174,31 +224,78 @@ class Transaction:
         self.step("done")
 
 
+def _remove_image(layout: StoreLayout, rel: str) -> None:
+    """Delete an image file the index (or journal) names, never through a symlink."""
+    if not index_mod.valid_image_file(rel):
+        return  # the index is checked on reading; a journal entry could still be crafted
+    unlink_below(layout.root, rel)
+    remove_empty_dirs_at(layout.root, _split(rel)[0])
+
+
+def _move_at(src_base: Path | int, dst_base: int, rel: str) -> None:
+    """Rename ``src_base/rel`` to ``dst_base/rel``: no symlink followed on either side; a
+    symlink at the target is replaced, the directories on the way are made."""
+    parents, name = _split(rel)
+    src = open_dirs(src_base, parents)
+    try:
+        dst = open_dirs(dst_base, parents, create=True, replace=True)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISDIR(os.stat(name, dir_fd=dst, follow_symlinks=False).st_mode):
+                    shutil.rmtree(name, dir_fd=dst)  # a planted directory where a file goes
+            os.rename(name, name, src_dir_fd=src, dst_dir_fd=dst)
+            os.fsync(dst)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+
+
+def _unlink_export(root: int, rel: str) -> None:
+    parents, name = _split(rel)
+    try:
+        dir_fd = open_dirs(root, parents)
+    except (FileNotFoundError, NotADirectoryError):
+        return  # a symlink on the way: nothing of ours is behind it
+    try:
+        if unlink_at(dir_fd, name):
+            os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def apply_exports(
     layout: StoreLayout, staged: Path, new: Iterable[str], removed: Iterable[str]
 ) -> None:
-    touched: set[Path] = set()
-    for rel in new:
-        target = layout.exports / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(staged / rel, target)
-        touched.add(target.parent)
-    for rel in removed:
-        target = layout.exports / rel
-        unlink(target)
-        touched.add(target.parent)
-    for directory in touched:
-        with contextlib.suppress(FileNotFoundError):
-            fsync_dir(directory)
+    """Move the staged exports into ``exports/share`` and delete the removed ones, all by
+    names relative to directory descriptors: a symlink planted there (by another program
+    of the user, or in a race) is replaced or removed, never written or deleted through."""
+    new, removed = list(new), list(removed)
+    if not new and not removed:
+        return
+    root = open_exports(layout, create=bool(new))
+    if root is None:
+        return
+    try:
+        for rel in new:
+            _move_at(staged, root, rel)
+        for rel in removed:
+            _unlink_export(root, rel)
+    finally:
+        os.close(root)
 
 
 def prune_exports(layout: StoreLayout, rels: Iterable[str]) -> None:
     """Remove directories of exports/share that the change left empty."""
-    for rel in sorted(set(rels), reverse=True):
-        remove_empty_dirs((layout.exports / rel).parent, layout.exports)
-    mime = layout.exports / "mime"
-    if mime.is_dir() and not any(mime.iterdir()):
-        remove_empty_dirs(mime, layout.exports)
+    root = open_exports(layout)
+    if root is None:
+        return
+    try:
+        for rel in sorted(set(rels), reverse=True):
+            remove_empty_dirs_at(root, _split(rel)[0])
+        remove_empty_dirs_at(root, ("mime",))
+    finally:
+        os.close(root)
 
 
 def _referenced(index: index_mod.Index, rel: str) -> bool:
@@ -264,11 +361,11 @@ def recover(layout: StoreLayout, rerender: Rerender | None = None) -> list[str]:
         verb = "finished" if committed else "undid"
         notes.append(f"{verb} an interrupted {record.get('op')} of {record.get('app')}")
         doomed = record.get("obsolete_images" if committed else "added_images") or []
-        for rel in doomed:
-            if isinstance(rel, str) and not _referenced(index, rel) and ".." not in rel:
-                unlink(layout.image_file(rel))
-                remove_empty_dirs(layout.image_file(rel).parent, layout.root)
-        staged.append(layout.tmp / str(record.get("tx")) / "share")
+        for rel in doomed if isinstance(doomed, list) else ():
+            if index_mod.valid_image_file(rel) and not _referenced(index, rel):
+                _remove_image(layout, rel)
+        if isinstance(record.get("tx"), str) and _TXID.match(record["tx"]):
+            staged.append(layout.tmp / record["tx"] / "share")
         # From here on only reconciling is left, which is idempotent: record that.
         neutral = {"tx": record.get("tx"), "op": "recover", "app": record.get("app"),
                    "after_sha256": "", "added_images": [], "obsolete_images": []}  # fmt: skip
@@ -292,29 +389,57 @@ def reconcile(
         for rel, sha in app["exported"].items()
     }  # fmt: skip
     removed: list[str] = []
-    if layout.exports.is_dir():
-        for root, _dirs, files in os.walk(layout.exports):
-            for name in files:
-                rel = Path(root, name).relative_to(layout.exports).as_posix()
-                if rel not in expected and not caches.is_generated(rel):
-                    unlink(Path(root, name))
-                    removed.append(rel)
     broken: set[str] = set()
-    for rel, (app_id, sha) in expected.items():
-        target = layout.exports / rel
-        if sha256_file(target) == sha:
-            continue
-        for base in staged:
-            if sha256_file(base / rel) == sha:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.rename(base / rel, target)
-                break
-        else:
-            broken.add(app_id)
+    root = open_exports(layout, create=bool(expected))
+    try:
+        if root is not None:
+            removed = _sweep(root, expected)
+            for rel, (app_id, sha) in expected.items():
+                if sha256_at(root, rel) == sha:
+                    continue
+                for base in staged:
+                    if sha256_at_path(base, rel) == sha:
+                        _move_at(base, root, rel)
+                        break
+                else:
+                    broken.add(app_id)
+    finally:
+        if root is not None:
+            os.close(root)
     for app_id in sorted(broken):
         index = _rerender_app(layout, index, app_id, rerender, notes)
     prune_exports(layout, [*removed, *expected])
     return index
+
+
+def sha256_at_path(base: Path, rel: str) -> str | None:
+    try:
+        fd = open_dirs(base, ())
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        return sha256_at(fd, rel)
+    finally:
+        os.close(fd)
+
+
+def _sweep(root: int, expected: Mapping[str, object]) -> list[str]:
+    """Delete what exports/share holds beyond the index: unlisted files, and every symlink
+    or special file (we only ever put directories and regular files there)."""
+    removed: list[str] = []
+    for top, dirs, files, dir_fd in os.fwalk(".", dir_fd=root):
+        for name in [*dirs, *files]:
+            rel = os.path.normpath(os.path.join(top, name))
+            mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+            if stat.S_ISDIR(mode):
+                continue
+            if stat.S_ISREG(mode) and (rel in expected or caches.is_generated(rel)):
+                continue
+            if unlink_at(dir_fd, name):
+                removed.append(rel)
+            if name in dirs:
+                dirs.remove(name)
+    return removed
 
 
 def _rerender_app(
@@ -329,13 +454,24 @@ def _rerender_app(
             files = rerender(app_id, index)
         except Exception as exc:  # a broken image must not block repairing the others
             notes.append(f"could not re-export {app_id}: {exc}")
-    for rel in app["exported"]:
-        if rel not in files:
-            unlink(layout.exports / rel)
-    for rel, data in files.items():
-        target = layout.exports / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        replace_file(target, data)
+    root = open_exports(layout, create=True)
+    assert root is not None
+    try:
+        for rel in app["exported"]:
+            if rel not in files:
+                _unlink_export(root, rel)
+        for rel, data in files.items():
+            parents, name = _split(rel)
+            dir_fd = open_dirs(root, parents, create=True, replace=True)
+            try:
+                with contextlib.suppress(FileNotFoundError):
+                    if stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                        shutil.rmtree(name, dir_fd=dir_fd)
+                replace_file_at(dir_fd, name, data)
+            finally:
+                os.close(dir_fd)
+    finally:
+        os.close(root)
     new = {rel: index_mod.digest(data) for rel, data in files.items()}
     if new != app["exported"]:
         index = json.loads(index_mod.dumps(index))
