@@ -64,9 +64,11 @@ class Backends:
             from appimg.services.mount.manager import mount_image
 
             dirs = UserDirs.from_env(self.env)
-            mount_image(self.image, dirs, mountpoint=self.mnt, backend="fuse", persistent=True)
+            mount_image(self.image, dirs, mountpoint=self.mnt, backend="fuse", persistent=True,
+                        allow_unsigned=True)  # fmt: skip
         elif tool == "appimg-cli":
-            run([*APPIMG, "mount", "--backend", "fuse", str(self.image), str(self.mnt)],
+            run([*APPIMG, "mount", "--backend", "fuse", "--allow-unsigned", str(self.image),
+                 str(self.mnt)],
                 env=self.env)  # fmt: skip
         elif tool == "kernel":
             run(["mount", "-t", "squashfs", "-o", f"loop,ro,offset={self.offset}",
