@@ -1,10 +1,12 @@
 """Opening an image: the O(1) checks and the verified payload (spec/format.md §Verification).
 
-:meth:`Image.open` reads only the head (MBR, primary GPT), the tail (backup GPT),
-the signature and manifest partitions and the verity superblock, and checks that
-the statement binds them all. The verity tree is checked by :meth:`check_tree`
-(reads the tree, never the payload); every payload byte read through
-:attr:`Image.payload` is checked against the tree on the way.
+:meth:`Image.open` (§11.1) reads only the head (MBR, primary GPT), the tail (backup
+GPT), the signature and manifest partitions and the verity superblock, and checks
+that the statement binds them all; it reads no payload byte, so it does not check
+that the payload is SquashFS. The verity tree is checked by :meth:`check_tree`
+(§11.2: reads the tree, never the payload); :meth:`check_payload` (§11.3) checks
+every payload block and then the SquashFS superblock and padding; every payload byte
+read through :attr:`Image.payload` is checked against the tree on the way (§11.4).
 """
 
 from __future__ import annotations

@@ -4,7 +4,10 @@ The layout is fixed: LBA 0 protective MBR, LBA 1 header, LBA 2-33 the 128-entry
 array, the partitions from LBA 40 (4 KiB aligned, contiguous), and the backup
 array and header in the last 33 sectors. The file size is a multiple of 4 KiB.
 :class:`DiskLayout` says where everything goes; the structures are in
-:mod:`.structs`, parsed and built through :mod:`appimg.format.binary`.
+:mod:`.structs`, parsed and built through :mod:`appimg.format.binary`. Reading
+(§3.3) checks the fields a reader relies on one by one, then rebuilds the head
+and tail for the layout read and compares them byte for byte, so every other byte
+a v1 writer MUST write is checked too.
 """
 
 from __future__ import annotations
