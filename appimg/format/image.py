@@ -1,10 +1,12 @@
 """Opening an image: the O(1) checks and the verified payload (spec/format.md §Verification).
 
-:meth:`Image.open` reads only the head (MBR, primary GPT), the tail (backup GPT),
-the signature and manifest partitions and the verity superblock, and checks that
-the statement binds them all. The verity tree is checked by :meth:`check_tree`
-(reads the tree, never the payload); every payload byte read through
-:attr:`Image.payload` is checked against the tree on the way.
+:meth:`Image.open` (§11.1) reads only the head (MBR, primary GPT), the tail (backup
+GPT), the signature and manifest partitions and the verity superblock, and checks
+that the statement binds them all; it reads no payload byte, so it does not check
+that the payload is SquashFS. The verity tree is checked by :meth:`check_tree`
+(§11.2: reads the tree, never the payload); :meth:`check_payload` (§11.3) checks
+every payload block and then the SquashFS superblock and padding; every payload byte
+read through :attr:`Image.payload` is checked against the tree on the way (§11.4).
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from appimg.format.container.gpt import DiskLayout
 from appimg.format.container.partitions import MANIFEST, PAYLOAD, SIGNATURE, VERITY, Partition
 from appimg.format.limits import MAX_MANIFEST_BYTES, SIGNATURE_PARTITION_SIZE
 from appimg.format.source import FileRegion
-from appimg.format.statement import SignatureBlock, decode, sha256
+from appimg.format.statement import (
+    SignatureBlock,
+    check_disk,
+    check_manifest_info,
+    check_partitions,
+    decode,
+    sha256,
+)
 from appimg.format.verity.hashtree import (
     VerifiedSource,
     VerityParams,
@@ -35,10 +44,6 @@ from appimg.format.verity.hashtree import (
 
 if TYPE_CHECKING:
     from appimg.format.squashfs import SquashfsReader
-
-
-#: The keys of the statement's ``disk`` section (spec/format.md §8.2 The statement).
-DISK_KEYS = {"size", "guid", "head_sha256", "tail_sha256"}
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,8 @@ class Image:
         tail = self._pread(max(0, size - gpt.TAIL_SIZE), min(size, gpt.TAIL_SIZE))
         self.layout: DiskLayout = gpt.read_layout(head, tail, size)
         tail = self._pread(self.layout.tail_offset, size - self.layout.tail_offset)
+        if any(tail[: -gpt.TAIL_SIZE]):  # §3.3 step 12: the gap before the backup GPT
+            raise FormatError("the gap before the backup GPT is not zero")
         self.signature_block = self._read_signature_block()
         self._check_binding(head, tail)
         self.manifest_json, self.manifest = self._read_manifest()
@@ -69,6 +76,13 @@ class Image:
         if self.verity.data_blocks * self.verity.data_block_size != self.partition(PAYLOAD).size:
             raise IntegrityError(
                 "payload partition size does not match the signed verity data size"
+            )
+        # Held to the same rule as the manifest partition: exactly what a v1 writer makes,
+        # so no unverified bytes trail the tree (§7.3, §11.1 check 20).
+        if self.partition(VERITY).size != gpt.align(self.verity.tree_size):
+            raise FormatError(
+                f"verity partition: {self.partition(VERITY).size} bytes, but the tree "
+                f"needs align({self.verity.tree_size}) = {gpt.align(self.verity.tree_size)}"
             )
         check_superblock(self.region(VERITY), self.verity)
 
@@ -127,33 +141,30 @@ class Image:
         return decode(self._pread(part.offset, part.size))
 
     def _check_binding(self, head: bytes, tail: bytes) -> None:
-        """The statement must describe exactly this file's GPT and partitions."""
+        """§11.1 checks 9-13: the statement describes exactly this file's GPT and partitions."""
         statement = self.signature_block.statement
-        disk = statement.get("disk")
-        if not isinstance(disk, dict) or set(disk) != DISK_KEYS:
-            raise FormatError("statement: malformed disk section")
-        if disk["guid"] != str(self.layout.disk_guid):
-            raise IntegrityError("the disk GUID does not match the signed statement")
-        if not _is_int(disk["size"]) or disk["size"] != self.layout.file_size:
+        disk = check_disk(statement["disk"])
+        if disk["size"] != self.layout.file_size:
             raise IntegrityError(
                 "file size differs from the signed statement (truncated or extended)"
             )
-        if disk.get("head_sha256") != sha256(head[: self.layout.head_size]):
+        if disk["head_sha256"] != sha256(head[: self.layout.head_size]):
             raise IntegrityError(
                 "the protective MBR or primary GPT does not match the signed statement"
             )
-        if disk.get("tail_sha256") != sha256(tail):
+        if disk["tail_sha256"] != sha256(tail):
             raise IntegrityError("the backup GPT does not match the signed statement")
-        if statement.get("partitions") != [p.to_json() for p in self.layout.partitions]:
+        partitions = check_partitions(statement["partitions"])
+        if partitions != [p.to_json() for p in self.layout.partitions]:
             raise IntegrityError("the partition table does not match the signed statement")
+        if disk["guid"] != str(self.layout.disk_guid):
+            raise IntegrityError("the disk GUID does not match the signed statement")
 
     def _read_manifest(self) -> tuple[bytes, dict[str, Any]]:
         part = self.partition(MANIFEST)
-        info = self.signature_block.statement.get("manifest")
-        if not isinstance(info, dict) or set(info) != {"size", "sha256"}:
-            raise FormatError("statement: malformed manifest section")
+        info = check_manifest_info(self.signature_block.statement["manifest"])
         size = info["size"]
-        if not _is_int(size) or not 0 < size <= MAX_MANIFEST_BYTES:
+        if not 0 < size <= MAX_MANIFEST_BYTES:
             raise FormatError(
                 f"manifest: size {size!r} exceeds the {MAX_MANIFEST_BYTES} byte limit"
             )
@@ -161,14 +172,11 @@ class Image:
             raise FormatError("manifest partition: its size does not match the manifest")
         raw = self._pread(part.offset, part.size)
         body = raw[:size]
-        if sha256(body) != info.get("sha256") or any(raw[size:]):
+        if sha256(body) != info["sha256"] or any(raw[size:]):
             raise IntegrityError("manifest partition does not match the signed digest")
         manifest = manifest_mod.validate(canonical.loads(body, "manifest"))
         statement = self.signature_block.statement
-        if (
-            statement.get("app_id") != manifest["id"]
-            or statement.get("app_version") != manifest["version"]
-        ):
+        if statement["app_id"] != manifest["id"] or statement["app_version"] != manifest["version"]:
             raise IntegrityError("statement: app id or version differs from the manifest")
         return body, manifest
 
@@ -179,8 +187,21 @@ class Image:
         check_tree(self.region(VERITY), self.verity)
 
     def check_payload(self, progress: Any = None) -> None:
-        """Read every payload block and check it against the tree (``verify --full``)."""
+        """``verify --full`` (§11.3): every payload block against the tree, then the
+        payload's SquashFS superblock and zero padding (a FormatError if not SquashFS)."""
         check_data(self.region(PAYLOAD), self.region(VERITY), self.verity, progress)
+        from appimg.format.squashfs import read_superblock
+
+        source = VerifiedSource(self.region(PAYLOAD), self.region(VERITY), self.verity)
+        used = read_superblock(source).bytes_used
+        size = self.partition(PAYLOAD).size
+        if size != gpt.align(used, max(gpt.ALIGNMENT, self.verity.data_block_size)):
+            raise FormatError(
+                f"payload partition: {size} bytes for a {used}-byte filesystem "
+                "(padding is not to the next 4 KiB or data block boundary)"
+            )
+        if any(source.read(used, size - used)):
+            raise FormatError("payload partition: bytes after the filesystem are not zero")
 
     def signatures(self, trusted: dict[str, Any] | None = None) -> list[SignatureStatus]:
         """Each signature's validity; ``trusted`` maps key ids of trusted keys to keys."""
@@ -228,7 +249,3 @@ class Image:
                 "data_blocks": v.data_blocks,
             },
         }
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

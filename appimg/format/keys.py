@@ -3,6 +3,12 @@
 A private key is a PKCS#8 PEM file (mode 0600); its public half, ``KEY.pub``, is a
 SubjectPublicKeyInfo PEM file, as ``openssl pkey -pubout`` writes. A key is named
 by its key id: the first 16 bytes of SHA-256 over the raw 32-byte public key, in hex.
+
+Signature checks follow libsodium's rule (§8.3), stricter than OpenSSL's: a public
+key or a signature's R that is a small-order point or a non-canonical encoding is
+refused, so that a key of small order (which "signs" any message) is never valid,
+and two conforming readers agree on every signature. Base64 is strict and
+canonical (§8.3): standard alphabet, padding, zero unused bits.
 """
 
 from __future__ import annotations
@@ -20,6 +26,29 @@ from appimg.errors import SignatureError, UsageError
 from appimg.files import read_capped
 
 MAX_KEY_FILE = 16 * 1024
+
+#: The field prime of Curve25519/Ed25519.
+_P = 2**255 - 19
+#: Encodings (sign bit cleared) of the points of order 1, 2, 4 and 8: libsodium's
+#: ``ge25519_has_small_order`` blocklist (ed25519_ref10.c). With the sign bit ignored
+#: these cover all eight small-order points; its two further entries, p and p + 1,
+#: are non-canonical and refused by :func:`is_weak_point` anyway.
+_SMALL_ORDER_Y = frozenset(
+    {
+        0,  # (±sqrt(-1), 0): order 4
+        1,  # the identity: order 1
+        _P - 1,  # (0, -1): order 2
+        # the two y coordinates of the four points of order 8
+        int.from_bytes(
+            bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
+            "little",
+        ),
+        int.from_bytes(
+            bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"),
+            "little",
+        ),
+    }
+)
 
 
 def _serialization() -> ModuleType:
@@ -74,6 +103,39 @@ def _read(path: Path) -> bytes:
         raise UsageError(f"{path}: {exc.strerror}") from None
 
 
+def b64decode_strict(text: str | bytes, length: int | None = None) -> bytes:
+    """Standard base64 with padding, in its one canonical form (§8.3); ValueError else.
+
+    ``b64decode(validate=True)`` accepts non-zero unused bits (``AB==`` and ``AA==``
+    decode alike), so the result is re-encoded and compared.
+    """
+    raw_text = text.encode("ascii") if isinstance(text, str) else text
+    decoded = base64.b64decode(raw_text, validate=True)
+    if base64.b64encode(decoded) != raw_text:
+        raise ValueError("base64 is not in canonical form")
+    if length is not None and len(decoded) != length:
+        raise ValueError(f"expected {length} bytes, got {len(decoded)}")
+    return decoded
+
+
+def is_weak_point(encoded: bytes) -> bool:
+    """True if a 32-byte point encoding is non-canonical (y ≥ p) or of small order.
+
+    libsodium's ``ge25519_is_canonical`` and ``ge25519_has_small_order``; OpenSSL
+    accepts such keys, with which one signature can verify for every message.
+    """
+    if len(encoded) != 32:
+        return True
+    y = int.from_bytes(encoded, "little") & ((1 << 255) - 1)
+    return y >= _P or y in _SMALL_ORDER_Y
+
+
+def _checked_public(raw: bytes, where: str) -> Ed25519PublicKey:
+    if is_weak_point(raw):
+        raise SignatureError(f"{where}: a weak Ed25519 public key (small order or non-canonical)")
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
 def load_private(path: Path) -> Ed25519PrivateKey:
     serialization = _serialization()
     data = _read(path)
@@ -87,7 +149,11 @@ def load_private(path: Path) -> Ed25519PrivateKey:
 
 
 def parse_public(data: bytes, where: str) -> Ed25519PublicKey:
-    """A public key from SPKI PEM, a private key PEM (its public half) or raw base64."""
+    """A public key from SPKI PEM, a private key PEM (its public half) or raw base64.
+
+    Weak keys (small order, non-canonical: §8.3) are refused as not Ed25519 keys: no
+    valid signature can be made with them, so trusting one would only be a trap.
+    """
     serialization = _serialization()
     text = data.strip()
     try:
@@ -96,12 +162,12 @@ def parse_public(data: bytes, where: str) -> Ed25519PublicKey:
         elif text.startswith(b"-----BEGIN"):
             key = serialization.load_pem_public_key(text)
         else:
-            key = Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
+            key = Ed25519PublicKey.from_public_bytes(b64decode_strict(text, 32))
     except (ValueError, TypeError):
         raise SignatureError(f"{where}: not an Ed25519 public key (PEM or base64)") from None
     if not isinstance(key, Ed25519PublicKey):
         raise SignatureError(f"{where}: not an Ed25519 key")
-    return key
+    return _checked_public(raw_public(key), where)
 
 
 def load_public(path: Path) -> Ed25519PublicKey:
@@ -119,11 +185,16 @@ def sign(key: Ed25519PrivateKey, message: bytes) -> dict[str, str]:
 
 
 def check(entry: dict[str, str], message: bytes) -> bool:
-    """True if the signature entry is a valid Ed25519 signature of ``message``."""
+    """True if the signature entry is a valid Ed25519 signature of ``message`` (§8.3).
+
+    OpenSSL checks S < L; the weak-point checks on the key and on R are libsodium's.
+    """
     try:
-        raw = base64.b64decode(entry["public_key"], validate=True)
-        public = Ed25519PublicKey.from_public_bytes(raw)
-        public.verify(base64.b64decode(entry["signature"], validate=True), message)
+        raw = b64decode_strict(entry["public_key"], 32)
+        signature = b64decode_strict(entry["signature"], 64)
+        if is_weak_point(raw) or is_weak_point(signature[:32]):
+            return False
+        Ed25519PublicKey.from_public_bytes(raw).verify(signature, message)
     except (InvalidSignature, ValueError, KeyError, TypeError):
         return False
     return key_id(raw) == entry.get("key_id")

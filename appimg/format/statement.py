@@ -5,11 +5,18 @@ the first partition (MBR, primary GPT) and after the last (backup GPT), the
 partition table, the manifest's digest, and the verity parameters including the
 root hash, which in turn covers every payload block. The partition holds
 ``{"statement": ..., "signatures": [...]}`` as canonical JSON, zero padded.
+
+The error-class rule of §8.2: a member missing, unknown, or not of the type and
+form §8.2 gives it is a ``FormatError`` (checked here, before any comparison); a
+well-formed value that contradicts the file is an ``IntegrityError`` (checked by
+:mod:`appimg.format.image`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +32,12 @@ STATEMENT_KEYS = {
     "type", "format_version", "app_id", "app_version", "disk", "partitions", "manifest", "verity",
 }  # fmt: skip
 SIGNATURE_KEYS = {"algorithm", "key_id", "public_key", "signature"}
+#: The members of ``disk``, ``manifest`` and each ``partitions`` entry (§8.2).
+DISK_KEYS = {"size", "guid", "head_sha256", "tail_sha256"}
+MANIFEST_KEYS = {"size", "sha256"}
+PARTITION_KEYS = {"name", "type_guid", "uuid", "offset", "size"}
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def sha256(data: bytes) -> str:
@@ -54,6 +67,69 @@ def build_statement(
         "manifest": {"size": len(manifest_json), "sha256": sha256(manifest_json)},
         "verity": verity.to_json(),
     }
+
+
+def is_int(value: object) -> bool:
+    """A JSON integer: booleans are not integers (§8.2)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_sha256(value: object) -> bool:
+    return isinstance(value, str) and _SHA256_HEX.fullmatch(value) is not None
+
+
+def _is_guid(value: object) -> bool:
+    """The lowercase 8-4-4-4-12 form; any other spelling of a GUID is malformed."""
+    if not isinstance(value, str):
+        return False
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
+def _members(value: object, keys: set[str], what: str) -> dict[str, Any]:
+    if not isinstance(value, dict) or set(value) != keys:
+        raise FormatError(f"statement: {what} must be an object with exactly {sorted(keys)}")
+    return value
+
+
+def check_disk(value: object) -> dict[str, Any]:
+    """§11.1 check 9: ``disk`` has its four members, each well formed."""
+    disk = _members(value, DISK_KEYS, "disk")
+    if not is_int(disk["size"]) or disk["size"] < 0:
+        raise FormatError("statement: disk.size must be a non-negative integer")
+    if not _is_guid(disk["guid"]):
+        raise FormatError("statement: disk.guid must be a lowercase 8-4-4-4-12 GUID")
+    for name in ("head_sha256", "tail_sha256"):
+        if not _is_sha256(disk[name]):
+            raise FormatError(f"statement: disk.{name} must be 64 lowercase hex digits")
+    return disk
+
+
+def check_partitions(value: object) -> list[dict[str, Any]]:
+    """§11.1 check 13, first half: four partition objects, each well formed."""
+    if not isinstance(value, list) or len(value) != 4:
+        raise FormatError("statement: partitions must be an array of 4 objects")
+    for index, entry in enumerate(value):
+        part = _members(entry, PARTITION_KEYS, f"partitions[{index}]")
+        if not isinstance(part["name"], str):
+            raise FormatError(f"statement: partitions[{index}].name must be a string")
+        if not (_is_guid(part["type_guid"]) and _is_guid(part["uuid"])):
+            raise FormatError(f"statement: partitions[{index}] GUIDs must be lowercase GUIDs")
+        if not (is_int(part["offset"]) and is_int(part["size"])):
+            raise FormatError(f"statement: partitions[{index}] offset and size must be integers")
+    return value
+
+
+def check_manifest_info(value: object) -> dict[str, Any]:
+    """§11.1 check 14, first half: ``manifest`` has an integer size and a SHA-256."""
+    info = _members(value, MANIFEST_KEYS, "manifest")
+    if not is_int(info["size"]):
+        raise FormatError("statement: manifest.size must be an integer")
+    if not _is_sha256(info["sha256"]):
+        raise FormatError("statement: manifest.sha256 must be 64 lowercase hex digits")
+    return info
 
 
 @dataclass
@@ -88,7 +164,7 @@ def decode(partition: bytes) -> SignatureBlock:
     if not isinstance(statement, dict) or statement.get("type") != STATEMENT_TYPE:
         raise FormatError("signature partition: no appimg statement")
     version = statement.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version != FORMAT_VERSION:
+    if not is_int(version) or version != FORMAT_VERSION:
         raise FormatError(
             f"unknown format version {version!r} (this appimg reads {FORMAT_VERSION})"
         )
@@ -96,6 +172,8 @@ def decode(partition: bytes) -> SignatureBlock:
         raise FormatError(f"signature partition: signatures must be a list of <= {MAX_SIGNATURES}")
     if set(statement) != STATEMENT_KEYS:
         raise FormatError("signature partition: the statement's fields are not those of v1")
+    if not (isinstance(statement["app_id"], str) and isinstance(statement["app_version"], str)):
+        raise FormatError("statement: app_id and app_version must be strings")
     for entry in signatures:
         if (
             not isinstance(entry, dict)

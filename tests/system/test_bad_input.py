@@ -164,8 +164,9 @@ def test_unknown_format_version(tmp_path: Path, hello_image: Path) -> None:
 
 def test_payload_that_is_not_squashfs(tmp_path: Path) -> None:
     image = forge(tmp_path / "junk.appimg", payload=random.Random(3).randbytes(64 * 1024))
-    appimg("verify", "--full", image)  # the hashes are all consistent...
-    run_bad("ls", image)  # ... but the payload is not a filesystem
+    appimg("verify", image)  # the hashes are all consistent...
+    run_bad("verify", "--full", image)  # ... but the payload is not a filesystem (§11.3)
+    run_bad("ls", image)
     run_bad("extract", image, tmp_path / "out")
 
 

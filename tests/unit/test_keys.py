@@ -198,3 +198,111 @@ def test_oversized_public_key_file(tmp_path: Path) -> None:
     with pytest.raises(SignatureError, match="too large") as exc:
         keys.load_public(path)
     one_line(exc, path)
+
+
+# -- weak points and canonical base64 (§8.3) --------------------------------------------------
+
+_P = 2**255 - 19
+_D = -121665 * pow(121666, -1, _P) % _P
+
+
+def _decode_point(encoded: bytes) -> tuple[int, int] | None:
+    """RFC 8032 §5.1.3 point decoding, for checking the blocklist independently."""
+    y = int.from_bytes(encoded, "little")
+    sign, y = y >> 255, y & ((1 << 255) - 1)
+    if y >= _P:
+        return None
+    x2 = (y * y - 1) * pow(_D * y * y + 1, -1, _P) % _P
+    x = pow(x2, (_P + 3) // 8, _P)
+    if (x * x - x2) % _P:
+        x = x * pow(2, (_P - 1) // 4, _P) % _P
+    if (x * x - x2) % _P or (x == 0 and sign):
+        return None
+    return (_P - x if x & 1 != sign else x), y
+
+
+def _add(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    (x1, y1), (x2, y2) = a, b
+    t = _D * x1 * x2 * y1 * y2 % _P
+    return (
+        (x1 * y2 + x2 * y1) * pow(1 + t, -1, _P) % _P,
+        (y1 * y2 + x1 * x2) * pow(1 - t, -1, _P) % _P,
+    )
+
+
+def _times8(point: tuple[int, int]) -> tuple[int, int]:
+    for _ in range(3):
+        point = _add(point, point)
+    return point
+
+
+def test_every_small_order_point_is_weak_and_the_blocklist_holds_nothing_else() -> None:
+    small = set()
+    for y in keys._SMALL_ORDER_Y:
+        for sign in (0, 1):
+            encoded = (y | sign << 255).to_bytes(32, "little")
+            point = _decode_point(encoded)
+            if point is not None:
+                assert _times8(point) == (0, 1), encoded.hex()
+                small.add(point)
+            assert keys.is_weak_point(encoded)
+    assert len(small) == 8  # the whole 8-torsion subgroup
+
+
+def test_non_canonical_points_are_weak_and_real_keys_are_not() -> None:
+    for y in (_P, _P + 1, 2**255 - 1):
+        assert keys.is_weak_point(y.to_bytes(32, "little"))
+    for _ in range(20):
+        raw = keys.raw_public(Ed25519PrivateKey.generate().public_key())
+        assert not keys.is_weak_point(raw)
+
+
+def test_key_files_refuse_a_small_order_key(tmp_path: Path) -> None:
+    for y in keys._SMALL_ORDER_Y:
+        text = base64.b64encode(y.to_bytes(32, "little"))
+        with pytest.raises(SignatureError):
+            keys.parse_public(text, "key.pub")
+    pem = tmp_path / "identity.pub"
+    spki = bytes.fromhex("302a300506032b6570032100") + bytes([1]) + bytes(31)
+    pem.write_bytes(
+        b"-----BEGIN PUBLIC KEY-----\n" + base64.b64encode(spki) + b"\n-----END PUBLIC KEY-----\n"
+    )
+    with pytest.raises(SignatureError):
+        keys.load_public(pem)
+
+
+def test_check_refuses_the_identity_forgery_that_openssl_accepts() -> None:
+    identity = bytes([1]) + bytes(31)
+    entry = {
+        "algorithm": "ed25519",
+        "key_id": keys.key_id(identity),
+        "public_key": base64.b64encode(identity).decode(),
+        "signature": base64.b64encode(identity + bytes(32)).decode(),
+    }
+    assert not keys.check(entry, MESSAGE)
+
+
+def test_check_refuses_a_small_order_r_under_a_real_key() -> None:
+    private = Ed25519PrivateKey.generate()
+    entry = keys.sign(private, MESSAGE)
+    signature = base64.b64decode(entry["signature"])
+    entry["signature"] = base64.b64encode(bytes([1]) + bytes(31) + signature[32:]).decode()
+    assert not keys.check(entry, MESSAGE)
+
+
+def test_base64_must_be_canonical() -> None:
+    assert keys.b64decode_strict("AA==") == b"\0"
+    for text in ("AB==", "AAB=", "AA", "AA=", " AA==", "AA==\n", "A-==", "AAA_"):
+        with pytest.raises(ValueError):
+            keys.b64decode_strict(text)
+    with pytest.raises(ValueError):
+        keys.b64decode_strict("AA==", 2)
+    private = Ed25519PrivateKey.generate()
+    entry = keys.sign(private, MESSAGE)
+    key_text = entry["public_key"]  # 32 bytes: one "=" of padding, 2 unused bits
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    entry["public_key"] = key_text[:-2] + alphabet[alphabet.index(key_text[-2]) | 1] + "="
+    assert base64.b64decode(entry["public_key"]) == base64.b64decode(key_text)
+    assert not keys.check(entry, MESSAGE)
+    with pytest.raises(SignatureError):
+        keys.parse_public(entry["public_key"].encode(), "key.pub")

@@ -4,7 +4,10 @@ The layout is fixed: LBA 0 protective MBR, LBA 1 header, LBA 2-33 the 128-entry
 array, the partitions from LBA 40 (4 KiB aligned, contiguous), and the backup
 array and header in the last 33 sectors. The file size is a multiple of 4 KiB.
 :class:`DiskLayout` says where everything goes; the structures are in
-:mod:`.structs`, parsed and built through :mod:`appimg.format.binary`.
+:mod:`.structs`, parsed and built through :mod:`appimg.format.binary`. Reading
+(§3.3) checks the fields a reader relies on one by one, then rebuilds the head
+and tail for the layout read and compares them byte for byte, so every other byte
+a v1 writer MUST write is checked too.
 """
 
 from __future__ import annotations
@@ -246,7 +249,15 @@ def read_layout(head: bytes, tail: bytes, file_size: int) -> DiskLayout:
         offset = part.end
     if file_size != align(offset + TAIL_SIZE):
         raise FormatError("the file does not end right after the backup GPT (resized?)")
-    return DiskLayout(tuple(parts), uuid.UUID(bytes_le=primary.disk_guid), file_size)
+    layout = DiskLayout(tuple(parts), uuid.UUID(bytes_le=primary.disk_guid), file_size)
+    # §3.3 step 12: everything else in the head and tail (the stub, MBR records 1-3,
+    # reserved fields, attributes, name padding, the backup PartitionEntryLBA, the zero
+    # gaps) has exactly one v1 value; rebuilding is simpler than checking each field.
+    if head[: layout.head_size] != head_bytes(layout):
+        raise FormatError("protective MBR or primary GPT: not as a v1 writer writes them")
+    if tail[-TAIL_SIZE:] != tail_bytes(layout)[-TAIL_SIZE:]:
+        raise FormatError("backup GPT: not as a v1 writer writes it")
+    return layout
 
 
 def _read_entries(array: bytes, first_usable: int, last_usable: int) -> list[Partition]:

@@ -6,6 +6,6 @@ codecs, :mod:`.reader` the reader itself.
 """
 
 from appimg.format.squashfs.compression import COMPRESSORS
-from appimg.format.squashfs.reader import Inode, SquashfsReader
+from appimg.format.squashfs.reader import Inode, SquashfsReader, read_superblock
 
-__all__ = ["COMPRESSORS", "Inode", "SquashfsReader"]
+__all__ = ["COMPRESSORS", "Inode", "SquashfsReader", "read_superblock"]

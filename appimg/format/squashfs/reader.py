@@ -223,6 +223,20 @@ class _Cursor:
         return buf[off : off + n]
 
 
+def read_superblock(source: ByteSource) -> Any:
+    """Parse and bound-check the superblock (spec/format.md §5.1, §13.3); FormatError else.
+
+    Also what ``verify --full`` checks of the payload, with no other read (§11.3): the
+    compressor must be one this reader can decompress.
+    """
+    if source.size < S.SUPERBLOCK_SIZE:
+        raise FormatError(f"squashfs: image of {source.size} bytes is too small")
+    sb = S.SUPERBLOCK.parse(source.read(0, S.SUPERBLOCK_SIZE), "superblock", 0)
+    SquashfsReader._check_superblock(sb, source.size)
+    decompressor(sb.compression_id)  # FormatError for a codec this host lacks (lzo)
+    return sb
+
+
 class SquashfsReader:
     """Read a SquashFS 4.0 image through a :class:`ByteSource`; safe to share between threads."""
 
@@ -236,10 +250,7 @@ class SquashfsReader:
         dir_cache: int = 65536,
     ) -> None:
         self._source = source
-        if source.size < S.SUPERBLOCK_SIZE:
-            raise FormatError(f"squashfs: image of {source.size} bytes is too small")
-        sb = S.SUPERBLOCK.parse(source.read(0, S.SUPERBLOCK_SIZE), "superblock", 0)
-        self._check_superblock(sb, source.size)
+        sb = read_superblock(source)
         self.superblock = sb
         self.compression: str = COMPRESSORS[sb.compression_id]
         self._decompress = decompressor(sb.compression_id)
