@@ -1243,8 +1243,8 @@ def invalid_cases() -> list[Case]:
         bad(
             "partitions-extra-member",
             f"{S11} 13",
-            INT,
-            "A statement.partitions entry has a sixth member.",
+            F,
+            "A statement.partitions entry has a sixth member (an unknown member: §8.2).",
             statement_hook=_set("partitions.0.flags", 0),
         ),
         bad(
@@ -1552,11 +1552,11 @@ def invalid_cases() -> list[Case]:
         # §11.2: the tree
         bad(
             "tree-content-too-large",
-            "format.md §11.2 step 2",
+            f"{S11} 20",
             F,
             "A tree over 11 data "
-            "blocks in a verity partition that holds only the superblock block.",
-            detected_by="tree",
+            "blocks in a verity partition that holds only the superblock block: refused at "
+            "opening (the partition must be exactly align(content)).",
             tree="large",
             verity_hook=lambda buf, p: buf.__delitem__(slice(4096, None)),
         ),
