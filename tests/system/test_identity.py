@@ -211,6 +211,8 @@ def test_update_must_be_signed_by_a_pinned_key_and_raise_the_version(
     # An older version only with --allow-downgrade; the same version with other bytes never.
     older = image("0.9", key_a)
     assert "--allow-downgrade" in refused(older)
+    # --allow-downgrade lowers the version, never the bar on the key.
+    assert "pinned" in refused(image("0.8", key_b), "--allow-downgrade", "--trust")
     same = image("1.0", key_a, tag="other-bytes")
     assert "same version" in refused(same)
     assert "same version" in refused(same, "--allow-downgrade")
