@@ -170,6 +170,23 @@ def test_a_file_named_like_an_app_id_in_the_cwd_is_not_run(tmp_path: Path) -> No
         os.chdir(cwd)
 
 
+@needs_busybox
+def test_an_installed_id_ending_in_appimg_wins_over_a_file_in_the_cwd(tmp_path: Path) -> None:
+    """Its menu entry runs `appimg run org.example.appimg` from $HOME: a file planted
+    there under that name must not run instead."""
+    env = home_env(tmp_path / "home")
+    app = "org.example.appimg"
+    genuine = pack(make_busybox_app(tmp_path / "genuine", app), tmp_path / "genuine.appimg")
+    appimg("install", "--allow-unsigned", genuine, env=env)
+    planted = pack(make_busybox_app(tmp_path / "planted", "org.example.Planted"),
+                   tmp_path / "home" / app)  # fmt: skip
+    out = appimg("run", "--allow-unsigned", app, "--", "env", env=env, cwd=tmp_path / "home")
+    assert f"id={app}" in out.stdout
+    out = appimg("run", "--allow-unsigned", f"./{app}", "--", "env", env=env,
+                 cwd=planted.parent)  # fmt: skip
+    assert "id=org.example.Planted" in out.stdout
+
+
 # -- 3. who may replace an app ---------------------------------------------------------
 
 
@@ -211,6 +228,8 @@ def test_update_must_be_signed_by_a_pinned_key_and_raise_the_version(
     # An older version only with --allow-downgrade; the same version with other bytes never.
     older = image("0.9", key_a)
     assert "--allow-downgrade" in refused(older)
+    # --allow-downgrade lowers the version, never the bar on the key.
+    assert "pinned" in refused(image("0.8", key_b), "--allow-downgrade", "--trust")
     same = image("1.0", key_a, tag="other-bytes")
     assert "same version" in refused(same)
     assert "same version" in refused(same, "--allow-downgrade")

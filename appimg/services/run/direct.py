@@ -1,11 +1,12 @@
 """The sandbox without bubblewrap: the same namespaces set up with the kernel calls.
 
 Used where ``bwrap`` is not installed (or ``APPIMG_NO_BWRAP`` is set). A child
-process unshares user, mount and pid namespaces (mapping the caller's uid/gid),
-forks the app's init as pid 1, builds a tmpfs root with the view's top-level
-entries bound read-only, /proc, a minimal /dev, a private /tmp and the binds,
-pivots into it and forks the app, which starts a new session, drops its
-capabilities, loads the syscall filter (spec/run.md §Syscall filter) and execs.
+process unshares user, mount, pid, IPC, UTS and cgroup namespaces (as bubblewrap
+does, mapping the caller's uid/gid), forks the app's init as pid 1, builds a
+tmpfs root with the view's top-level entries bound read-only, /proc, a minimal
+/dev, a private /tmp and the binds, pivots into it and forks the app, which
+starts a new session, drops its capabilities, loads the syscall filter
+(spec/run.md §Syscall filter) and execs.
 
 Bind destinations are created one component at a time relative to directory
 file descriptors, never following a symlink: the image is hostile by assumption
@@ -29,6 +30,10 @@ CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWIPC = 0x08000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWCGROUP = 0x02000000
+#: The namespaces bwrap's --unshare-user/-pid/-ipc/-uts/-cgroup-try give.
+NAMESPACES = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
@@ -275,8 +280,9 @@ def run_direct(sandbox: Sandbox) -> int:
         # only, which passes it on to the app (in a session of its own).
         os.setpgid(0, 0)
         try:
-            _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC),
-                   "unshare")  # fmt: skip
+            _check(_libc.unshare(NAMESPACES), "unshare")
+            # As bwrap's --unshare-cgroup-try: a kernel without cgroup namespaces goes without.
+            _libc.unshare(CLONE_NEWCGROUP)
             _write("/proc/self/setgroups", "deny")
             _write("/proc/self/uid_map", f"{uid} {uid} 1")
             _write("/proc/self/gid_map", f"{gid} {gid} 1")

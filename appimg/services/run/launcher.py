@@ -29,17 +29,25 @@ def resolve_target(target: str, dirs: UserDirs) -> tuple[Path, bool]:
 
     ``target`` is a file only if it contains ``/`` or ends in ``.appimg``: menu
     launchers start in ``$HOME``, where a file named like an app id must not run
-    instead of the app. The flag says whether the image is the installed one.
+    instead of the app (so an installed id ending in ``.appimg`` wins over a
+    file of that name written without ``/``). The flag says whether the image
+    is the installed one.
     """
     from appimg.services.mount.manager import is_path_argument
+    from appimg.services.store import installed_image
 
     path = Path(target)
+    if "/" not in target and target.endswith(".appimg"):
+        # An id may end in ".appimg" (org.example.appimg): its menu entry runs
+        # `appimg run org.example.appimg` from $HOME, where a file of that name
+        # must not run instead of the installed app.
+        found = installed_image(dirs, target)
+        if found is not None:
+            return found, True
     if is_path_argument(target):
         if not path.exists():
             raise UsageError(f"{target}: no such image file")
         return path, False
-    from appimg.services.store import installed_image
-
     found = installed_image(dirs, target)
     if found is None:
         hint = f" (for the file here, write ./{target})" if path.exists() else ""

@@ -42,7 +42,10 @@ BLOCKED = (
     (("unshare", "setns", "mount", "umount", "umount2", "pivot_root", "chroot"),
      "no namespaces or mounts of its own: the sandbox's layout is final"),
     (("perf_event_open",), "profiling is done from outside; a history of kernel bugs"),
-    (("ptrace",), "no tracing of other processes in the sandbox"),
+    (("ptrace", "process_vm_readv", "process_vm_writev"),
+     "no tracing of, or reading or writing the memory of, other processes in the sandbox"),
+    (("userfaultfd",), "stalls the kernel at a chosen page fault: makes kernel races exploitable"),
+    (("bpf",), "BPF programs are kernel code (refused anyway unless the host allows them)"),
     (("modify_ldt",), "16-bit segments: a history of information leaks"),
     (("kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
       "reboot", "swapon", "swapoff", "iopl", "ioperm"),
@@ -51,9 +54,13 @@ BLOCKED = (
 
 #: Fail with ENOSYS, so that the C library falls back to a call we can check.
 #: clone3 passes its flags in memory, which seccomp cannot read; the new mount
-#: API could rearrange the sandbox's mounts.
+#: API could rearrange the sandbox's mounts. io_uring performs syscalls' work
+#: (opening files, creating sockets) without a syscall seccomp sees, so it would
+#: bypass this filter's argument checks (IORING_OP_SOCKET: any socket family);
+#: programs that use it fall back to plain syscalls on ENOSYS.
 UNAVAILABLE = ("clone3", "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick",
-               "mount_setattr")  # fmt: skip
+               "mount_setattr",
+               "io_uring_setup", "io_uring_enter", "io_uring_register")  # fmt: skip
 
 #: 32-bit entry points filtered with the same rules as the native one, per native
 #: architecture (a syscall of an architecture missing here kills the process).
