@@ -338,6 +338,14 @@ SVG_NS = b'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.or
         (b'<animate attributeName="href" values="file:///etc/passwd"/>', "animations of href"),
         (b'<h:iframe xmlns:h="http://www.w3.org/1999/xhtml" src="http://x/"/>', "not allowed"),
         (b'<h:p xmlns:h="http://www.w3.org/1999/xhtml">x</h:p>', "XHTML"),
+        # xml:base would resolve even '#a' against another document.
+        (b'<g xml:base="http://example.com/s.svg"><use href="#a"/></g>', "xml:base"),
+        # CSS functions that load a string, not a url().
+        (b"<rect style=\"fill:src('http://example.com/p.svg#g')\"/>", r"src\(\)"),
+        (b"<rect fill=\"image('file:///etc/passwd')\"/>", r"image\(\)"),
+        (b'<style>rect{fill:image-set("http://example.com/x" 1x)}</style>', "image-set"),
+        (b'<style>a{b:-WEBKIT-image-set("http://example.com/x" 1x)}</style>', "image-set"),
+        (b'<rect fill="cross-fade(&quot;http://x/&quot;)"/>', "cross-fade"),
     ],
 )
 def test_svg_external_references_refused(body: bytes, reason: str) -> None:
