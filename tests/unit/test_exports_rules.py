@@ -596,3 +596,12 @@ def test_exec_takes_one_file_field_code(value: str) -> None:
     with pytest.raises(Refused, match="more than one of"):
         rewrite(f"[Desktop Entry]\nType=Application\nName=A\nExec={value}\n")
     assert "-- %k %i" in rewrite("[Desktop Entry]\nType=Application\nName=A\nExec=app %k %i\n")
+
+
+def test_dbus_service_cannot_claim_a_freedesktop_name() -> None:
+    """An image may claim the id org.freedesktop.secrets; its service must not take the
+    bus name from the host's keyring (the exports come first on the search path)."""
+    manifest = {**MANIFEST, "id": "org.freedesktop.secrets"}
+    data = b"[D-BUS Service]\nName=org.freedesktop.secrets\nExec=/bin/app\n"
+    with pytest.raises(Refused, match=r"org\.freedesktop\.\* bus names"):
+        rewrite_dbus(data, manifest, CTX, "org.freedesktop.secrets")

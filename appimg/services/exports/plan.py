@@ -238,6 +238,11 @@ def rewrite_dbus(data: bytes, manifest: Mapping[str, Any], ctx: Context, stem: s
         raise Refused(f"Name must be {stem!r}, the file's name")
     if group.get("User") is not None:
         raise Refused("User= is for system services")
+    if stem.startswith("org.freedesktop."):
+        # The names of the freedesktop.org interfaces (Notifications, secrets, portal…):
+        # the exports come first on the bus's search path, so the app would be started
+        # in place of the host's service, and be handed every caller's data.
+        raise Refused("org.freedesktop.* bus names belong to the host's standard services")
     raw = group.get("Exec")
     if raw is None:
         raise Refused("no Exec key")
