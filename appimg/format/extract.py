@@ -142,9 +142,15 @@ class Extractor:
         seen: set[int] = set()
         for parts, inode in roots:
             for _, _path, node in _Walk(self.reader)("/" + "/".join(parts), inode):
-                if node.is_file() and node.number not in seen:
+                if not node.is_file():
+                    continue
+                # Only what _entry links (nlink > 1, same number) is written once; files
+                # that merely claim one inode number are each written.
+                if node.nlink > 1:
+                    if node.number in seen:
+                        continue
                     seen.add(node.number)
-                    total += sum(b - a for a, b in self.reader.data_ranges(node))
+                total += sum(b - a for a, b in self.reader.data_ranges(node))
         return total
 
     def _extract_root(self, top: int, parts: list[str], inode: Inode) -> None:

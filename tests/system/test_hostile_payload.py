@@ -57,17 +57,20 @@ def _metablocks(stream: bytes) -> tuple[bytes, list[int]]:
 
 
 def _image(inodes: list[tuple[int, int, bytes]], listing: list[tuple[str, int]],
-           *, block_log: int = 17, data: bytes = b"") -> bytes:  # fmt: skip
+           *, block_log: int = 17, data: bytes = b"",
+           numbers: dict[int, int] | None = None) -> bytes:  # fmt: skip
     """A SquashFS image. ``inodes`` are (type, mode, body after the header),
     numbered 1.. in order, the last one the root directory; every directory
     (start block and offset 0) has the one listing, of ``listing`` (name,
-    inode number) entries. ``data`` goes right after the superblock, at 96."""
+    inode number) entries. ``data`` goes right after the superblock, at 96.
+    ``numbers`` overrides the number an inode's header claims (position -> number)."""
     # Inode stream, with each inode's position, so references can be made.
     stream = bytearray()
     positions = []
     for number, (itype, mode, body) in enumerate(inodes, 1):
         positions.append(len(stream))
-        stream += struct.pack("<HHHHII", itype, mode, 0, 0, 0, number) + body
+        claimed = (numbers or {}).get(number, number)
+        stream += struct.pack("<HHHHII", itype, mode, 0, 0, 0, claimed) + body
     itable, block_offsets = _metablocks(bytes(stream))
 
     def ref(number: int) -> int:
@@ -80,7 +83,7 @@ def _image(inodes: list[tuple[int, int, bytes]], listing: list[tuple[str, int]],
         r = ref(number)
         itype = inodes[number - 1][0]
         basic = itype if itype <= 7 else itype - 7
-        dlist += struct.pack("<III", 0, r >> 16, number)
+        dlist += struct.pack("<III", 0, r >> 16, (numbers or {}).get(number, number))
         dlist += struct.pack("<HhHH", r & 0xFFFF, 0, basic, len(name) - 1) + name.encode()
     dtable, _ = _metablocks(bytes(dlist))
     ids, _ = _metablocks(struct.pack("<I", 0))
@@ -200,6 +203,30 @@ def test_extract_refuses_data_beyond_free_space(tmp_path: Path) -> None:
     appimg("extract", image, tmp_path / "out2", timeout=60, memory_limit=MEMORY_LIMIT)
     st = (tmp_path / "out2" / "zeros").stat()
     assert st.st_size == n << 20 and st.st_blocks * 512 < 1 << 20  # zero chunks seeked over
+
+
+def test_free_space_check_counts_files_sharing_an_inode_number(tmp_path: Path) -> None:
+    """Two files (nlink 1) whose headers claim the same inode number, over the same
+    blocks: both are written, so both count; only real hard links (nlink > 1) are
+    counted once (extract links those)."""
+    block = zlib.compress(b"\x01" * (1 << 20), 9)
+    n = 8
+    fixed = struct.pack("<QQQIIII", 96, n << 20, 0, 1, 0xFFFFFFFF, 0, 0xFFFFFFFF)
+    words = struct.pack(f"<{n}I", *([len(block)] * n))
+    listing = [("a", 1), ("b", 2)]
+    payload = _image([(9, 0o644, fixed + words), (9, 0o644, fixed + words),
+                      (1, 0o755, _dir_body(listing, 3))], listing,
+                     block_log=20, data=block * n, numbers={2: 1})  # fmt: skip
+    image = forge(tmp_path / "twins.appimg", payload=payload)
+    from appimg.format import extract as ex
+
+    orig = ex.Extractor._free_space
+    ex.Extractor._free_space = staticmethod(lambda target: (n << 20) * 3 // 2)  # type: ignore[method-assign]
+    try:
+        with Image.open(image) as img, pytest.raises(AppimgError, match="not enough free space"):
+            ex.extract(img.payload, tmp_path / "out", [])
+    finally:
+        ex.Extractor._free_space = orig  # type: ignore[method-assign]
 
 
 # --- 2. xattr bombs ---------------------------------------------------------------------

@@ -138,3 +138,39 @@ def test_planted_symlinks_are_not_followed(
     assert {p.name: p.read_text() for p in outside.iterdir()} == before
     assert not any(p.is_symlink() for p in share.rglob("*"))
     assert_consistent(home)
+
+
+@pytest.mark.parametrize("where", ["images", "images/org.example.Hello", "tmp", "exports"])
+def test_planted_store_symlinks_are_not_followed(
+    installed: tuple[Path, dict[str, str], Path], hello_image: Path, where: str
+) -> None:
+    """Links where the store keeps images, staging or exports: a command writes and
+    deletes only inside the store, never through the link."""
+    home, env, precious = installed
+    store = store_dir(home)
+    outside = home / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("mine\n")
+    (outside / "org.example.Hello").mkdir()
+    (outside / "org.example.Hello" / "keep.appimg").write_text("mine\n")
+    (outside / "share").mkdir()
+    (outside / "share" / "keep").write_text("mine\n")
+
+    def snapshot() -> dict[str, bytes]:
+        return {str(p.relative_to(outside)): p.read_bytes() if p.is_file() else b"dir"
+                for p in sorted(outside.rglob("*"))}  # fmt: skip
+
+    before = snapshot()
+    link = store / where
+    if link.exists():
+        import shutil
+
+        shutil.copytree(link, outside / "copied", symlinks=True)
+        shutil.rmtree(link)
+        before = snapshot()
+    link.symlink_to(outside)
+    uninstall = ("uninstall", "org.example.Hello")
+    for args in (("list",), uninstall, ("install", str(hello_image), "--trust"), uninstall):
+        appimg(*args, env=env, check=False)
+        assert snapshot() == before, args
+        assert precious.read_text() == "# the user's own\n"

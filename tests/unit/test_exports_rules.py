@@ -338,6 +338,14 @@ SVG_NS = b'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.or
         (b'<animate attributeName="href" values="file:///etc/passwd"/>', "animations of href"),
         (b'<h:iframe xmlns:h="http://www.w3.org/1999/xhtml" src="http://x/"/>', "not allowed"),
         (b'<h:p xmlns:h="http://www.w3.org/1999/xhtml">x</h:p>', "XHTML"),
+        # xml:base would resolve even '#a' against another document.
+        (b'<g xml:base="http://example.com/s.svg"><use href="#a"/></g>', "xml:base"),
+        # CSS functions that load a string, not a url().
+        (b"<rect style=\"fill:src('http://example.com/p.svg#g')\"/>", r"src\(\)"),
+        (b"<rect fill=\"image('file:///etc/passwd')\"/>", r"image\(\)"),
+        (b'<style>rect{fill:image-set("http://example.com/x" 1x)}</style>', "image-set"),
+        (b'<style>a{b:-WEBKIT-image-set("http://example.com/x" 1x)}</style>', "image-set"),
+        (b'<rect fill="cross-fade(&quot;http://x/&quot;)"/>', "cross-fade"),
     ],
 )
 def test_svg_external_references_refused(body: bytes, reason: str) -> None:
@@ -563,3 +571,37 @@ def test_glib_sees_no_localised_value_escape(tmp_path: Path, lang: str) -> None:
     assert seen["path"] is None and seen["tryexec"] is None
     assert seen["icon"] in ("org.example.App", "org.example.App-fr")
     assert "evil" not in result.stdout and "/etc" not in result.stdout
+
+
+def test_program_keys_leave_x_groups_and_kde_privilege_keys_go() -> None:
+    """Nothing rewrites Exec/TryExec/Path in [X-…] groups, so they go; KDE's keys that
+    run Exec as another user (kdesu) or grant privileged Wayland protocols go too."""
+    out = rewrite(
+        "[Desktop Entry]\nType=Application\nName=A\nExec=app\nX-KDE-SubstituteUID=true\n"
+        "X-KDE-Username=root\nX-KDE-Wayland-Interfaces=org_kde_plasma_window_management\n\n"
+        "[X-Extra]\nExec=/bin/sh -c evil\nTryExec=/bin/sh\nPath=/etc\nOther=kept\n"
+    )
+    assert "X-KDE" not in out and "/bin/sh" not in out and "/etc" not in out
+    assert out.endswith("[X-Extra]\nOther=kept\n")
+
+
+def test_localised_variant_of_a_missing_key_is_dropped() -> None:
+    out = rewrite("[Desktop Entry]\nType=Application\nName=A\nKeywords[de]=a;\nComment[C]=x\n")
+    assert "Keywords" not in out and "Comment" not in out
+
+
+@pytest.mark.parametrize("value", ["app %f %F", "app %u --x=%U", "app %f %f"])
+def test_exec_takes_one_file_field_code(value: str) -> None:
+    """desktop-file-validate refuses a second %f/%F/%u/%U; GLib would expand both."""
+    with pytest.raises(Refused, match="more than one of"):
+        rewrite(f"[Desktop Entry]\nType=Application\nName=A\nExec={value}\n")
+    assert "-- %k %i" in rewrite("[Desktop Entry]\nType=Application\nName=A\nExec=app %k %i\n")
+
+
+def test_dbus_service_cannot_claim_a_freedesktop_name() -> None:
+    """An image may claim the id org.freedesktop.secrets; its service must not take the
+    bus name from the host's keyring (the exports come first on the search path)."""
+    manifest = {**MANIFEST, "id": "org.freedesktop.secrets"}
+    data = b"[D-BUS Service]\nName=org.freedesktop.secrets\nExec=/bin/app\n"
+    with pytest.raises(Refused, match=r"org\.freedesktop\.\* bus names"):
+        rewrite_dbus(data, manifest, CTX, "org.freedesktop.secrets")

@@ -41,7 +41,15 @@ _DESKTOP_ROOTS = {"metainfo": ("component", "application"), "mime": ("mime-info"
 #: Keys removed from every group: ours (an image must not set them) and ones that run
 #: host programs outside `appimg run` (Flatpak removes the last one too).
 _DROPPED_KEYS = ("X-Appimg-Id", "X-Appimg-Image", "X-Appimg-Version",
-                 "X-GNOME-Bugzilla-ExtraInfoScript")  # fmt: skip
+                 "X-GNOME-Bugzilla-ExtraInfoScript",
+                 # KDE runs Exec as another user (kdesu) with these, and grants the
+                 # privileged Wayland protocols listed in the last one.
+                 "X-KDE-SubstituteUID", "X-KDE-Username", "X-KDE-Wayland-Interfaces")  # fmt: skip
+#: Keys naming a program or a host directory: rewritten in [Desktop Entry] and actions,
+#: removed from [X-…] groups, whose keys no rule checks.
+_PROGRAM_KEYS = frozenset({"Exec", "TryExec", "Path"})
+#: File field codes: desktop-file-validate allows one per Exec.
+_FILE_CODES = ("%f", "%F", "%u", "%U")
 
 
 #: The standard keys that may be localised (localestring, iconstring); a localised variant
@@ -128,6 +136,9 @@ def rewrite_exec(raw: str, manifest: Mapping[str, Any], ctx: Context, *,
     args = exec_line.drop_deprecated(args)
     if not args:
         raise Refused("Exec has no program")
+    codes = [c for a in args if not a.quoted for c in _FILE_CODES if c in a.text.replace("%%", "")]
+    if len(codes) > 1:
+        raise Refused(f"Exec: more than one of %f %F %u %U ({' '.join(codes)})")
     program = args[0]
     if "%" in program.text.replace("%%", ""):
         raise Refused("Exec: the program must not be a field code")
@@ -154,11 +165,15 @@ def _check_localised(group: keyfile.Group) -> None:
     Exec, TryExec and Path are ``string`` keys in the Desktop Entry Specification, yet
     KDE reads ``Exec[xx]``, and GLib reads ``Icon`` as a localestring (``Icon[C]`` is what
     it shows under LANG=C): every variant a desktop may read must obey the rules of the
-    unlocalised key. The same holds in every group (actions and ``X-`` groups too)."""
+    unlocalised key. The same holds in every group (actions and ``X-`` groups too).
+    A variant of a key the group lacks is removed (desktop-file-validate refuses it), and
+    so are Exec, TryExec and Path in ``X-`` groups, which nothing rewrites."""
     for key, raw in list(group.entries):
         base, _, locale = key.partition("[")
-        if base == "Icon" and locale and group.get("Icon") is None:
+        if locale and group.get(base) is None:
             group.remove(key)  # a variant of nothing (desktop-file-validate: an error)
+        elif group.name.startswith("X-") and base in _PROGRAM_KEYS:
+            group.remove(key)
         elif base == "Icon":
             value = keyfile.unescape(raw)
             if not _ICON_NAME.match(value) or value in (".", ".."):
@@ -223,6 +238,11 @@ def rewrite_dbus(data: bytes, manifest: Mapping[str, Any], ctx: Context, stem: s
         raise Refused(f"Name must be {stem!r}, the file's name")
     if group.get("User") is not None:
         raise Refused("User= is for system services")
+    if stem.startswith("org.freedesktop."):
+        # The names of the freedesktop.org interfaces (Notifications, secrets, portal…):
+        # the exports come first on the bus's search path, so the app would be started
+        # in place of the host's service, and be handed every caller's data.
+        raise Refused("org.freedesktop.* bus names belong to the host's standard services")
     raw = group.get("Exec")
     if raw is None:
         raise Refused("no Exec key")

@@ -12,7 +12,8 @@ what the document references: so an icon may reference nothing but itself.
 Every ``href`` (any namespace: ``xlink:href`` too), every ``url(...)`` in an
 attribute or a ``<style>`` element, must be a same-document ``#fragment`` or a
 ``data:`` URI of a PNG, JPEG or GIF image; CSS ``@import``, CSS escapes (which
-could spell ``url`` in disguise), XInclude, XHTML elements, scripts,
+could spell ``url`` in disguise), the CSS functions that load a string
+(``src()``, ``image()``, ``image-set()``, ...), ``xml:base``, XInclude, XHTML elements, scripts,
 ``foreignObject``, event attributes and animations of an ``href`` are refused.
 """
 
@@ -31,6 +32,11 @@ _ANIMATIONS = frozenset({"animate", "set", "animateMotion", "animateTransform", 
 #: A reference that stays inside the icon: a fragment, or an embedded raster image.
 _LOCAL_REF = re.compile(r"\s*(#|data:image/(png|jpeg|gif)[;,])", re.IGNORECASE)
 _CSS_URL = re.compile(r"url\(\s*(['\"]?)", re.IGNORECASE)
+#: CSS functions that load a resource named by a string, not url(): refused outright.
+_CSS_LOADERS = re.compile(r"(?<![\w-])(src|image|(-webkit-)?image-set|cross-fade|element)\(",
+                          re.IGNORECASE)  # fmt: skip
+#: xml:base would make even a ``#fragment`` resolve against another document.
+_XML_BASE = "http://www.w3.org/XML/1998/namespace base"
 
 
 def _check_reference(value: str, what: str) -> None:
@@ -45,6 +51,9 @@ def _check_css(text: str, what: str) -> None:
         raise Refused(f"SVG {what}: CSS escapes are not allowed in icons")
     if "@import" in text.lower():
         raise Refused(f"SVG {what}: CSS @import is not allowed in icons")
+    loader = _CSS_LOADERS.search(text)
+    if loader:
+        raise Refused(f"SVG {what}: CSS {loader.group(1)}() is not allowed in icons")
     for match in _CSS_URL.finditer(text):
         _check_reference(text[match.end() :], f"{what} url()")
 
@@ -114,6 +123,8 @@ def _check_svg_element(namespace: str, local: str, attrs: dict[str, str]) -> Non
     if namespace == _XHTML_NS:
         raise Refused("XHTML elements are not allowed in icons")
     for attr, value in attrs.items():
+        if attr == _XML_BASE:
+            raise Refused("xml:base is not allowed in icons")
         attr_local = attr.rpartition(" ")[2]
         lowered = attr_local.lower()
         if lowered.startswith("on"):
@@ -122,5 +133,6 @@ def _check_svg_element(namespace: str, local: str, attrs: dict[str, str]) -> Non
             _check_reference(value, f"<{local} {attr_local}>")
         elif local in _ANIMATIONS and lowered == "attributename" and "href" in value.lower():
             raise Refused("SVG animations of href are not allowed in icons")
-        if lowered == "style" or "url(" in value.lower() or "@import" in value.lower():
+        if (lowered == "style" or "url(" in value.lower() or "@import" in value.lower()
+                or _CSS_LOADERS.search(value)):  # fmt: skip
             _check_css(value, f"<{local} {attr_local}>")

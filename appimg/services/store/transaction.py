@@ -137,7 +137,9 @@ class Transaction:
         self.done = False
 
     def __enter__(self) -> Transaction:
-        self.staging.mkdir(parents=True)
+        # A symlink planted at tmp/ is replaced, not followed: the staged image and
+        # exports are then written by path below a real directory of the store.
+        os.close(open_dirs(self.layout.root, ("tmp", self.txid), create=True, replace=True))
         self.step("begin")
         return self
 
@@ -147,7 +149,7 @@ class Transaction:
         if self.journal_written:
             recover(self.layout, self.rerender)  # finish or undo what was started
         else:
-            shutil.rmtree(self.staging, ignore_errors=True)
+            remove_tmp(self.layout, self.txid)
             remove_empty_dirs(self.layout.tmp, self.layout.root)
 
     def stage_image(self, source: Path) -> Path:
@@ -302,9 +304,18 @@ def _referenced(index: index_mod.Index, rel: str) -> bool:
     return any(v["file"] == rel for app in index["apps"].values() for v in app["versions"])
 
 
+def remove_tmp(layout: StoreLayout, txid: str | None = None) -> None:
+    """Delete the staging area (or one transaction's), never through a symlink: a link
+    planted at ``tmp`` is removed itself (rmtree refuses a link and would leave it)."""
+    if layout.tmp.is_symlink() or (layout.tmp.exists() and not layout.tmp.is_dir()):
+        unlink(layout.tmp)
+        return
+    shutil.rmtree(layout.tmp / txid if txid else layout.tmp, ignore_errors=True)
+
+
 def finish(layout: StoreLayout, index: index_mod.Index) -> None:
     """Drop the staging area and the journal; remove the whole store once it is empty."""
-    shutil.rmtree(layout.tmp, ignore_errors=True)
+    remove_tmp(layout)
     for stray in layout.root.glob(".*.tmp-*"):
         unlink(stray)
     if not index["apps"]:
