@@ -68,9 +68,24 @@ def box_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return image
 
 
-def _fuse_mounts() -> list[str]:
+@pytest.fixture(autouse=True)
+def private_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own $XDG_RUNTIME_DIR: its mounts are its own, whatever else runs."""
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    return runtime
+
+
+def _fuse_mounts(runtime: str | None = None) -> list[str]:
+    """appimg's FUSE mounts below ``runtime`` (default: this test's runtime directory).
+    Only those: other suites on the machine may be mounting images of their own."""
+    below = (runtime or os.environ["XDG_RUNTIME_DIR"]).rstrip("/") + "/"
     with open("/proc/mounts") as handle:
-        return [line for line in handle if "appimg" in line and "fuse" in line]
+        return [
+            line for line in handle
+            if "fuse.appimg" in line and line.split()[1].replace("\\040", " ").startswith(below)
+        ]  # fmt: skip
 
 
 def test_run_as_root_passes_args_and_status(box_image: Path) -> None:
@@ -277,7 +292,7 @@ def test_non_root_user_runs_the_app_and_the_stub(
     bare = run_as(user, [str(image)], {**env, "PATH": "/usr/bin:/bin"})
     assert bare.returncode == 127
     assert b"appimg" in bare.stderr
-    assert not _fuse_mounts()
+    assert not _fuse_mounts(env["XDG_RUNTIME_DIR"])
 
 
 def test_host_profile_runs_a_python_script_with_the_hosts_python(tmp_path: Path) -> None:
@@ -328,4 +343,4 @@ def test_without_bwrap_the_kernel_calls_make_the_same_sandbox(box_image: Path) -
     assert (
         appimg_as(user, env, "run", "--allow-unsigned", image, "--", "exit", "42").returncode == 42
     )
-    assert not _fuse_mounts()
+    assert not _fuse_mounts(env["XDG_RUNTIME_DIR"])
