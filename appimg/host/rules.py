@@ -5,7 +5,7 @@ picks are requests; the host policy grants or denies each by its host
 ``path``; among granted rules with the same ``at`` the manifest's beats the
 profile's and a later one beats an earlier one (the others are *shadowed*).
 Nested rules are not resolved here: in the view the most specific ``at`` wins
-(:mod:`.view`). Nothing here touches the host file system; whether a granted
+(:mod:`appimg.services.view`). Nothing here touches the host file system; whether a granted
 host path can be shown is asked through a callable (see :func:`decide`).
 """
 

@@ -19,7 +19,7 @@ anything else (or nothing) there, a directory is synthesized; either way it
 lists the next component of the ``at`` below it.
 
 App symlinks are returned verbatim and host symlinks are shown as symlinks
-(:mod:`.hostfs` never follows one), so nothing outside the granted host paths
+(:mod:`appimg.host.fs` never follows one), so nothing outside the granted host paths
 is ever served.
 """
 
@@ -41,7 +41,7 @@ from appimg.host.rules import Rule
 APP = "app"
 HOST = "host"
 SYNTH = "synth"
-#: Synthesized directories get inode numbers with only bit 62 set (see hostfs.HOST_INO).
+#: Synthesized directories get inode numbers with only bit 62 set (see appimg.host.fs.HOST_INO).
 SYNTH_INO = 1 << 62
 
 _KIND = {
