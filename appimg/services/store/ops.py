@@ -34,6 +34,7 @@ from appimg.atomic import replace_file
 from appimg.errors import IntegrityError, PolicyError, StoreError, UsageError
 from appimg.host.dirs import UserDirs
 from appimg.services.store import index as index_mod
+from appimg.services.store import installed_state
 from appimg.services.store.layout import StoreLayout
 from appimg.services.store.lock import StoreLock
 from appimg.services.store.transaction import (
@@ -254,7 +255,7 @@ def install(
         manifest = image.manifest
         app_id = manifest["id"]
         root_hash = image.verity.root_hash.hex()
-        pinned = _pinned(StoreLayout.from_dirs(dirs), app_id) if update else []
+        pinned = installed_state(dirs, app_id)[0] if update else []
         if pinned is None:
             raise UsageError(f"{app_id} is not installed (use appimg install)")
         check_signatures(image, pinned)
@@ -421,18 +422,3 @@ def _withdraw(new_index: index_mod.Index, app_id: str, notes: list[str]) -> list
 
 def _copy(index: index_mod.Index) -> index_mod.Index:
     return json.loads(index_mod.dumps(index))
-
-
-def _pinned(layout: StoreLayout, app_id: str) -> list[str] | None:
-    """The keys the installed app ``app_id`` is pinned to; None if it is not installed."""
-    with contextlib.suppress(StoreError):
-        app = index_mod.load(layout)["apps"].get(app_id)
-        if app:
-            return list(app.get("pinned_keys", []))
-    return None
-
-
-def pinned_keys(dirs: UserDirs, app_id: str) -> list[str] | None:
-    """The keys the installed app ``app_id`` is pinned to (empty: installed unsigned);
-    None if it is not installed or the index cannot be read."""
-    return _pinned(StoreLayout.from_dirs(dirs), app_id)
