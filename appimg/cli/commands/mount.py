@@ -24,8 +24,9 @@ def add_mount(commands: Subcommands, name: str, summary: str) -> None:
         "files are merged with the host paths its manifest and profile ask for and the "
         "host's host-paths.d policy allows (spec/overlay-rules.md); refused requests are "
         "reported. Every block read is checked against the image's verity tree. A "
-        "trusted signature mounts; an unsigned image is refused unless --allow-unsigned, an "
-        "image signed by no trusted key unless --allow-untrusted. The mount stays "
+        "signature by a trusted key, or by a key the installed app of the same id is pinned "
+        "to, mounts; an unsigned image is refused unless --allow-unsigned, an image signed "
+        "by no such key unless --allow-untrusted. The mount stays "
         "until 'appimg umount'.",
     )
     options.image_file(p)
