@@ -18,9 +18,10 @@ def add_run(commands: Subcommands, name: str, summary: str) -> None:
         help=summary,
         description=(
             "Start the app of FILE (an image) or ID (an installed app) inside its merged\n"
-            "view: user, mount and pid namespaces, the image's files plus the host paths\n"
-            "the rules grant, a private /tmp and a writable data directory. FILE|ID is a\n"
-            "file only if it contains / or ends in .appimg. The exit status is the app's.\n"
+            "view: new namespaces, the image's files plus the host paths the rules grant,\n"
+            "a private /tmp and a writable data directory. FILE|ID is a file only if it\n"
+            "contains / or ends in .appimg and is not an installed app's id. The exit\n"
+            "status is the app's.\n"
             "Arguments after -- go to the app unchanged."
         ),
         epilog="examples: appimg run Hello.appimg -- --verbose 'two words'\n"
