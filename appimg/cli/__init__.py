@@ -25,7 +25,8 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="appimg",
         description=(
             "Ship a Linux desktop app as one signed, verifiable file: pack an app "
-            "directory into an image, inspect, verify and extract it."
+            "directory into an image; inspect, verify and extract it; run it in a sandbox "
+            "or mount it without root; install it for the desktop."
         ),
         epilog="Run 'appimg COMMAND --help' for the options of a command.",
     )
