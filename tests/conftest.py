@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from appimg.format.image import Image
 
 from .forge import break_signature, rewrite_signatures
 from .helpers import HELLO, appimg
+from .users import remove_created_dirs
 
 NOT_ROOT = "needs root (CI runs the suite as root)"
 NOT_SLOW = "slow: run with --run-slow or -m slow"
@@ -46,6 +48,14 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip(NOT_ROOT)
     if item.get_closest_marker("slow") and not _slow_requested(item.config):
         pytest.skip(NOT_SLOW)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_user_dirs() -> Iterator[None]:
+    """The directories made for the non-root test user live outside pytest's tmp dirs:
+    remove them when the session ends, so no run leaves anything in /tmp."""
+    yield
+    remove_created_dirs()
 
 
 @pytest.fixture(scope="session")

@@ -37,12 +37,23 @@ def allow_fuse_for_users() -> None:
         os.chmod("/dev/fuse", 0o666)
 
 
+#: Directories user_tmpdir made; conftest removes them when the session ends.
+CREATED_DIRS: list[Path] = []
+
+
 def user_tmpdir(user: pwd.struct_passwd, prefix: str = "appimg-user-") -> Path:
-    """A fresh directory owned by ``user`` (outside root's private pytest tmp dirs)."""
+    """A fresh directory owned by ``user`` (outside root's private pytest tmp dirs),
+    removed at the end of the test session."""
     path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    CREATED_DIRS.append(path)
     os.chown(path, user.pw_uid, user.pw_gid)
     path.chmod(0o755)
     return path
+
+
+def remove_created_dirs() -> None:
+    while CREATED_DIRS:
+        shutil.rmtree(CREATED_DIRS.pop(), ignore_errors=True)
 
 
 def user_env(user: pwd.struct_passwd, home: Path | None = None, **extra: str) -> dict[str, str]:
