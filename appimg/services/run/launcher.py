@@ -37,22 +37,17 @@ def resolve_target(target: str, dirs: UserDirs) -> tuple[Path, bool]:
     from appimg.services.store import installed_image
 
     path = Path(target)
-    if "/" not in target and target.endswith(".appimg"):
-        # An id may end in ".appimg" (org.example.appimg): its menu entry runs
-        # `appimg run org.example.appimg` from $HOME, where a file of that name
-        # must not run instead of the installed app.
+    if "/" not in target:
+        # An installed id comes first, even one ending in ".appimg" (org.example.appimg).
         found = installed_image(dirs, target)
         if found is not None:
             return found, True
-    if is_path_argument(target):
-        if not path.exists():
-            raise UsageError(f"{target}: no such image file")
-        return path, False
-    found = installed_image(dirs, target)
-    if found is None:
+    if not is_path_argument(target):
         hint = f" (for the file here, write ./{target})" if path.exists() else ""
         raise UsageError(f"{target}: neither an image file nor an installed app id{hint}")
-    return found, True
+    if not path.exists():
+        raise UsageError(f"{target}: no such image file")
+    return path, False
 
 
 def program_of(manifest: Mapping[str, Any], command: str | None) -> str:
