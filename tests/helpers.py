@@ -205,3 +205,12 @@ def pack_small_image(base: Path) -> Path:
     image = base / "small.appimg"
     appimg("pack", tree, "-o", image, "--compression", "gzip", "--block-size", "4K")
     return image
+
+
+def compile_static(source: str, out: Path) -> Path:
+    """Compile the C program ``source`` into the static binary ``out`` (hostile apps and
+    probes the tests pack into images: static, so they run in any sandbox)."""
+    c_file = out.with_name(out.name + ".c")
+    c_file.write_text(source)
+    subprocess.run(["cc", "-static", "-O2", "-o", out, c_file], check=True)
+    return out

@@ -21,7 +21,7 @@ from appimg.host.dirs import UserDirs
 from appimg.services.mount import kernel, manager, table
 from appimg.services.mount.kernel import Unsupported
 
-from ..helpers import appimg, assert_one_line_error
+from ..helpers import appimg, assert_one_line_error, compile_static
 from .test_mount_fuse import (
     allow,
     force_unmount,
@@ -204,10 +204,7 @@ def test_every_kernel_mount_is_nosuid_nodev(env: dict, base: Path) -> None:
     not inherit nosuid/nodev from the squashfs below them)."""
     from ..users import ensure_user, run_as
 
-    source = base / "euid.c"
-    source.write_text(EUID_PROGRAM)
-    program = base / "euid"
-    subprocess.run(["cc", "-static", "-O2", "-o", program, source], check=True)
+    program = compile_static(EUID_PROGRAM, base / "euid")
     host = make_host(base)
     image = pack_app(base, {"bin/euid": program.read_bytes()},
                      rules_toml([(host / "over", "/over", "over")]), name="Suid")  # fmt: skip

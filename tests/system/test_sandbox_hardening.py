@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from ..helpers import appimg
+from ..helpers import appimg, compile_static
 from ..users import (
     allow_fuse_for_users,
     appimg_as,
@@ -35,11 +35,13 @@ from ..users import (
 
 BUSYBOX = shutil.which("busybox")
 CC = shutil.which("cc")
-pytestmark = [
+#: What the hostile-app tests need: shared with test_sandbox_probes.
+NEEDS_PROBE_TOOLS = [
     pytest.mark.skipif(BUSYBOX is None, reason="needs busybox-static (tools/setup)"),
     pytest.mark.skipif(CC is None, reason="needs a C compiler for the probe"),
     pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap (tools/setup)"),
 ]
+pytestmark = NEEDS_PROBE_TOOLS
 
 PROBE_C = r"""
 #define _GNU_SOURCE
@@ -148,10 +150,7 @@ def backend_env(backend: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("probe")
-    (base / "probe.c").write_text(PROBE_C)
-    subprocess.run([CC, "-static", "-O2", "-o", base / "probe", base / "probe.c"], check=True)
-    return base / "probe"
+    return compile_static(PROBE_C, tmp_path_factory.mktemp("probe") / "probe")
 
 
 def make_tree(root: Path, probe: Path, app_id: str) -> Path:

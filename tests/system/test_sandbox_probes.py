@@ -26,14 +26,10 @@ import pytest
 from appimg.errors import PolicyError, SignatureError
 
 from ..forge import break_signature, rewrite_signatures
-from ..helpers import HELLO, appimg
-from .test_sandbox_hardening import BACKENDS, BUSYBOX, CC, backend_env
+from ..helpers import HELLO, appimg, compile_static
+from .test_sandbox_hardening import BACKENDS, BUSYBOX, NEEDS_PROBE_TOOLS, backend_env
 
-pytestmark = [
-    pytest.mark.skipif(BUSYBOX is None, reason="needs busybox-static (tools/setup)"),
-    pytest.mark.skipif(CC is None, reason="needs a C compiler for the probe"),
-    pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap (tools/setup)"),
-]
+pytestmark = NEEDS_PROBE_TOOLS
 
 PROBE_C = r"""
 #define _GNU_SOURCE
@@ -137,9 +133,7 @@ if sys.maxsize > 2**32 and os.uname().machine == "x86_64":
 
 
 def compile_probe(base: Path) -> Path:
-    (base / "probe.c").write_text(PROBE_C)
-    subprocess.run([CC, "-static", "-O2", "-o", base / "probe", base / "probe.c"], check=True)
-    return base / "probe"
+    return compile_static(PROBE_C, base / "probe")
 
 
 def probe_tree(root: Path, probe: Path, app_id: str, links: tuple[str, ...] = (),
