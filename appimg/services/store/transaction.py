@@ -99,8 +99,9 @@ def open_exports(layout: StoreLayout, *, create: bool = False) -> int | None:
         return None
 
 
-def sha256_at(base: int, rel: str) -> str | None:
-    """SHA-256 of the regular file ``rel`` below ``base``, reached without following a
+def sha256_at(base: Path | int, rel: str) -> str | None:
+    """SHA-256 of the regular file ``rel`` below ``base`` (a path or a directory
+    descriptor, which stays open), reached without following a
     symlink; None if there is none (a symlink, a FIFO, a directory count as none)."""
     import hashlib
 
@@ -409,7 +410,7 @@ def reconcile(
                 if sha256_at(root, rel) == sha:
                     continue
                 for base in staged:
-                    if sha256_at_path(base, rel) == sha:
+                    if sha256_at(base, rel) == sha:
                         _move_at(base, root, rel)
                         break
                 else:
@@ -421,17 +422,6 @@ def reconcile(
         index = _rerender_app(layout, index, app_id, rerender, notes)
     prune_exports(layout, [*removed, *expected])
     return index
-
-
-def sha256_at_path(base: Path, rel: str) -> str | None:
-    try:
-        fd = open_dirs(base, ())
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    try:
-        return sha256_at(fd, rel)
-    finally:
-        os.close(fd)
 
 
 def _sweep(root: int, expected: Mapping[str, object]) -> list[str]:
