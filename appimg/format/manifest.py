@@ -18,6 +18,7 @@ from typing import Any
 from appimg import FORMAT_VERSION
 from appimg.errors import FormatError, UsageError
 from appimg.files import read_capped
+from appimg.format import permissions
 from appimg.format.limits import MAX_ID_LENGTH, MAX_LIST_ITEMS, MAX_STRING_LENGTH
 
 AUTHORING_FILE = "appimg.toml"
@@ -36,7 +37,7 @@ _ARCHES = {"amd64": "x86_64", "arm64": "aarch64"}
 
 TOP_LEVEL_KEYS = {
     "format_version", "id", "name", "version", "arch", "entrypoint", "profile", "commands",
-    "env", "host", "exports", "summary", "license", "homepage",
+    "env", "host", "exports", "summary", "license", "homepage", "permissions",
 }  # fmt: skip
 
 
@@ -159,6 +160,8 @@ def validate(manifest: object) -> dict[str, Any]:
             raise FormatError(f"exports: unknown kind {kind!r}")
         for index, path in enumerate(_list(paths, f"exports.{kind}")):
             payload_path(path, f"exports.{kind}[{index}]")
+    if "permissions" in m:
+        permissions.parse(m["permissions"], strict=False)
     return m
 
 
@@ -232,6 +235,12 @@ def compile_manifest(app_dir: Path) -> dict[str, Any]:
         manifest["host"] = [
             host_rule(rule, f"host[{i}]") for i, rule in enumerate(_list(manifest["host"], "host"))
         ]
+    if "permissions" in manifest:
+        try:
+            asked, _ = permissions.parse(manifest["permissions"], strict=True)
+        except FormatError as exc:
+            raise FormatError(f"{app_dir / AUTHORING_FILE}: {exc}") from None
+        manifest["permissions"] = asked.to_manifest()
     app_id = validate_app_id(manifest.get("id"))
     if "exports" not in manifest:
         manifest["exports"] = _discover_exports(app_dir, app_id)
@@ -285,6 +294,15 @@ profile = "none"
 # Optional environment for the app.
 # [env]
 # {env_name}_MODE = "demo"
+
+# Optional: the host API the app needs (Flatpak's names; spec/run.md, "Permissions").
+# Nothing is granted that is not listed here; the user can change it with
+# `appimg override`. No network unless share = ["network"].
+# [permissions]
+# sockets = ["wayland", "fallback-x11", "pulseaudio"]
+# devices = ["dri"]
+# share = ["network"]
+# filesystems = ["xdg-download", "xdg-music:ro"]
 
 # Optional overlay rules: show a host path inside the app's view. The host's
 # whitelist (host-paths.d) decides what is granted. mode: replace | under | over.
