@@ -3,11 +3,18 @@
 :func:`compile_manifest` turns the authoring file into the manifest object the
 packer stores; :func:`validate` checks a manifest object read from an image and
 is the single place that knows the schema's rules (spec/manifest.schema.json
-says the same in JSON Schema).
+says the same in JSON Schema); :func:`ignored` lists what a reader left out.
+
+The two readings differ on purpose (spec/README.md, "Feature compatibility"):
+authoring is strict (an unknown key is a typo, refused with the nearest known
+one), reading is not (an unknown top-level key, ``permissions`` entry or export
+kind is ancillary and ignored; a critical feature in ``requires`` that this
+appimg lacks is refused first, by :mod:`appimg.format.features`).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import platform
 import posixpath
@@ -18,7 +25,7 @@ from typing import Any
 from appimg import FORMAT_VERSION
 from appimg.errors import FormatError, UsageError
 from appimg.files import read_capped
-from appimg.format import permissions
+from appimg.format import features, permissions
 from appimg.format.limits import MAX_ID_LENGTH, MAX_LIST_ITEMS, MAX_STRING_LENGTH
 
 AUTHORING_FILE = "appimg.toml"
@@ -37,8 +44,10 @@ _ARCHES = {"amd64": "x86_64", "arm64": "aarch64"}
 
 TOP_LEVEL_KEYS = {
     "format_version", "id", "name", "version", "arch", "entrypoint", "profile", "commands",
-    "env", "host", "exports", "summary", "license", "homepage", "permissions",
+    "env", "host", "exports", "summary", "license", "homepage", "permissions", "requires",
 }  # fmt: skip
+#: Keys of ``appimg.toml``: the manifest's, less those the writer fills in itself.
+AUTHORING_KEYS = TOP_LEVEL_KEYS - {"format_version", "requires"}
 
 
 def validate_app_id(app_id: object) -> str:
@@ -122,10 +131,26 @@ def host_rule(rule: object, key: str) -> dict[str, str]:
 
 def validate(manifest: object) -> dict[str, Any]:
     """Check a manifest object against the v1 schema; return it unchanged."""
+    return _check(manifest)[0]
+
+
+def ignored(manifest: dict[str, Any]) -> list[str]:
+    """What a reader of this (valid) manifest leaves out because it does not know it.
+
+    One line each, control characters escaped: ``colour`` (a top-level key),
+    ``exports.fonts`` (an export kind), ``permissions.sockets: foo`` (a name).
+    """
+    return [_printable(note) for note in _check(manifest)[1]]
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def _check(manifest: object) -> tuple[dict[str, Any], list[str]]:
+    """:func:`validate`, and what was ignored (ancillary entries unknown here)."""
     m = _mapping(manifest, "manifest")
-    unknown = set(m) - TOP_LEVEL_KEYS
-    if unknown:
-        raise FormatError(f"manifest: unknown key(s) {', '.join(sorted(unknown))}")
+    notes = features.unknown_keys(m, TOP_LEVEL_KEYS, "manifest")
     version = m.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise FormatError("manifest: format_version must be an integer")  # (True == 1)
@@ -133,6 +158,9 @@ def validate(manifest: object) -> dict[str, Any]:
         raise FormatError(
             f"manifest: unknown format version {version} (this appimg reads {FORMAT_VERSION})"
         )
+    # Critical features before anything else: what they change may not parse as v1 knows it.
+    if "requires" in m:
+        features.check_requires(m["requires"])
     validate_app_id(m.get("id"))
     for key in ("name", "version", "arch"):
         _text(m.get(key), key)
@@ -153,16 +181,18 @@ def validate(manifest: object) -> dict[str, Any]:
         if not isinstance(value, str) or len(value) > MAX_STRING_LENGTH or "\0" in value:
             raise FormatError(f"env.{name}: must be a string")
     for index, rule in enumerate(_list(m.get("host", []), "host")):
-        host_rule(rule, f"host[{index}]")
+        host_rule(rule, f"host[{index}]")  # strict: an unknown member could widen the rule
     exports = _mapping(m.get("exports", {}), "exports")
-    for kind, paths in exports.items():
-        if kind not in EXPORT_KINDS:
-            raise FormatError(f"exports: unknown kind {kind!r}")
-        for index, path in enumerate(_list(paths, f"exports.{kind}")):
+    # An unknown export kind is ancillary: exporting less is safe.
+    notes += [f"exports.{kind}" for kind in features.unknown_keys(exports, EXPORT_KINDS, "exports")]
+    for kind in EXPORT_KINDS:
+        for index, path in enumerate(_list(exports.get(kind, []), f"exports.{kind}")):
             payload_path(path, f"exports.{kind}[{index}]")
     if "permissions" in m:
-        permissions.parse(m["permissions"], strict=False)
-    return m
+        table = _mapping(m["permissions"], "permissions")
+        features.unknown_keys(table, permissions.KEYS, "permissions")
+        notes += permissions.parse(table, strict=False)[1]
+    return m, notes
 
 
 def host_arch() -> str:
@@ -224,9 +254,11 @@ def _discover_exports(app_dir: Path, app_id: str) -> dict[str, list[str]]:
 def compile_manifest(app_dir: Path) -> dict[str, Any]:
     """Read ``appimg.toml`` from ``app_dir`` and return the validated manifest object."""
     authored = load_authoring(app_dir)
-    unknown = set(authored) - (TOP_LEVEL_KEYS - {"format_version"})
-    if unknown:
-        raise FormatError(f"{AUTHORING_FILE}: unknown key(s) {', '.join(sorted(unknown))}")
+    unknown = sorted(set(authored) - AUTHORING_KEYS)
+    if unknown:  # a typo here: the image would silently lack what was meant
+        close = difflib.get_close_matches(unknown[0], sorted(AUTHORING_KEYS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise FormatError(f"{AUTHORING_FILE}: unknown key(s) {', '.join(unknown)}{hint}")
     manifest: dict[str, Any] = {"format_version": FORMAT_VERSION}
     manifest.update(authored)
     manifest.setdefault("arch", host_arch())
@@ -240,7 +272,10 @@ def compile_manifest(app_dir: Path) -> dict[str, Any]:
             asked, _ = permissions.parse(manifest["permissions"], strict=True)
         except FormatError as exc:
             raise FormatError(f"{app_dir / AUTHORING_FILE}: {exc}") from None
-        manifest["permissions"] = asked.to_manifest()
+        if asked:
+            manifest["permissions"] = asked.to_manifest()
+        else:  # an empty ancillary table only keeps the image from older readers
+            del manifest["permissions"]
     app_id = validate_app_id(manifest.get("id"))
     if "exports" not in manifest:
         manifest["exports"] = _discover_exports(app_dir, app_id)

@@ -41,7 +41,13 @@ BAD = {
     "two-part id": {"id": "example.App"},
     "dash in last id element": {"id": "org.example.my-app"},
     "digit-led id element": {"id": "org.9example.App"},
-    "unknown key": {"colour": "blue"},
+    "unknown key not a key name": {"Colour": "blue"},
+    "unknown host rule member": {"host": [{"path": "/usr", "at": "/usr", "uid": 0}]},
+    "permissions not a table": {"permissions": ["x11"]},
+    "permissions of a wrong type": {"permissions": {"sockets": "x11"}},
+    "requires not a list": {"requires": "x"},
+    "requires unsorted": {"requires": ["b", "a"]},
+    "requires unknown feature": {"requires": ["some-feature"]},
     "absolute entrypoint": {"entrypoint": "/bin/app"},
     "dotdot entrypoint": {"entrypoint": "bin/../../etc/passwd"},
     "bad mode": {"host": [{"path": "/usr", "at": "/usr", "mode": "merge"}]},
@@ -54,8 +60,11 @@ BAD = {
     "bad profile": {"profile": "Has Space"},
     "future version": {"format_version": 2},
     "control char in name": {"name": "a\x07b"},
-    "unknown export kind": {"exports": {"fonts": ["share/fonts/x.ttf"]}},
+    "export kind not a key name": {"exports": {"Fonts": ["share/fonts/x.ttf"]}},
 }
+#: What the validator refuses and the schema cannot say (or knows nothing about).
+VALIDATOR_ONLY = ("future version", "control char in name", "requires unknown feature",
+                  "requires unsorted")  # fmt: skip
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
@@ -63,7 +72,7 @@ def test_validator_and_schema_reject(case: str) -> None:
     manifest = {**base(), **BAD[case]}
     with pytest.raises(FormatError):
         validate(manifest)
-    if case not in ("future version", "control char in name"):
+    if case not in VALIDATOR_ONLY:
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(manifest, SCHEMA)
 
@@ -79,6 +88,31 @@ def test_full_manifest_accepted_by_both() -> None:
     }
     validate(manifest)
     jsonschema.validate(manifest, SCHEMA)
+
+
+def test_ancillary_entries_accepted_by_both() -> None:
+    """Unknown top-level keys, export kinds and permissions: ignored (spec/README.md)."""
+    manifest = {
+        **base(),
+        "colour": {"any": ["value"]},
+        "exports": {"fonts": ["share/fonts/x.ttf"]},
+        "permissions": {"sockets": ["x11", "foo"], "bus": ["org.a.B"], "filesystems": ["~/x:ro"]},
+        "requires": [],
+    }
+    validate(manifest)
+    jsonschema.validate(manifest, SCHEMA)
+
+
+def test_inspect_shows_what_it_ignored() -> None:
+    image = ROOT / "spec/conformance/valid/manifest-permissions-unknown.appimg"
+    out = appimg("inspect", image).stdout
+    assert "  ignored (unknown to this appimg): permissions.sockets: foo\n" in out
+    assert "  ignored (unknown to this appimg): colour\n" in out
+    info = json.loads(appimg("inspect", "--json", image).stdout)
+    assert info["ignored"] == ["colour", "permissions.sockets: foo"]
+    minimal = ROOT / "spec/conformance/valid/minimal.appimg"
+    assert json.loads(appimg("inspect", "--json", minimal).stdout)["ignored"] == []
+    assert "ignored" not in appimg("inspect", minimal).stdout
 
 
 def test_init_writes_a_template_that_packs(tmp_path: Path) -> None:

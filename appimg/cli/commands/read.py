@@ -111,10 +111,13 @@ def _host_rules(manifest: dict[str, Any], dirs: UserDirs) -> dict[str, Any]:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from appimg.format.image import Image
+    from appimg.format.manifest import ignored
 
     dirs = UserDirs.from_env(os.environ)
     with Image.open(args.file) as image:
         info = image.info()
+        # Ancillary entries of a newer appimg (spec/README.md, "Feature compatibility").
+        info["ignored"] = ignored(image.manifest)
         info["signatures"] = _signature_rows(image, dirs)
         info["host_rules"] = _host_rules(image.manifest, dirs)
     if args.json:
@@ -127,6 +130,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"  profile    {m['profile']}")
     for name, target in m.get("commands", {}).items():
         print(f"  command    {name} = {target}")
+    for note in info["ignored"]:
+        print(f"  ignored (unknown to this appimg): {note}")
     for problem in info["host_rules"]["problems"]:
         print(f"  host       {problem}")
     for rule in info["host_rules"]["rules"]:  # the profile's and the app's, as this host decides
