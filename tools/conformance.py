@@ -558,6 +558,12 @@ FULL_MANIFEST: dict[str, Any] = {
         {"path": "/opt/data", "at": "/srv/data", "mode": "under"},
     ],
     "exports": {"desktop": [], "icons": [], "metainfo": [], "mime": [], "dbus": []},
+    "permissions": {
+        "devices": ["dri", "kvm"],
+        "filesystems": ["/srv/media:ro", "xdg-config/app", "xdg-download", "~/Games:create"],
+        "share": ["network"],
+        "sockets": ["fallback-x11", "pulseaudio", "wayland"],
+    },
 }
 UNICODE_MANIFEST: dict[str, Any] = {
     **BASE_MANIFEST,
@@ -675,6 +681,28 @@ def valid_cases() -> list[Case]:
             "manifest.md §6",
             "Every optional member of the manifest.",
             manifest=FULL_MANIFEST,
+        ),
+        v(
+            "manifest-unknown-key",
+            "README.md §Feature compatibility, manifest.md §6",
+            "An unknown top-level member (ancillary): accepted and ignored.",
+            manifest=dict(BASE_MANIFEST, color="blue"),
+        ),
+        v(
+            "manifest-permissions-unknown",
+            "README.md §Feature compatibility, manifest.md §6",
+            "permissions with a socket name and a key this reader does not know "
+            "(ancillary): accepted, they grant nothing and are ignored.",
+            manifest=dict(
+                BASE_MANIFEST,
+                permissions={"session-bus": ["org.example.Bus"], "sockets": ["foo", "x11"]},
+            ),
+        ),
+        v(
+            "manifest-requires-empty",
+            "README.md §Feature compatibility, manifest.md §6",
+            "An empty requires list: no critical feature.",
+            manifest=dict(BASE_MANIFEST, requires=[]),
         ),
         v(
             "manifest-unicode",
@@ -1313,11 +1341,41 @@ def invalid_cases() -> list[Case]:
             manifest_json=b"[]",
         ),
         bad(
-            "manifest-unknown-key",
+            "manifest-unknown-key-name",
             f"{S11} 16, manifest.md §6",
             F,
-            "The manifest has an unknown member.",
-            manifest=dict(BASE_MANIFEST, color="blue"),
+            "An unknown top-level member whose name is not a key name ('Color').",
+            manifest=dict(BASE_MANIFEST, Color="blue"),
+        ),
+        bad(
+            "manifest-requires-unknown",
+            f"{S11} 16, README.md §Feature compatibility",
+            F,
+            "requires names a critical feature this reader does not implement.",
+            manifest=dict(BASE_MANIFEST, requires=["some-feature"]),
+        ),
+        bad(
+            "manifest-requires-type",
+            f"{S11} 16, manifest.md §6",
+            F,
+            "requires is a string, not a list.",
+            manifest=dict(BASE_MANIFEST, requires="some-feature"),
+        ),
+        bad(
+            "manifest-permissions-type",
+            f"{S11} 16, manifest.md §6",
+            F,
+            "permissions.sockets is a string, not a list.",
+            manifest=dict(BASE_MANIFEST, permissions={"sockets": "x11"}),
+        ),
+        bad(
+            "manifest-host-unknown-member",
+            f"{S11} 16, manifest.md §6",
+            F,
+            "A host rule has a fourth member (host rules stay strict: unsafe to ignore).",
+            manifest=dict(
+                BASE_MANIFEST, host=[{"path": "/usr", "at": "/usr", "mode": "under", "uid": 0}]
+            ),
         ),
         bad(
             "manifest-bad-id",
