@@ -10,6 +10,7 @@ granted it. ``appimg run``, ``appimg permissions`` and ``appimg install`` call i
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,9 +101,11 @@ def effective(
             sources.append((category, entry, source))
         else:
             refused.append((category, entry, f"refused by the host policy {denial}"))
+    # Revoked: taken away by a step and not granted again by a later one.
+    final = {_key(c, e) for c, e in current.entries()}
     revoked = []
-    for (_, before), (who, after) in zip(steps, steps[1:], strict=False):
-        kept = {_key(c, e) for c, e in after.entries()}
+    for (_, before), (who, after) in itertools.pairwise(steps):
+        kept = {_key(c, e) for c, e in after.entries()} | final
         revoked += [(c, e, who) for c, e in before.entries() if _key(c, e) not in kept]
     granted = current
     if refused:
