@@ -43,8 +43,10 @@ def test_policy_refuses_what_it_denies_whoever_grants_it(tmp_path: Path) -> None
     assert granted.devices == frozenset() and granted.share == frozenset()
     assert granted.filesystems == {"xdg-download": "rw"}  # ~/Games, home, /srv/data refused
     refused = {(cat, entry): why for cat, entry, why in result.refused}
-    assert set(refused) == {("devices", "all"), ("share", "network"), ("filesystems", "home"),
-                            ("filesystems", "~/Games:create"), ("filesystems", "/srv/data:ro")}  # fmt: skip
+    assert set(refused) == {
+        ("devices", "all"), ("share", "network"), ("filesystems", "home"),
+        ("filesystems", "~/Games:create"), ("filesystems", "/srv/data:ro"),
+    }  # fmt: skip
     assert refused["devices", "all"] == "refused by the host policy test.toml (deny device=all)"
 
 
@@ -67,7 +69,7 @@ def test_filesystem_denial_is_by_location_and_whole_components() -> None:
     ("deny = [", "invalid TOML"),
 ])  # fmt: skip
 def test_malformed_policy_fails_closed_naming_file_and_entry(text: str, needle: str) -> None:
-    with pytest.raises(PolicyError, match="bad.toml") as info:
+    with pytest.raises(PolicyError, match=r"bad\.toml") as info:
         policy_of(text, "bad.toml")
     assert needle in str(info.value)
 
@@ -83,7 +85,7 @@ def test_policy_is_read_from_system_and_user_dirs(tmp_path: Path) -> None:
     assert [(d.category, d.entry, Path(d.source).name) for d in policy.deny] == [
         ("devices", "all", "10-site.toml"), ("sockets", "ssh-auth", "20-me.toml")]  # fmt: skip
     (user / "30-broken.toml").write_bytes(b"\xff")
-    with pytest.raises(PolicyError, match="30-broken.toml"):
+    with pytest.raises(PolicyError, match=r"30-broken\.toml"):
         load_permission_policy(UserDirs(tmp_path), system_dir=system, user_dir=user)
 
 
@@ -162,7 +164,7 @@ def test_malformed_override_is_an_error_naming_the_file(tmp_path: Path, content:
     path = tmp_path / ".config/appimg/overrides/org.example.Perm.toml"
     path.parent.mkdir(parents=True)
     path.write_bytes(content)
-    with pytest.raises(PolicyError, match="org.example.Perm.toml") as info:
+    with pytest.raises(PolicyError, match=r"org\.example\.Perm\.toml") as info:
         effective(MANIFEST, dirs, policy=policy_of(""))
     assert needle in str(info.value)
 
