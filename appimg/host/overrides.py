@@ -1,5 +1,5 @@
 """A change to an app's permissions: the user's stored override, or one run's flags
-(spec/permissions.md §User overrides).
+(spec/permissions.md §3).
 
 The grammar is ``flatpak override``'s: ``--socket=X`` / ``--nosocket=X``,
 ``--device`` / ``--nodevice``, ``--share`` / ``--unshare``,

@@ -1,4 +1,4 @@
-"""The host's permission policy: what no app may get (spec/permissions.md §Host policy).
+"""The host's permission policy: what no app may get (spec/permissions.md §2).
 
 Policy files are TOML holding one optional list, ``deny``, of permissions in
 Flatpak's flag spelling, ``category=entry`` (``socket=x11``, ``device=all``,

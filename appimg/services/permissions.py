@@ -1,5 +1,5 @@
 """The permissions an app gets: its manifest's, as the user and the host's policy change
-them (spec/permissions.md §Combination).
+them (spec/permissions.md §1).
 
 :func:`effective` is the one place that combines, in this order, the manifest's
 ``permissions``, the user's stored override (:mod:`appimg.host.overrides`), one

@@ -62,7 +62,7 @@ def add_update(commands: Subcommands, name: str, summary: str) -> None:
         "An update must be signed by a key the app is pinned to (a new key only "
         "together with a pinned one), raise the version (spec/xdg-index.md §4) and ask "
         "for no permission the installed version does not have, unless "
-        "--accept-permissions is given (spec/permissions.md §Updates)."
+        "--accept-permissions is given (spec/permissions.md §4)."
     )
     p.add_argument("--allow-downgrade", action="store_true",
                    help="accept an older version than the installed one")  # fmt: skip

@@ -8,7 +8,8 @@ files need: the image is copied in the kernel and its payload blocks are
 verified later, when they are read. Signatures are judged by the one trust
 rule, :func:`appimg.host.trust.decide`, on the source and again on the copy;
 an update must also be signed by a key the app is pinned to and raise its
-version (:mod:`appimg.format.version`, spec/xdg-index.md §4.1).
+version (:mod:`appimg.format.version`, spec/xdg-index.md §4.1), and ask for no
+permission the installed version lacks unless accepted (spec/permissions.md §4).
 
 The operations take the user's :class:`~appimg.host.dirs.UserDirs` and, since
 rendering an export (also during recovery) names the ``appimg`` launcher, the
@@ -420,7 +421,7 @@ def check_version(app_id: str, new: str, active: dict[str, Any], *,
 def check_permissions(layout: StoreLayout, manifest: dict[str, Any],
                       active: dict[str, Any]) -> None:  # fmt: skip
     """An update asks for no permission beyond the installed version's manifest
-    (spec/permissions.md §Updates); narrowing or equal passes."""
+    (spec/permissions.md §4); narrowing or equal passes."""
     from appimg.format.image import Image
     from appimg.format.permissions import of_manifest
 
