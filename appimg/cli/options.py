@@ -46,3 +46,38 @@ def image_file(parser: argparse.ArgumentParser) -> None:
 def app_id(parser: argparse.ArgumentParser) -> None:
     """The positional ID: an installed app."""
     parser.add_argument("app_id", metavar="ID")
+
+
+# Changes to an app's permissions, in `flatpak override`'s grammar (override and run).
+PERMISSION_CHANGES = (
+    ("socket", "X", "grant the socket X (x11, wayland, fallback-x11, pulseaudio, pipewire, "
+                    "ssh-auth, pcsc, cups)"),
+    ("nosocket", "X", "revoke the socket X"),
+    ("device", "X", "grant the device X (dri, kvm, input, usb, all)"),
+    ("nodevice", "X", "revoke the device X"),
+    ("share", "X", "grant sharing X with the host (network, ipc)"),
+    ("unshare", "X", "revoke sharing X"),
+    ("filesystem", "P[:ro|:create]",
+     "grant the location P (home, xdg-download, ~/DIR, /DIR, ...), read-write unless :ro"),
+    ("nofilesystem", "P", "revoke the location P"),
+)  # fmt: skip
+
+
+class _Change(argparse.Action):
+    """Collects every change flag, in command-line order, as (flag, value) in one list."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:  # fmt: skip
+        changes = list(getattr(namespace, self.dest) or [])
+        changes.append((self.const, values))
+        setattr(namespace, self.dest, changes)
+
+
+def permission_changes(parser: argparse.ArgumentParser) -> None:
+    """The repeatable change flags; ``args.permission_changes`` lists (flag, value)."""
+    group = parser.add_argument_group(
+        "permission changes", "repeatable; a later flag about the same entry wins"
+    )
+    for flag, metavar, help_text in PERMISSION_CHANGES:
+        group.add_argument(f"--{flag}", action=_Change, const=flag, metavar=metavar,
+                           dest="permission_changes", default=[], help=help_text)  # fmt: skip

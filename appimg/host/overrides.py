@@ -1,18 +1,53 @@
-"""A change to an app's permissions: the user's stored override, or one run's flags.
+"""A change to an app's permissions: the user's stored override, or one run's flags
+(spec/permissions.md §3).
 
 The grammar is ``flatpak override``'s: ``--socket=X`` / ``--nosocket=X``,
 ``--device`` / ``--nodevice``, ``--share`` / ``--unshare``,
 ``--filesystem=P[:ro|:create]`` / ``--nofilesystem=P``. An :class:`Override`
 records, per entry, whether it is granted (True) or revoked (False), and for
-filesystems the mode or ``None`` (revoked). Where it is stored and how it is
-read back is this module's job too (spec/permissions.md).
+filesystems the mode or ``None`` (revoked). Names are checked strictly against
+:mod:`appimg.format.permissions`: a typo is an error naming the nearest name.
+
+The user's override of an app is stored at
+``$XDG_CONFIG_HOME/appimg/overrides/ID.toml``, Flatpak's override keyfile as
+TOML: one list per category, a revocation written with a leading ``!``::
+
+    sockets = ["x11", "!wayland"]
+    filesystems = ["xdg-download:ro", "!home"]
+
+It is written atomically (:mod:`appimg.atomic`) and read without following a
+symlink, size-capped; a malformed file is a :class:`~appimg.errors.PolicyError`
+naming it, never a silently different grant.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
+import os
+import stat
+import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from appimg.format.permissions import NAMED, Permissions
+from appimg.errors import FormatError, PolicyError, UsageError
+from appimg.format.permissions import NAMED, Permissions, _nearest, parse_filesystem, parse_location
+from appimg.host.dirs import UserDirs
+
+#: A stored override holds a few dozen entries; anything much larger is not one.
+MAX_OVERRIDE_BYTES = 64 << 10
+
+#: ``--FLAG`` -> (category, grants?) for the named categories.
+NAMED_FLAGS = {
+    "socket": ("sockets", True), "nosocket": ("sockets", False),
+    "device": ("devices", True), "nodevice": ("devices", False),
+    "share": ("share", True), "unshare": ("share", False),
+}  # fmt: skip
+FILESYSTEM_FLAGS = ("filesystem", "nofilesystem")
+FLAGS = (*NAMED_FLAGS, *FILESYSTEM_FLAGS)
+_SINGULAR = {"sockets": "socket", "devices": "device", "share": "share"}
 
 
 @dataclass
@@ -42,3 +77,217 @@ class Override:
             else:
                 filesystems[location] = mode
         return Permissions(filesystems=filesystems, **named)
+
+    def merged(self, later: Override) -> Override:
+        """This override with ``later``'s entries on top (the later one wins per entry)."""
+        return Override(
+            sockets={**self.sockets, **later.sockets},
+            devices={**self.devices, **later.devices},
+            share={**self.share, **later.share},
+            filesystems={**self.filesystems, **later.filesystems},
+        )
+
+    def flags(self) -> list[str]:
+        """The override as command-line flags, in a stable order (``--nosocket=x11``, ...)."""
+        out = []
+        for category, singular in _SINGULAR.items():
+            for name, granted in sorted(getattr(self, category).items()):
+                flag = singular if granted else {"share": "unshare"}.get(category, f"no{singular}")
+                out.append(f"--{flag}={name}")
+        for location, mode in sorted(self.filesystems.items()):
+            if mode is None:
+                out.append(f"--nofilesystem={location}")
+            else:
+                out.append(f"--filesystem={location}" + ("" if mode == "rw" else f":{mode}"))
+        return out
+
+    def to_table(self) -> dict[str, list[str]]:
+        """The stored form: per category, entries with ``!`` for revocations."""
+        table: dict[str, list[str]] = {}
+        for category in NAMED:
+            items = sorted(getattr(self, category).items())
+            if items:
+                table[category] = [n if granted else f"!{n}" for n, granted in items]
+        if self.filesystems:
+            table["filesystems"] = [
+                f"!{loc}" if mode is None else (loc if mode == "rw" else f"{loc}:{mode}")
+                for loc, mode in sorted(self.filesystems.items())
+            ]
+        return table
+
+
+# --- the flag grammar ---------------------------------------------------------------------
+
+
+def _check_name(category: str, name: str, where: str, error: type[Exception]) -> str:
+    known = NAMED[category]
+    if name not in known:
+        raise error(f"{where}: unknown {_SINGULAR[category]} {name!r}{_nearest(name, known)} "
+                    f"(known: {', '.join(known)})")  # fmt: skip
+    return name
+
+
+def add_change(override: Override, flag: str, value: str, *,
+               error: type[Exception] = UsageError, where: str | None = None) -> None:  # fmt: skip
+    """Record ``--FLAG=VALUE`` in ``override`` (a later change of an entry wins)."""
+    where = where or f"--{flag}={value}"
+    if flag in NAMED_FLAGS:
+        category, granted = NAMED_FLAGS[flag]
+        getattr(override, category)[_check_name(category, value, where, error)] = granted
+        return
+    try:
+        if flag == "filesystem":
+            entry = parse_filesystem(value, where)
+            override.filesystems[entry.location] = entry.mode
+        elif flag == "nofilesystem":
+            override.filesystems[parse_location(value, where)] = None
+        else:
+            raise error(f"unknown option --{flag}")
+    except FormatError as exc:
+        raise error(str(exc)) from None
+
+
+def from_flags(changes: Iterable[tuple[str, str]]) -> Override:
+    """An :class:`Override` from ``(flag, value)`` pairs in command-line order,
+    e.g. ``[("socket", "x11"), ("nofilesystem", "home")]``; bad names: UsageError."""
+    override = Override()
+    for flag, value in changes:
+        add_change(override, flag, value)
+    return override
+
+
+def from_table(table: object, source: str) -> Override:
+    """The stored form back into an :class:`Override`; anything wrong: PolicyError."""
+    if not isinstance(table, dict):
+        raise PolicyError(f"{source}: not a table")
+    unknown = set(table) - {*NAMED, "filesystems"}
+    if unknown:
+        raise PolicyError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}")
+    override = Override()
+    for category, values in table.items():
+        if not isinstance(values, list) or len(values) > 1024:
+            raise PolicyError(f"{source}: {category} must be a list of at most 1024 entries")
+        for value in values:
+            if not isinstance(value, str) or value in ("", "!"):
+                raise PolicyError(f"{source}: {category}: {value!r} is not an entry")
+            granted = not value.startswith("!")
+            entry = value if granted else value[1:]
+            if category == "filesystems":
+                flag = "filesystem" if granted else "nofilesystem"
+            else:
+                flag = _SINGULAR[category] if granted else f"no{_SINGULAR[category]}"
+                flag = "unshare" if flag == "noshare" else flag
+            add_change(override, flag, entry, error=PolicyError,
+                       where=f"{source}: {category}: {value!r}")  # fmt: skip
+    return override
+
+
+# --- storage -------------------------------------------------------------------------------
+
+
+def check_app_id(app_id: str) -> str:
+    """An app id fit to name a file: checked before any path is built from it."""
+    from appimg.format.manifest import validate_app_id
+
+    try:
+        return validate_app_id(app_id)
+    except FormatError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def overrides_dir(dirs: UserDirs) -> Path:
+    return dirs.config_home / "appimg" / "overrides"
+
+
+def override_file(dirs: UserDirs, app_id: str) -> Path:
+    return overrides_dir(dirs) / f"{check_app_id(app_id)}.toml"
+
+
+def _open_dir(dirs: UserDirs, *, create: bool) -> int | None:
+    """A descriptor of the overrides directory, no component below the config home followed."""
+    from appimg.atomic import open_dirs
+
+    if create:
+        dirs.config_home.mkdir(parents=True, exist_ok=True)
+    try:
+        return open_dirs(dirs.config_home, ["appimg", "overrides"], create=create)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        where = overrides_dir(dirs)
+        raise PolicyError(f"{where}: cannot open the overrides: {exc.strerror}") from None
+
+
+def load(dirs: UserDirs, app_id: str) -> Override:
+    """The user's stored override of ``app_id`` (empty if there is none)."""
+    path = override_file(dirs, app_id)
+    if not dirs.config_home.is_dir():
+        return Override()
+    fd = _open_dir(dirs, create=False)
+    if fd is None:
+        return Override()
+    try:
+        try:
+            file_fd = os.open(path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                              | os.O_CLOEXEC, dir_fd=fd)  # fmt: skip
+        except FileNotFoundError:
+            return Override()
+        except OSError as exc:
+            why = "a symlink" if exc.errno == errno.ELOOP else exc.strerror
+            raise PolicyError(f"{path}: cannot read the override: {why}") from None
+    finally:
+        os.close(fd)
+    with os.fdopen(file_fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise PolicyError(f"{path}: cannot read the override: not a regular file")
+        data = handle.read(MAX_OVERRIDE_BYTES + 1)
+    if len(data) > MAX_OVERRIDE_BYTES:
+        raise PolicyError(f"{path}: larger than {MAX_OVERRIDE_BYTES} bytes: not an override")
+    try:
+        table = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise PolicyError(f"{path}: invalid TOML: {exc}") from None
+    return from_table(table, str(path))
+
+
+def dumps(override: Override, app_id: str) -> bytes:
+    lines = [f"# appimg override {app_id} (spec/permissions.md); '!' revokes.\n"]
+    for key, values in override.to_table().items():
+        lines.append(f"{key} = [{', '.join(json.dumps(v) for v in values)}]\n")
+    return "".join(lines).encode()
+
+
+def save(dirs: UserDirs, app_id: str, override: Override) -> Path:
+    """Store ``override`` as the user's override of ``app_id`` (atomically); an empty
+    one removes the file."""
+    from appimg.atomic import replace_file_at
+
+    path = override_file(dirs, app_id)
+    if not override:
+        reset(dirs, app_id)
+        return path
+    fd = _open_dir(dirs, create=True)
+    assert fd is not None
+    try:
+        replace_file_at(fd, path.name, dumps(override, app_id), 0o644)
+    finally:
+        os.close(fd)
+    return path
+
+
+def reset(dirs: UserDirs, app_id: str) -> bool:
+    """Remove the user's override of ``app_id``; whether there was one."""
+    path = override_file(dirs, app_id)
+    if not dirs.config_home.is_dir():
+        return False
+    fd = _open_dir(dirs, create=False)
+    if fd is None:
+        return False
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path.name, dir_fd=fd)  # a symlink is removed, not followed
+            os.fsync(fd)
+            return True
+        return False
+    finally:
+        os.close(fd)

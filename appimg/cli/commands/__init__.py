@@ -51,6 +51,8 @@ COMMANDS: dict[str, Command] = {
     "xdg": Command("install", "the XDG data search path with appimg's exports"),
     # running and mounting
     "run": Command("run", "run an app image (or an installed app) in its sandbox"),
+    "permissions": Command("permissions", "show what an app may use of the host, and why"),
+    "override": Command("permissions", "change an app's permissions for later runs"),
     "mount": Command("mount", "mount an image read-only, merged with the host paths it may see"),
     "umount": Command("mount", "unmount an image"),
     "mounts": Command("mount", "list mounted images"),

@@ -60,10 +60,16 @@ def add_update(commands: Subcommands, name: str, summary: str) -> None:
     p = _install_parser(commands, name, summary)
     p.epilog = (
         "An update must be signed by a key the app is pinned to (a new key only "
-        "together with a pinned one) and raise the version (spec/xdg-index.md §4)."
+        "together with a pinned one), raise the version (spec/xdg-index.md §4) and ask "
+        "for no permission the installed version does not have, unless "
+        "--accept-permissions is given (spec/permissions.md §4)."
     )
     p.add_argument("--allow-downgrade", action="store_true",
                    help="accept an older version than the installed one")  # fmt: skip
+    p.add_argument("--accept-permissions", action="store_true",
+                   help="accept a version that asks for more permissions than the "
+                   "installed one (without it, such an update is refused and what is new "
+                   "is named)")  # fmt: skip
     p.set_defaults(func=cmd_update)
 
 
@@ -191,12 +197,25 @@ def _report(outcome: Any, args: argparse.Namespace, verb: str) -> int:
         print(f"{verb} {outcome.app_id} {outcome.version}")
     for rel in outcome.exported:
         print(f"  {'removed' if verb == 'uninstalled' else 'exported'} {rel}")
+    if outcome.permissions is not None:
+        _print_permissions(outcome.permissions)
     command = args.command
     for item in outcome.refused:
         print(f"appimg {command}: refused {item['path']}: {item['reason']}", file=sys.stderr)
     for note in outcome.notes:
         print(f"appimg {command}: note: {note}", file=sys.stderr)
     return 0
+
+
+def _print_permissions(permissions: dict[str, Any]) -> None:
+    """What the app will get, one line per category ("permissions: none" when none)."""
+    granted = {cat: names for cat, names in permissions["granted"].items() if names}
+    if not granted:
+        print("  permissions: none")
+    for category, names in granted.items():
+        print(f"  permissions: {category}: {', '.join(names)}")
+    for item in permissions["refused"]:
+        print(f"  permissions: refused {item['permission']}: {item['reason']}")
 
 
 def _install(args: argparse.Namespace, update: bool) -> int:
@@ -208,6 +227,7 @@ def _install(args: argparse.Namespace, update: bool) -> int:
     outcome = ops.install(dirs, args.file, allow_unsigned=args.allow_unsigned,
                           trust=args.trust, update=update, strict=args.strict,
                           allow_downgrade=getattr(args, "allow_downgrade", False),
+                          accept_permissions=getattr(args, "accept_permissions", False),
                           program_path=_program_path(), step=step_hook(os.environ))  # fmt: skip
     outcome.notes += placement_notes(dirs, outcome.exported)
     return _report(outcome, args, "updated" if update else "installed")

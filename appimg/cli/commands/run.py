@@ -22,6 +22,8 @@ def add_run(commands: Subcommands, name: str, summary: str) -> None:
             "a private /tmp and a writable data directory. FILE|ID is a file only if it\n"
             "contains / or ends in .appimg and is not an installed app's id. The exit\n"
             "status is the app's.\n"
+            "The permission changes (--socket=X, --nofilesystem=P, ...) apply to this run\n"
+            "only, on top of the stored override (see appimg permissions, appimg override).\n"
             "Arguments after -- go to the app unchanged."
         ),
         epilog="examples: appimg run Hello.appimg -- --verbose 'two words'\n"
@@ -33,6 +35,7 @@ def add_run(commands: Subcommands, name: str, summary: str) -> None:
                    help="run the manifest's named command")  # fmt: skip
     for flag in RUN_FLAGS:
         flag.add_to(p)
+    options.permission_changes(p)
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
                    help="arguments for the app (after --)")  # fmt: skip
     p.set_defaults(func=cmd_run)
@@ -40,6 +43,10 @@ def add_run(commands: Subcommands, name: str, summary: str) -> None:
 
 #: The on/off options, also accepted after FILE|ID.
 RUN_FLAGS = (options.STRICT, options.ALLOW_UNTRUSTED, options.ALLOW_UNSIGNED, options.NO_HOST)
+
+
+#: The permission change flags, also accepted after FILE|ID.
+CHANGE_FLAGS = {flag for flag, _, _ in options.PERMISSION_CHANGES}
 
 
 def _take_options(args: argparse.Namespace, rest: list[str]) -> list[str]:
@@ -64,6 +71,14 @@ def _take_options(args: argparse.Namespace, rest: list[str]) -> list[str]:
         elif word.startswith("--command="):
             args.app_command = word.split("=", 1)[1]
             rest = rest[1:]
+        elif word.startswith("--") and word[2:].partition("=")[0] in CHANGE_FLAGS:
+            flag, sep, value = word[2:].partition("=")
+            if not sep:
+                if len(rest) < 2:
+                    raise UsageError(f"--{flag} needs a value")
+                value, rest = rest[1], rest[1:]
+            args.permission_changes = [*args.permission_changes, (flag, value)]
+            rest = rest[1:]
         else:
             break
     return rest
@@ -71,9 +86,11 @@ def _take_options(args: argparse.Namespace, rest: list[str]) -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from appimg.host.dirs import UserDirs
+    from appimg.host.overrides import from_flags
     from appimg.services.run.launcher import run_app
 
     app_args = _take_options(args, list(args.args)) + (args.passthrough or [])
+    override = from_flags(args.permission_changes)  # a typo fails before anything runs
     sys.stdout.flush()
     return run_app(
         args.target,
@@ -85,4 +102,5 @@ def cmd_run(args: argparse.Namespace) -> int:
         allow_untrusted=args.allow_untrusted,
         allow_unsigned=args.allow_unsigned,
         no_host=args.no_host,
+        override=override or None,
     )

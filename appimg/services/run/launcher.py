@@ -13,7 +13,7 @@ import stat
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appimg.errors import PathError, UsageError
 from appimg.format.image import Image
@@ -22,6 +22,9 @@ from appimg.host.dirs import UserDirs
 from appimg.host.trust import CONSENTED, decide
 from appimg.services.run.environment import app_environment, data_dir, data_name, socket_binds
 from appimg.services.run.sandbox import Bind, Sandbox, bwrap_path, run_bwrap
+
+if TYPE_CHECKING:
+    from appimg.host.overrides import Override
 
 
 def resolve_target(target: str, dirs: UserDirs) -> tuple[Path, bool]:
@@ -90,6 +93,7 @@ def run_app(
     allow_untrusted: bool = False,
     allow_unsigned: bool = False,
     no_host: bool = False,
+    override: Override | None = None,
 ) -> int:
     """Run the app; return its exit status.
 

@@ -8,7 +8,8 @@ files need: the image is copied in the kernel and its payload blocks are
 verified later, when they are read. Signatures are judged by the one trust
 rule, :func:`appimg.host.trust.decide`, on the source and again on the copy;
 an update must also be signed by a key the app is pinned to and raise its
-version (:mod:`appimg.format.version`, spec/xdg-index.md §4.1).
+version (:mod:`appimg.format.version`, spec/xdg-index.md §4.1), and ask for no
+permission the installed version lacks unless accepted (spec/permissions.md §4).
 
 The operations take the user's :class:`~appimg.host.dirs.UserDirs` and, since
 rendering an export (also during recovery) names the ``appimg`` launcher, the
@@ -65,9 +66,14 @@ class Outcome:
     exported: list[str] = field(default_factory=list)
     refused: list[dict[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: install and update: what the app will get (``Effective.to_json()``)
+    permissions: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        if out["permissions"] is None:
+            del out["permissions"]
+        return out
 
 
 def version_key(version: str, root_hash: str) -> str:
@@ -228,6 +234,7 @@ def install(
     trust: bool = False,
     update: bool = False,
     allow_downgrade: bool = False,
+    accept_permissions: bool = False,
     strict: bool = False,
     program_path: str = "",
     step: StepHook | None = None,
@@ -235,8 +242,10 @@ def install(
     """Install (or, with ``update``, add as the new active version) the image ``source``.
 
     An update must be signed by a key the app is pinned to and raise its version
-    (:func:`check_version`; ``allow_downgrade`` lets it lower it). With ``strict``,
-    a refused export fails the whole operation."""
+    (:func:`check_version`; ``allow_downgrade`` lets it lower it), and ask for no
+    permission the installed version does not have (:func:`check_permissions`;
+    ``accept_permissions`` allows more). With ``strict``, a refused export fails
+    the whole operation."""
     from appimg.format.image import Image
     from appimg.host.trust import decide
     from appimg.services.exports.plan import scan_xdg_files
@@ -271,8 +280,11 @@ def install(
         if existing and any(v["key"] == key for v in existing["versions"]):
             raise UsageError(f"{app_id} {manifest['version']} is already installed")
         if existing:
-            check_version(app_id, manifest["version"], index_mod.active_version(existing),
+            active = index_mod.active_version(existing)
+            check_version(app_id, manifest["version"], active,
                           allow_downgrade=allow_downgrade)  # fmt: skip
+            if not accept_permissions:
+                check_permissions(layout, manifest, active)
         pinned = existing.get("pinned_keys", []) if existing else []
         rel = f"images/{app_id}/{key}.appimg"
         with Transaction(layout, op, app_id, step, rerenderer(layout, program_path)) as tx:
@@ -324,8 +336,15 @@ def install(
                 added_image=rel,
                 obsolete_images=obsolete,
             )
+        from appimg.services.permissions import effective
+
+        try:
+            granted = effective(manifest, dirs).to_json()
+        except PolicyError as exc:  # installed all the same; a run will refuse to start
+            granted = None
+            notes.append(f"cannot tell the permissions it will get: {exc}")
         return Outcome(op, app_id, manifest["version"], str(layout.image_file(rel)), signature,
-                       sorted(plan.files), plan.refused, notes)  # fmt: skip
+                       sorted(plan.files), plan.refused, notes, granted)  # fmt: skip
 
 
 def uninstall(
@@ -397,6 +416,24 @@ def check_version(app_id: str, new: str, active: dict[str, Any], *,
     if order < 0 and not allow_downgrade:
         raise PolicyError(f"{app_id}: refused: version {new} is older than the installed "
                           f"{active['version']} (pass --allow-downgrade to go back)")  # fmt: skip
+
+
+def check_permissions(layout: StoreLayout, manifest: dict[str, Any],
+                      active: dict[str, Any]) -> None:  # fmt: skip
+    """An update asks for no permission beyond the installed version's manifest
+    (spec/permissions.md §4); narrowing or equal passes."""
+    from appimg.format.image import Image
+    from appimg.format.permissions import of_manifest
+
+    with Image.open(layout.image_file(active["file"])) as installed:
+        if installed.verity.root_hash.hex() != active["root_hash"]:
+            raise IntegrityError(f"{installed.path}: not the image that was installed")
+        before = of_manifest(installed.manifest)
+    new = before.widened_by(of_manifest(manifest))
+    if new:
+        raise PolicyError(f"{manifest['id']} {manifest['version']} asks for more than "
+                          f"{active['version']}: {', '.join(new)}; run again with "
+                          f"--accept-permissions to allow it")  # fmt: skip
 
 
 def _withdraw(new_index: index_mod.Index, app_id: str, notes: list[str]) -> list[str]:

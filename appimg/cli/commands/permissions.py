@@ -1,0 +1,130 @@
+"""The permissions and override commands: what an app gets and why, and the user's
+changes to it (spec/permissions.md; declared in :mod:`appimg.cli.commands`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from appimg.cli import options
+from appimg.cli.commands import Subcommands
+from appimg.cli.output import print_json
+
+
+def add_permissions(commands: Subcommands, name: str, summary: str) -> None:
+    p = commands.add_parser(
+        name,
+        help=summary,
+        description=(
+            "Show what the app of FILE (an image) or ID (an installed app) gets when it\n"
+            "runs: its manifest's permissions, changed by your override (appimg override),\n"
+            "less what the host's policy (permissions.d) refuses. Each entry says where it\n"
+            "came from; revoked and refused entries say by whom. FILE|ID is resolved as\n"
+            "appimg run resolves it. --json prints the object of spec/permissions.md."
+        ),
+        epilog="example: appimg permissions org.example.Hello --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("target", metavar="FILE|ID")
+    options.JSON.add_to(p)
+    p.set_defaults(func=cmd_permissions)
+
+
+def add_override(commands: Subcommands, name: str, summary: str) -> None:
+    p = commands.add_parser(
+        name,
+        help=summary,
+        description=(
+            "Change the permissions the app ID gets, for every later run, with the grammar\n"
+            "of 'flatpak override'. Changes are added to what is stored already\n"
+            "($XDG_CONFIG_HOME/appimg/overrides/ID.toml); --reset removes the stored\n"
+            "override first. With no change, print the stored override. The host's\n"
+            "policy still refuses what it denies."
+        ),
+        epilog="examples: appimg override org.example.Hello --nosocket=x11 "
+        "--filesystem=xdg-music:ro\n"
+        "          appimg override org.example.Hello --reset",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    options.app_id(p)
+    options.permission_changes(p)
+    p.add_argument("--reset", action="store_true", help="remove the stored override of ID")
+    p.add_argument("--show", action="store_true",
+                   help="print the stored override (the default without changes)")  # fmt: skip
+    options.JSON.add_to(p)
+    p.set_defaults(func=cmd_override)
+
+
+def _row(item: dict[str, str], key: str, verb: str) -> str:
+    return f"  {item['permission']:<36} {verb}{item[key]}"
+
+
+def cmd_permissions(args: argparse.Namespace) -> int:
+    from appimg.format.image import Image
+    from appimg.host.dirs import UserDirs
+    from appimg.host.overrides import override_file
+    from appimg.services.permissions import effective
+    from appimg.services.run.launcher import resolve_target
+
+    dirs = UserDirs.from_env(os.environ)
+    image_path, installed = resolve_target(args.target, dirs)
+    with Image.open(image_path) as image:
+        manifest = image.manifest
+    result = effective(manifest, dirs)
+    report: dict[str, Any] = {
+        "id": manifest["id"],
+        "version": manifest["version"],
+        "image": str(image_path),
+        "installed": installed,
+        "override_file": str(override_file(dirs, manifest["id"])),
+        **result.to_json(),
+    }
+    if args.json:
+        print_json(report)
+        return 0
+    print(f"{manifest['id']} {manifest['version']} ({image_path})")
+    print("granted:" if report["sources"] else "granted: none")
+    for item in report["sources"]:
+        print(_row(item, "source", "from "))
+    if report["revoked"]:
+        print("revoked:")
+        for item in report["revoked"]:
+            print(_row(item, "by", "by "))
+    if report["refused"]:
+        print("refused:")
+        for item in report["refused"]:
+            print(_row(item, "reason", ""))
+    return 0
+
+
+def cmd_override(args: argparse.Namespace) -> int:
+    from appimg.host import overrides
+    from appimg.host.dirs import UserDirs
+
+    # The id is checked before any path is built from it (no '../' into other files).
+    app_id = overrides.check_app_id(args.app_id)
+    change = overrides.from_flags(args.permission_changes)
+    dirs = UserDirs.from_env(os.environ)
+    path = overrides.override_file(dirs, app_id)
+    if args.reset:
+        removed = overrides.reset(dirs, app_id)
+        if not args.json and not change:
+            print(f"reset {app_id}" if removed else f"{app_id} had no override")
+    if change:
+        # After --reset, what is stored is empty: the changes replace the old override.
+        overrides.save(dirs, app_id, overrides.load(dirs, app_id).merged(change))
+    if args.reset and not change and not args.json:
+        return 0
+    stored = overrides.load(dirs, app_id)
+    if args.json:
+        print_json({"id": app_id, "file": str(path), "flags": stored.flags(),
+                    "table": stored.to_table()})  # fmt: skip
+        return 0
+    if not stored:
+        print(f"{app_id}: no override")
+        return 0
+    print(f"{app_id} ({path}):")
+    for flag in stored.flags():
+        print(f"  {flag}")
+    return 0
