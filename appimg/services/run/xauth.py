@@ -92,9 +92,10 @@ def for_display(entries: list[XauthEntry], number: str, hostname: str) -> list[X
 def read_file(path: str) -> bytes:
     """The caller's file, at most :data:`MAX_XAUTHORITY_BYTES` (else :class:`FormatError`)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise FormatError(f"{path} is not a regular file")
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise FormatError(f"{path} is not a regular file")
         blob = handle.read(MAX_XAUTHORITY_BYTES + 1)
     if len(blob) > MAX_XAUTHORITY_BYTES:
         raise FormatError(f"{path} is larger than {MAX_XAUTHORITY_BYTES} bytes")
