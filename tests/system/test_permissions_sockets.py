@@ -199,6 +199,7 @@ def test_fallback_x11_only_without_wayland(user, images, home, xvfb, weston) -> 
     env["WAYLAND_DISPLAY"] = "wayland-nothing-here"
     out = run(user, env, image, *show)
     assert out.stdout.decode().strip() == f"D=:{number} W="
+    assert socket_warnings(out) == []  # X11 stands in: no warning about Wayland
     assert run(user, env, image, "xdpyinfo").returncode == 0
 
 

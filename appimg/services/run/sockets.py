@@ -253,6 +253,9 @@ def socket_grants(permissions: Permissions, dirs: UserDirs, caller_env: Mapping[
             has_wayland = _wayland(grants, caller_env, runtime, bind=False)
         if "x11" in wanted or ("fallback-x11" in wanted and not has_wayland):
             _x11(grants, dirs, caller_env, runtime)
+            if "fallback-x11" in wanted and "DISPLAY" in grants.env:
+                # X11 stands in for the missing Wayland: nothing to warn about.
+                grants.notes = [n for n in grants.notes if not n.startswith("socket wayland:")]
         for what in ("pulseaudio", "pipewire", "ssh-auth", "pcsc", "cups"):
             if what in wanted:
                 _named(grants, what, caller_env, runtime)
