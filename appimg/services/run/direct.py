@@ -4,9 +4,9 @@ Used where ``bwrap`` is not installed (or ``APPIMG_NO_BWRAP`` is set). A child
 process unshares user, mount, pid, IPC, UTS and cgroup namespaces (as bubblewrap
 does, mapping the caller's uid/gid), forks the app's init as pid 1, builds a
 tmpfs root with the view's top-level entries bound read-only, /proc, a minimal
-/dev, a private /tmp and the binds, pivots into it and forks the app, which
-starts a new session, drops its capabilities, loads the syscall filter
-(spec/run.md §Syscall filter) and execs.
+/dev, a private /tmp, a /run with the private runtime directory and the binds,
+pivots into it and forks the app, which starts a new session, drops its
+capabilities, loads the syscall filter (spec/run.md §Syscall filter) and execs.
 
 Bind destinations are created one component at a time relative to directory
 file descriptors, never following a symlink: the image is hostile by assumption
@@ -132,12 +132,18 @@ def _open_dest(root_fd: int, dest: str, *, is_dir: bool) -> tuple[int, int, str]
     raise AssertionError("unreachable")
 
 
-def _bind(source: str, root_fd: int, dest: str, *, writable: bool, is_dir: bool) -> None:
-    """Bind ``source`` at ``dest`` (relative to the new root's fd ``root_fd``)."""
+def _bind(source: str, root_fd: int, dest: str, *, writable: bool, is_dir: bool,
+          expect: os.stat_result | None = None) -> None:  # fmt: skip
+    """Bind ``source`` at ``dest`` (relative to the new root's fd ``root_fd``); with
+    ``expect``, the bound inode must be that one."""
     parent, fd, name = _open_dest(root_fd, dest, is_dir=is_dir)
     try:
         # Mount onto the very inode just checked, through its fd's magic link.
         _mount(source, f"/proc/self/fd/{fd}", None, MS_BIND | MS_REC)
+        if expect is not None:
+            bound = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            if (bound.st_dev, bound.st_ino) != (expect.st_dev, expect.st_ino):
+                raise OSError(errno.ESTALE, f"{source} changed while being bound at {dest}")
         if not writable:
             # That fd still names the covered inode; a lookup by name from the
             # parent crosses into the new mount.
@@ -179,9 +185,43 @@ def _fill_root(sandbox: Sandbox, new_root: str, root_fd: int) -> None:
         os.symlink(target, f"{new_root}/dev/{link}")
     os.mkdir("tmp", dir_fd=root_fd)
     _mount("tmpfs", f"{new_root}/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    if sandbox.runtime:
+        _make_run(sandbox, new_root, root_fd)
     for bind in sandbox.binds:
-        _bind(bind.source, root_fd, bind.dest, writable=bind.writable,
-              is_dir=os.path.isdir(bind.source))  # fmt: skip
+        source, expect = bind.source, None
+        if bind.fd is not None:
+            # The descriptor (inherited by fork) is of the host's mount namespace, which a
+            # bind cannot take from: bind its path, then check the inode is the one opened
+            # (as bubblewrap's --bind-fd does).
+            source, expect = os.readlink(f"/proc/self/fd/{bind.fd}"), os.fstat(bind.fd)
+        _bind(source, root_fd, bind.dest, writable=bind.writable,
+              is_dir=os.path.isdir(source), expect=expect)  # fmt: skip
+    if sandbox.runtime:
+        _remount_readonly(f"{new_root}/run")
+
+
+def _make_run(sandbox: Sandbox, new_root: str, root_fd: int) -> None:
+    """A tmpfs /run with the view's /run entries, and the private runtime dir in it."""
+    assert sandbox.runtime is not None
+    os.mkdir("run", 0o755, dir_fd=root_fd)
+    _mount("tmpfs", f"{new_root}/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+    run_fd = os.open("run", os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=root_fd)  # fmt: skip
+    try:
+        for name, target in sandbox.run_entries():
+            if target is not None:
+                os.symlink(target, name, dir_fd=run_fd)
+            else:
+                source = str(sandbox.root / "run" / name)
+                _bind(source, run_fd, name, writable=False, is_dir=os.path.isdir(source))
+    finally:
+        os.close(run_fd)
+    # Made in the fresh /run tmpfs, where nothing of the view's is on the way
+    # ("user" is never one of its entries): mounting by path is safe.
+    parent, fd, _ = _open_dest(root_fd, sandbox.runtime, is_dir=True)
+    os.close(fd)
+    os.close(parent)
+    _mount("tmpfs", new_root + sandbox.runtime, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700")
 
 
 #: Directories the new root can be built on (covered by a tmpfs in our mount

@@ -19,7 +19,6 @@ from appimg.services.run.sandbox import Bind
 
 PASSED_THROUGH = ("TERM", "COLORTERM", "LANG", "LANGUAGE", "TZ", "NO_COLOR")
 DEFAULT_PATH = "/bin:/usr/bin:/sbin:/usr/sbin"
-X11_SOCKETS = "/tmp/.X11-unix"
 
 
 def data_name(app_id: str, verdict: Verdict, root_hash: str, *, installed: bool) -> str:
@@ -71,12 +70,12 @@ def app_environment(
     return env
 
 
-def socket_binds(granted: Iterable[tuple[str, str]], caller_env: Mapping[str, str],
-                 env: dict[str, str]) -> list[Bind]:  # fmt: skip
+def socket_binds(granted: Iterable[tuple[str, str]]) -> list[Bind]:
     """Binds for granted (host path, at) pairs the FUSE view cannot carry.
 
     Sockets cannot be used through FUSE, and anything under /tmp is hidden by the
-    sandbox's private /tmp: those are bound directly. DISPLAY follows the X11 grant.
+    sandbox's private /tmp: those are bound directly. (The display and sound
+    sockets are the ``sockets`` permission's: :mod:`appimg.services.run.sockets`.)
     """
     binds = []
     for path, at in granted:
@@ -86,6 +85,4 @@ def socket_binds(granted: Iterable[tuple[str, str]], caller_env: Mapping[str, st
             continue
         if stat.S_ISSOCK(mode) or at == "/tmp" or at.startswith("/tmp/"):
             binds.append(Bind(path, at, writable=stat.S_ISSOCK(mode)))
-        if at == X11_SOCKETS and "DISPLAY" in caller_env:
-            env["DISPLAY"] = caller_env["DISPLAY"]
     return binds

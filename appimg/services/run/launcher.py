@@ -9,6 +9,7 @@ chooses its data directory, and again by the mount, with the same allowances.
 
 from __future__ import annotations
 
+import os
 import stat
 import sys
 from collections.abc import Mapping, Sequence
@@ -18,10 +19,12 @@ from typing import TYPE_CHECKING, Any
 from appimg.errors import PathError, UsageError
 from appimg.format.image import Image
 from appimg.format.payload.paths import resolve
+from appimg.format.permissions import Permissions, of_manifest
 from appimg.host.dirs import UserDirs
 from appimg.host.trust import CONSENTED, decide
 from appimg.services.run.environment import app_environment, data_dir, data_name, socket_binds
 from appimg.services.run.sandbox import Bind, Sandbox, bwrap_path, run_bwrap
+from appimg.services.run.sockets import SocketGrants, sandbox_runtime_dir, socket_grants
 
 if TYPE_CHECKING:
     from appimg.host.overrides import Override
@@ -82,6 +85,21 @@ def check_program(image: Image, program: str) -> None:
         raise UsageError(f"the program {program} is not executable")
 
 
+def _with_sockets(sandbox: Sandbox, permissions: Permissions, dirs: UserDirs,
+                  caller_env: Mapping[str, str]) -> SocketGrants:  # fmt: skip
+    """Give ``sandbox`` its runtime directory and the granted sockets (spec/run.md,
+    "Sockets"); what cannot be granted is a warning. Close the result after the run."""
+    runtime = sandbox_runtime_dir(os.getuid())
+    grants = socket_grants(permissions, dirs, caller_env, runtime)
+    for note in grants.notes:
+        print(f"appimg run: warning: {note}", file=sys.stderr)
+    sandbox.runtime = runtime
+    sandbox.binds += grants.binds
+    # Like the rest of the environment, the manifest's env may override these.
+    sandbox.env = {"XDG_RUNTIME_DIR": runtime, **grants.env, **sandbox.env}
+    return grants
+
+
 def run_app(
     target: str,
     args: Sequence[str],
@@ -127,20 +145,21 @@ def run_app(
         data = data_dir(name, dirs)
         app_env = app_environment(manifest, caller_env, data)
         granted = [(r["path"], r["at"]) for r in mount.rules if r["status"] == GRANTED]
-        binds = socket_binds(granted, caller_env, app_env)
+        binds = socket_binds(granted)
         sandbox = Sandbox(
             root=Path(mount.mountpoint),
             argv=[f"/{program}", *args],
             env=app_env,
             binds=[*binds, Bind(str(data), str(data), writable=True)],
         )
-        bwrap = bwrap_path()
-        if bwrap:
-            status = run_bwrap(sandbox, bwrap)
-        else:
-            from appimg.services.run.direct import run_direct
+        with _with_sockets(sandbox, of_manifest(manifest), dirs, caller_env):
+            bwrap = bwrap_path()
+            if bwrap:
+                status = run_bwrap(sandbox, bwrap)
+            else:
+                from appimg.services.run.direct import run_direct
 
-            status = run_direct(sandbox)
+                status = run_direct(sandbox)
     finally:
         # The last user unmounts on the way out: nothing is left mounted when
         # `appimg run` returns (and after a SIGKILL, the server notices by itself).

@@ -2,7 +2,9 @@
 
 A :class:`Sandbox` says what the app sees: the view's top-level entries
 (read-only), a fresh /proc, a minimal /dev, a private /tmp, its writable data
-directory and any granted host sockets, plus a cleared environment. It is
+directory and any granted host sockets, its own runtime directory (a private
+tmpfs at ``/run/user/UID`` in a /run of its own that keeps the view's /run
+entries), plus a cleared environment. It is
 started with bubblewrap where installed, else by :mod:`appimg.services.run.direct` with
 the kernel calls directly. Both give user + mount + pid namespaces, a new
 session (no controlling terminal) and the syscall filter of
@@ -37,11 +39,16 @@ FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, sign
 
 @dataclass(frozen=True)
 class Bind:
-    """A host path bound into the sandbox at ``dest`` (for sockets and the data dir)."""
+    """A host path bound into the sandbox at ``dest`` (for sockets and the data dir).
+
+    With ``fd``, the bind is of that open (O_PATH) descriptor and ``source`` is its
+    ``/proc/self/fd/N``: what was checked on the host is what gets bound.
+    """
 
     source: str
     dest: str
     writable: bool = False
+    fd: int | None = None
 
 
 @dataclass
@@ -51,12 +58,14 @@ class Sandbox:
     env: dict[str, str]
     binds: list[Bind] = field(default_factory=list)
     cwd: str = "/"
+    #: The runtime directory (``/run/user/UID``, a private tmpfs); None: no /run of its own.
+    runtime: str | None = None
 
     def top_level(self) -> Iterator[tuple[str, str | None]]:
         """(name, symlink target or None) of every top-level entry of the view."""
         with os.scandir(self.root) as entries:
             for entry in sorted(entries, key=lambda e: e.name):
-                if entry.name in SANDBOX_DIRS:
+                if entry.name in SANDBOX_DIRS or (self.runtime and entry.name == "run"):
                     continue
                 target = os.readlink(entry.path) if entry.is_symlink() else None
                 yield entry.name, target
@@ -78,6 +87,33 @@ class Sandbox:
                 continue
             yield name, target
 
+    def run_entries(self) -> Iterator[tuple[str, str | None]]:
+        """The entries of the view's /run to lay in the sandbox's own /run, as
+        :meth:`root_entries` does one level up (only with a :attr:`runtime`).
+
+        The view's ``/run/user`` never shows (the sandbox has its own), and a view
+        /run that is a symlink or a file gives none.
+        """
+        run = self.root / "run"
+        if not self.runtime or os.path.islink(run) or not run.is_dir():
+            return
+        needed = {parts[1] for parts in (b.dest.strip("/").split("/") for b in self.binds)
+                  if parts[0] == "run" and len(parts) > 1}  # fmt: skip
+        needed.add(self.runtime.strip("/").split("/")[1])
+        with os.scandir(run) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                link = entry.is_symlink()
+                if entry.name == "user" or (entry.name in needed and (link or not entry.is_dir())):
+                    continue
+                yield entry.name, os.readlink(entry.path) if link else None
+
+    def _view_dirs(self) -> dict[tuple[str, ...], Path]:
+        """Sandbox directories bound from the view (as path parts), with their view path."""
+        kept = {(name,): self.root / name for name, target in self.root_entries() if target is None}
+        kept.update({("run", name): self.root / "run" / name
+                     for name, target in self.run_entries() if target is None})  # fmt: skip
+        return kept
+
     def check_binds(self) -> None:
         """Refuse binds whose path runs through a symlink or file of the view.
 
@@ -85,13 +121,14 @@ class Sandbox:
         inside the read-only view: an image entry in the way cannot be replaced
         there, so the app is not started.
         """
-        kept = {name for name, target in self.root_entries() if target is None}
+        kept = self._view_dirs()
         for bind in self.binds:
             parts = bind.dest.strip("/").split("/")
-            if parts[0] not in kept:
+            depth = next((d for d in (1, 2) if tuple(parts[:d]) in kept), 0)
+            if not depth:
                 continue
-            path = self.root / parts[0]
-            for index, part in enumerate(parts[1:], start=2):
+            path = kept[tuple(parts[:depth])]
+            for index, part in enumerate(parts[depth:], start=depth + 1):
                 path = path / part
                 try:
                     mode = os.lstat(path).st_mode
@@ -122,12 +159,31 @@ def bwrap_argv(sandbox: Sandbox, bwrap: str, info_fd: int, seccomp_fd: int) -> l
         else:
             args += ["--ro-bind", str(sandbox.root / name), f"/{name}"]
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    args += _runtime_args(sandbox)
     for bind in sandbox.binds:
-        args += ["--bind" if bind.writable else "--ro-bind", bind.source, bind.dest]
+        if bind.fd is not None:
+            args += ["--bind-fd" if bind.writable else "--ro-bind-fd", str(bind.fd), bind.dest]
+        else:
+            args += ["--bind" if bind.writable else "--ro-bind", bind.source, bind.dest]
+    if sandbox.runtime:
+        args += ["--remount-ro", "/run"]
     args += ["--remount-ro", "/", "--chdir", sandbox.cwd, "--clearenv"]
     for key, value in sorted(sandbox.env.items()):
         args += ["--setenv", key, value]
     return [*args, "--", *sandbox.argv]
+
+
+def _runtime_args(sandbox: Sandbox) -> list[str]:
+    """A tmpfs /run with the view's /run entries, and the private runtime dir in it."""
+    if not sandbox.runtime:
+        return []
+    args = ["--tmpfs", "/run"]
+    for name, target in sandbox.run_entries():
+        if target is not None:
+            args += ["--symlink", target, f"/run/{name}"]
+        else:
+            args += ["--ro-bind", str(sandbox.root / "run" / name), f"/run/{name}"]
+    return [*args, "--perms", "0700", "--tmpfs", sandbox.runtime]
 
 
 def _app_pids(init_pid: int) -> list[int]:
@@ -184,7 +240,8 @@ def run_bwrap(sandbox: Sandbox, bwrap: str) -> int:
     with SignalForwarder() as forwarder:
         # A process group of its own: the terminal's ^C must not kill bwrap's
         # monitor (and with it the app) before the app got it from us.
-        proc = subprocess.Popen(argv, pass_fds=(write_fd, filter_fd), process_group=0)
+        bound = tuple(bind.fd for bind in sandbox.binds if bind.fd is not None)
+        proc = subprocess.Popen(argv, pass_fds=(write_fd, filter_fd, *bound), process_group=0)
         os.close(write_fd)
         os.close(filter_fd)
         forwarder.fallback_pid = proc.pid
