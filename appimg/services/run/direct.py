@@ -27,7 +27,8 @@ import stat
 
 from appimg.errors import ToolError
 from appimg.services.run import seccomp
-from appimg.services.run.sandbox import Hide, Sandbox, SignalForwarder
+from appimg.services.run.grants import open_nofollow
+from appimg.services.run.sandbox import Bind, Hide, Sandbox, SignalForwarder
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -196,11 +197,10 @@ def _fill_root(sandbox: Sandbox, new_root: str, root_fd: int) -> None:
     for item in sandbox.mounts():
         if isinstance(item, Hide):
             _hide(root_fd, item)
+        elif item.fd is not None:
+            _bind_same(item, root_fd)
         else:
-            # A descriptor opened without following symlinks is bound through its
-            # magic link: the host path is not looked up again.
-            source = f"/proc/self/fd/{item.fd}" if item.fd is not None else item.source
-            _bind(source, root_fd, item.dest, writable=item.writable or item.device,
+            _bind(item.source, root_fd, item.dest, writable=item.writable or item.device,
                   is_dir=item.is_dir)  # fmt: skip
     for link in sandbox.links:
         head, _, name = link.dest.strip("/").rpartition("/")
@@ -219,6 +219,24 @@ def _fill_root(sandbox: Sandbox, new_root: str, root_fd: int) -> None:
             finally:
                 os.close(fd)
                 os.close(parent)
+
+
+def _bind_same(bind: Bind, root_fd: int) -> None:
+    """Bind what ``bind.fd`` names, opened again without following symlinks.
+
+    A mount of the caller's namespace cannot be bound from this one (EINVAL): the
+    path is opened again here, as bwrap's --bind-fd does, and must still be the
+    same inode; it is bound through the new descriptor's magic link.
+    """
+    fd = open_nofollow(bind.source)
+    try:
+        here, there = os.fstat(fd), os.fstat(bind.fd)  # type: ignore[arg-type]
+        if (here.st_dev, here.st_ino) != (there.st_dev, there.st_ino):
+            raise OSError(errno.ESTALE, f"{bind.source} changed while the sandbox was made")
+        _bind(f"/proc/self/fd/{fd}", root_fd, bind.dest, writable=bind.writable,
+              is_dir=bind.is_dir)  # fmt: skip
+    finally:
+        os.close(fd)
 
 
 def _hide(root_fd: int, hide: Hide) -> None:
