@@ -172,9 +172,9 @@ def kvm() -> Iterator[None]:
 def test_kvm_only_with_the_device(make_image, user, home: Path, kvm: None) -> None:
     with_kvm = make_image("Kvm", 'devices = ["kvm"]')
     plain = make_image("Plain")
-    status, out, err = run(user, home, "bwrap", with_kvm, "probe", "kvm")
+    _, out, err = run(user, home, "bwrap", with_kvm, "probe", "kvm")
     assert out.strip() == "kvm 12", err
-    status, out, err = run(user, home, "bwrap", plain, "probe", "kvm")
+    _, out, err = run(user, home, "bwrap", plain, "probe", "kvm")
     assert out.strip() == "kvm ENOENT", err
 
 
@@ -225,8 +225,9 @@ def test_network_only_when_shared(
         _, out, err = run(user, home, backend, image, "probe", "abstract", name)
         assert out.strip() == f"abstract {expected}", err
     # Loopback is up in the app's own namespace: a server of its own is reachable.
-    out, err = sh(user, home, backend, plain, "busybox nc -l -p 7777 127.0.0.1 >/dev/null & "
-                  "busybox sleep 0.3; echo hi | busybox nc 127.0.0.1 7777 && echo reached")  # fmt: skip
+    script = ("busybox nc -l -p 7777 127.0.0.1 >/dev/null & "
+              "busybox sleep 0.3; echo hi | busybox nc 127.0.0.1 7777 && echo reached")  # fmt: skip
+    out, err = sh(user, home, backend, plain, script)
     assert "reached" in out, err
 
 
@@ -250,7 +251,7 @@ def test_user_folders(make_image, user, home: Path, backend: str) -> None:
 
 
 def test_no_permissions_no_host_files(make_image, user, home: Path) -> None:
-    out, err = sh(user, home, "bwrap", make_image("Plain"),
+    out, _ = sh(user, home, "bwrap", make_image("Plain"),
                   f"cat {home}/Downloads/file || echo nothing")  # fmt: skip
     assert "nothing" in out and "download" not in out
 
@@ -303,14 +304,14 @@ def test_planted_symlinks_grant_nothing_next_run(
     # With home, the app replaces ~/Downloads by a symlink to ~/.ssh ...
     sh(user, home, backend, rw, f"mv {home}/Downloads {home}/D2 && ln -s .ssh {home}/Downloads")
     assert (home / "Downloads").is_symlink()
-    status, out, err = run(user, home, backend, folders, "sh", f"cat {home}/Downloads/id_ed25519")
+    _, out, err = run(user, home, backend, folders, "sh", f"cat {home}/Downloads/id_ed25519")
     assert "KEY" not in out
     assert "filesystem xdg-download not granted" in err and "symlink" in err, err
     # ... or points the Downloads folder at ~/.ssh in user-dirs.dirs.
     sh(user, home, backend, rw,
        f"echo 'XDG_DOWNLOAD_DIR=\"$HOME/.ssh\"' > {home}/.config/user-dirs.dirs")  # fmt: skip
     assert ".ssh" in (home / ".config/user-dirs.dirs").read_text()
-    status, out, err = run(user, home, backend, folders, "sh", f"cat {home}/.ssh/id_ed25519")
+    _, out, err = run(user, home, backend, folders, "sh", f"cat {home}/.ssh/id_ed25519")
     assert "KEY" not in out
     assert "never shown" in err, err
 
