@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-import tomllib
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from appimg.errors import PolicyError
@@ -92,6 +90,8 @@ def user_policy_dir(dirs: UserDirs) -> Path:
 
 
 def _shipped() -> list[tuple[str, bytes]]:
+    from importlib import resources  # not at import: `appimg run` needs covers() only
+
     folder = resources.files("appimg").joinpath("data", "host-paths.d")
     if not folder.is_dir():
         return []
@@ -121,6 +121,8 @@ def _directory(folder: Path) -> list[tuple[str, bytes]]:
 
 def parse_whitelist(data: bytes, source: str) -> tuple[list[Entry], list[Entry]]:
     """The ``allow`` and ``deny`` entries of one policy file."""
+    import tomllib
+
     try:
         table = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

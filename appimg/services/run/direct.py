@@ -1,12 +1,15 @@
 """The sandbox without bubblewrap: the same namespaces set up with the kernel calls.
 
 Used where ``bwrap`` is not installed (or ``APPIMG_NO_BWRAP`` is set). A child
-process unshares user, mount, pid, IPC, UTS and cgroup namespaces (as bubblewrap
-does, mapping the caller's uid/gid), forks the app's init as pid 1, builds a
+process unshares user, mount, pid, UTS and cgroup namespaces, and IPC and network
+unless the app shares them (as bubblewrap does, mapping the caller's uid/gid;
+loopback brought up), forks the app's init as pid 1, builds a
 tmpfs root with the view's top-level entries bound read-only, /proc, a minimal
-/dev, a private /tmp, a /run with the private runtime directory and the binds,
-pivots into it and forks the app, which starts a new session, drops its
-capabilities, loads the syscall filter (spec/run.md §Syscall filter) and execs.
+/dev (or the host's), a private /tmp, a /run with the private runtime directory,
+the binds (granted host paths through descriptors opened without following
+symlinks) and the hidden paths' empty tmpfs, pivots into it and forks the app,
+which starts a new session, drops its capabilities, loads the syscall filter
+(spec/run.md §Syscall filter) and execs.
 
 Bind destinations are created one component at a time relative to directory
 file descriptors, never following a symlink: the image is hostile by assumption
@@ -24,7 +27,8 @@ import stat
 
 from appimg.errors import ToolError
 from appimg.services.run import seccomp
-from appimg.services.run.sandbox import Sandbox, SignalForwarder
+from appimg.services.run.grants import open_nofollow
+from appimg.services.run.sandbox import Bind, Hide, Sandbox, SignalForwarder
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -32,8 +36,13 @@ CLONE_NEWPID = 0x20000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWCGROUP = 0x02000000
-#: The namespaces bwrap's --unshare-user/-pid/-ipc/-uts/-cgroup-try give.
-NAMESPACES = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
+CLONE_NEWNET = 0x40000000
+#: The namespaces bwrap's --unshare-user/-pid/-uts/-cgroup-try always give; IPC and
+#: network (--unshare-ipc, --unshare-net) unless the app shares them.
+NAMESPACES = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
@@ -132,18 +141,12 @@ def _open_dest(root_fd: int, dest: str, *, is_dir: bool) -> tuple[int, int, str]
     raise AssertionError("unreachable")
 
 
-def _bind(source: str, root_fd: int, dest: str, *, writable: bool, is_dir: bool,
-          expect: os.stat_result | None = None) -> None:  # fmt: skip
-    """Bind ``source`` at ``dest`` (relative to the new root's fd ``root_fd``); with
-    ``expect``, the bound inode must be that one."""
+def _bind(source: str, root_fd: int, dest: str, *, writable: bool, is_dir: bool) -> None:
+    """Bind ``source`` at ``dest`` (relative to the new root's fd ``root_fd``)."""
     parent, fd, name = _open_dest(root_fd, dest, is_dir=is_dir)
     try:
         # Mount onto the very inode just checked, through its fd's magic link.
         _mount(source, f"/proc/self/fd/{fd}", None, MS_BIND | MS_REC)
-        if expect is not None:
-            bound = os.stat(name, dir_fd=parent, follow_symlinks=False)
-            if (bound.st_dev, bound.st_ino) != (expect.st_dev, expect.st_ino):
-                raise OSError(errno.ESTALE, f"{source} changed while being bound at {dest}")
         if not writable:
             # That fd still names the covered inode; a lookup by name from the
             # parent crosses into the new mount.
@@ -176,26 +179,49 @@ def _fill_root(sandbox: Sandbox, new_root: str, root_fd: int) -> None:
             _bind(source, root_fd, name, writable=False, is_dir=os.path.isdir(source))
     os.mkdir("proc", dir_fd=root_fd)
     _mount("proc", f"{new_root}/proc", "proc", MS_NOSUID | MS_NODEV)
-    os.mkdir("dev", dir_fd=root_fd)
-    _mount("tmpfs", f"{new_root}/dev", "tmpfs", MS_NOSUID, "mode=0755")
-    for device in DEVICES:
-        _bind(f"/dev/{device}", root_fd, f"dev/{device}", writable=True, is_dir=False)
-    for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):  # fmt: skip
-        os.symlink(target, f"{new_root}/dev/{link}")
+    if sandbox.host_dev:
+        # The host's /dev as it is (devices = ["all"]): device nodes stay usable.
+        _bind("/dev", root_fd, "dev", writable=True, is_dir=True)
+    else:
+        os.mkdir("dev", dir_fd=root_fd)
+        # Not nodev: the device binds below must stay usable.
+        _mount("tmpfs", f"{new_root}/dev", "tmpfs", MS_NOSUID, "mode=0755")
+        for device in DEVICES:
+            _bind(f"/dev/{device}", root_fd, f"dev/{device}", writable=True, is_dir=False)
+        links = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                 ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))  # fmt: skip
+        for link, target in links:
+            os.symlink(target, f"{new_root}/dev/{link}")
     os.mkdir("tmp", dir_fd=root_fd)
     _mount("tmpfs", f"{new_root}/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     if sandbox.runtime:
         _make_run(sandbox, new_root, root_fd)
-    for bind in sandbox.binds:
-        source, expect = bind.source, None
-        if bind.fd is not None:
-            # The descriptor (inherited by fork) is of the host's mount namespace, which a
-            # bind cannot take from: bind its path, then check the inode is the one opened
-            # (as bubblewrap's --bind-fd does).
-            source, expect = os.readlink(f"/proc/self/fd/{bind.fd}"), os.fstat(bind.fd)
-        _bind(source, root_fd, bind.dest, writable=bind.writable,
-              is_dir=os.path.isdir(source), expect=expect)  # fmt: skip
+    for item in sandbox.mounts():
+        if isinstance(item, Hide):
+            _hide(root_fd, item)
+        elif item.fd is not None:
+            _bind_same(item, root_fd)
+        else:
+            _bind(item.source, root_fd, item.dest, writable=item.writable or item.device,
+                  is_dir=item.is_dir)  # fmt: skip
+    for link in sandbox.links:
+        head, _, name = link.dest.strip("/").rpartition("/")
+        parent, fd, _ = _open_dest(root_fd, head, is_dir=True)
+        try:
+            os.symlink(link.target, name, dir_fd=fd)
+        finally:
+            os.close(fd)
+            os.close(parent)
+    # Read-only only now: binds inside them (the data directory) needed their mkdir.
+    for hide in sandbox.hides:
+        if hide.is_dir:
+            parent, fd, _ = _open_dest(root_fd, hide.dest, is_dir=True)
+            try:
+                _remount_readonly(f"/proc/self/fd/{fd}")
+            finally:
+                os.close(fd)
+                os.close(parent)
+
     if sandbox.runtime:
         _remount_readonly(f"{new_root}/run")
 
@@ -224,13 +250,58 @@ def _make_run(sandbox: Sandbox, new_root: str, root_fd: int) -> None:
     _mount("tmpfs", new_root + sandbox.runtime, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700")
 
 
+def _bind_same(bind: Bind, root_fd: int) -> None:
+    """Bind what ``bind.fd`` names, opened again without following symlinks.
+
+    A mount of the caller's namespace cannot be bound from this one (EINVAL): the
+    path is opened again here, as bwrap's --bind-fd does, and must still be the
+    same inode; it is bound through the new descriptor's magic link.
+    """
+    fd = open_nofollow(bind.source)
+    try:
+        here, there = os.fstat(fd), os.fstat(bind.fd)  # type: ignore[arg-type]
+        if (here.st_dev, here.st_ino) != (there.st_dev, there.st_ino):
+            raise OSError(errno.ESTALE, f"{bind.source} changed while the sandbox was made")
+        _bind(f"/proc/self/fd/{fd}", root_fd, bind.dest, writable=bind.writable,
+              is_dir=bind.is_dir)  # fmt: skip
+    finally:
+        os.close(fd)
+
+
+def _hide(root_fd: int, hide: Hide) -> None:
+    """Cover ``hide.dest`` with an empty tmpfs (a file: with /dev/null, read-only)."""
+    if not hide.is_dir:
+        _bind("/dev/null", root_fd, hide.dest, writable=False, is_dir=False)
+        return
+    parent, fd, _ = _open_dest(root_fd, hide.dest, is_dir=True)
+    try:
+        _mount("tmpfs", f"/proc/self/fd/{fd}", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+    finally:
+        os.close(fd)
+        os.close(parent)
+
+
+def _loopback_up() -> None:
+    """Bring ``lo`` of the new network namespace up (as bwrap's --unshare-net does)."""
+    import fcntl
+    import socket
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sh22x", b"lo", 0)
+        flags = struct.unpack("16sh22x", fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | IFF_UP))
+
+
 #: Directories the new root can be built on (covered by a tmpfs in our mount
 #: namespace only); the first that holds none of the paths the sandbox binds.
 STAGING_CANDIDATES = ("/mnt", "/srv", "/media", "/opt", "/boot", "/home", "/tmp")
 
 
 def _staging_dir(sandbox: Sandbox) -> str:
-    sources = [os.path.realpath(sandbox.root), *(os.path.realpath(b.source) for b in sandbox.binds)]
+    # Binds through a descriptor are already open: only paths still to look up count.
+    paths = [b.source for b in sandbox.binds if b.fd is None]
+    sources = [os.path.realpath(sandbox.root), *(os.path.realpath(p) for p in paths)]
     for candidate in STAGING_CANDIDATES:
         if os.path.isdir(candidate) and not any(
             s == candidate or s.startswith(candidate + "/") for s in sources
@@ -320,12 +391,17 @@ def run_direct(sandbox: Sandbox) -> int:
         # only, which passes it on to the app (in a session of its own).
         os.setpgid(0, 0)
         try:
-            _check(_libc.unshare(NAMESPACES), "unshare")
+            namespaces = NAMESPACES
+            namespaces |= 0 if sandbox.share_ipc else CLONE_NEWIPC
+            namespaces |= 0 if sandbox.share_network else CLONE_NEWNET
+            _check(_libc.unshare(namespaces), "unshare")
             # As bwrap's --unshare-cgroup-try: a kernel without cgroup namespaces goes without.
             _libc.unshare(CLONE_NEWCGROUP)
             _write("/proc/self/setgroups", "deny")
             _write("/proc/self/uid_map", f"{uid} {uid} 1")
             _write("/proc/self/gid_map", f"{gid} {gid} 1")
+            if not sandbox.share_network:
+                _loopback_up()
             _die_with_parent(parent)  # after unshare: gaining capabilities clears the setting
         except OSError as exc:
             os.write(write_fd, f"cannot create namespaces: {exc.strerror or exc}".encode())

@@ -1,4 +1,4 @@
-"""What the app finds in its sandbox: data directory, environment, socket binds (spec/run.md).
+"""What the app finds in its sandbox: data directory, environment, host rule binds (spec/run.md).
 
 The data directory comes from the user's :class:`~appimg.host.dirs.UserDirs` and
 the image's identity (:func:`data_name`: its id and the keys that signed it); the
@@ -15,7 +15,6 @@ from typing import Any
 
 from appimg.host.dirs import UserDirs
 from appimg.host.trust import Verdict
-from appimg.services.run.sandbox import Bind
 
 PASSED_THROUGH = ("TERM", "COLORTERM", "LANG", "LANGUAGE", "TZ", "NO_COLOR")
 DEFAULT_PATH = "/bin:/usr/bin:/sbin:/usr/sbin"
@@ -70,19 +69,24 @@ def app_environment(
     return env
 
 
-def socket_binds(granted: Iterable[tuple[str, str]]) -> list[Bind]:
-    """Binds for granted (host path, at) pairs the FUSE view cannot carry.
+def socket_binds(
+    granted: Iterable[tuple[str, str, tuple[str, ...]]],
+) -> list[tuple[str, str, bool, tuple[str, ...]]]:
+    """Binds for granted (host path, at, hidden) rules the FUSE view cannot carry.
 
     Sockets cannot be used through FUSE, and anything under /tmp is hidden by the
-    sandbox's private /tmp: those are bound directly. (The display and sound
-    sockets are the ``sockets`` permission's: :mod:`appimg.services.run.sockets`.)
+    sandbox's private /tmp: those are bound directly, as (host path, at, writable,
+    the whitelist's deny entries below it) for :func:`appimg.services.run.grants.build`,
+    which opens them without following symlinks and hides the deny entries. (The
+    display and sound sockets are the ``sockets`` permission's:
+    :mod:`appimg.services.run.sockets`.)
     """
     binds = []
-    for path, at in granted:
+    for path, at, hidden in granted:
         try:
-            mode = os.stat(path).st_mode
+            mode = os.lstat(path).st_mode
         except OSError:
             continue
         if stat.S_ISSOCK(mode) or at == "/tmp" or at.startswith("/tmp/"):
-            binds.append(Bind(path, at, writable=stat.S_ISSOCK(mode)))
+            binds.append((path, at, stat.S_ISSOCK(mode), hidden))
     return binds

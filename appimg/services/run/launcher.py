@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from appimg.errors import PathError, UsageError
 from appimg.format.image import Image
 from appimg.format.payload.paths import resolve
-from appimg.format.permissions import Permissions, of_manifest
+from appimg.format.permissions import Permissions
 from appimg.host.dirs import UserDirs
 from appimg.host.trust import CONSENTED, decide
 from appimg.services.run.environment import app_environment, data_dir, data_name, socket_binds
@@ -28,6 +28,7 @@ from appimg.services.run.sockets import SocketGrants, sandbox_runtime_dir, socke
 
 if TYPE_CHECKING:
     from appimg.host.overrides import Override
+    from appimg.services.run.grants import Grants
 
 
 def resolve_target(target: str, dirs: UserDirs) -> tuple[Path, bool]:
@@ -100,6 +101,24 @@ def _with_sockets(sandbox: Sandbox, permissions: Permissions, dirs: UserDirs,
     return grants
 
 
+def sandbox_grants(
+    permissions: Permissions,
+    dirs: UserDirs,
+    rule_binds: Sequence[tuple[str, str, bool, tuple[str, ...]]],
+) -> Grants:
+    """What the permissions and the host rules' direct binds open (see
+    :mod:`appimg.services.run.grants`); the host whitelist is read only when a host
+    path is to be bound."""
+    from appimg.services.run.grants import build
+
+    deny: tuple[str, ...] = ()
+    if permissions.filesystems or rule_binds:
+        from appimg.host.whitelist import load_policy
+
+        deny = tuple(entry.path for entry in load_policy(dirs).deny)
+    return build(permissions, dirs, deny, rule_binds)
+
+
 def run_app(
     target: str,
     args: Sequence[str],
@@ -116,9 +135,11 @@ def run_app(
     """Run the app; return its exit status.
 
     ``caller_env`` is the environment of the caller, which the app's environment
-    passes a few variables of through (LANG, TERM, DISPLAY, ...)."""
+    passes a few variables of through (LANG, TERM, DISPLAY, ...). ``override``
+    changes the app's permissions for this run (``appimg run --device=...``)."""
     from appimg.host.rules import GRANTED
     from appimg.services.mount.manager import mount_image, release_and_unmount_if_last
+    from appimg.services.permissions import effective
     from appimg.services.store import installed_state
 
     image_path, by_id = resolve_target(target, dirs)
@@ -135,6 +156,7 @@ def run_app(
                          installed=by_id or (bool(pinned) and bool(verdict.pinned)))  # fmt: skip
         program = program_of(manifest, command)
         check_program(image, program)
+        allowed = effective(manifest, dirs, override)
     # A reference-counted mount, reused if this user already has one of the image.
     mount = mount_image(image_path, dirs, strict=strict, allow_untrusted=allow_untrusted,
                         allow_unsigned=allow_unsigned, pinned=pinned or (),
@@ -142,24 +164,36 @@ def run_app(
     try:
         for warning in mount.warnings:
             print(f"appimg run: warning: {warning}", file=sys.stderr)
+        for category, entry, why in allowed.refused:
+            print(f"appimg run: warning: {category} {entry} not granted: {why}", file=sys.stderr)
         data = data_dir(name, dirs)
         app_env = app_environment(manifest, caller_env, data)
-        granted = [(r["path"], r["at"]) for r in mount.rules if r["status"] == GRANTED]
-        binds = socket_binds(granted)
-        sandbox = Sandbox(
-            root=Path(mount.mountpoint),
-            argv=[f"/{program}", *args],
-            env=app_env,
-            binds=[*binds, Bind(str(data), str(data), writable=True)],
-        )
-        with _with_sockets(sandbox, of_manifest(manifest), dirs, caller_env):
-            bwrap = bwrap_path()
-            if bwrap:
-                status = run_bwrap(sandbox, bwrap)
-            else:
-                from appimg.services.run.direct import run_direct
+        granted = [(r["path"], r["at"], tuple(r.get("hidden", ())))
+                   for r in mount.rules if r["status"] == GRANTED]  # fmt: skip
+        rule_binds = socket_binds(granted)
+        with sandbox_grants(allowed.permissions, dirs, rule_binds) as grants:
+            for warning in grants.warnings:
+                print(f"appimg run: warning: {warning}", file=sys.stderr)
+            app_env.update(grants.env)
+            sandbox = Sandbox(
+                root=Path(mount.mountpoint),
+                argv=[f"/{program}", *args],
+                env=app_env,
+                binds=[*grants.binds, Bind(str(data), str(data), writable=True)],
+                hides=grants.hides,
+                links=grants.links,
+                share_network=grants.share_network,
+                share_ipc=grants.share_ipc,
+                host_dev=grants.host_dev,
+            )
+            with _with_sockets(sandbox, allowed.permissions, dirs, caller_env):
+                bwrap = bwrap_path()
+                if bwrap:
+                    status = run_bwrap(sandbox, bwrap)
+                else:
+                    from appimg.services.run.direct import run_direct
 
-                status = run_direct(sandbox)
+                    status = run_direct(sandbox)
     finally:
         # The last user unmounts on the way out: nothing is left mounted when
         # `appimg run` returns (and after a SIGKILL, the server notices by itself).

@@ -2,11 +2,14 @@
 
 A :class:`Sandbox` says what the app sees: the view's top-level entries
 (read-only), a fresh /proc, a minimal /dev, a private /tmp, its writable data
-directory and any granted host sockets, its own runtime directory (a private
-tmpfs at ``/run/user/UID`` in a /run of its own that keeps the view's /run
-entries), plus a cleared environment. It is
+directory, what its permissions grant (binds, devices, hidden paths and the
+namespaces it shares, from :mod:`appimg.services.run.grants`; sockets from
+:mod:`appimg.services.run.sockets`), its own runtime directory (a private tmpfs
+at ``/run/user/UID`` in a /run of its own that keeps the view's /run entries),
+plus a cleared environment. It is
 started with bubblewrap where installed, else by :mod:`appimg.services.run.direct` with
-the kernel calls directly. Both give user + mount + pid namespaces, a new
+the kernel calls directly. Both give user + mount + pid + IPC + network
+namespaces (network and IPC unless shared), a new
 session (no controlling terminal) and the syscall filter of
 :mod:`appimg.services.run.seccomp`. The image is hostile by assumption: no path
 it supplies is followed on the host's side while the root is built (see
@@ -39,16 +42,40 @@ FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, sign
 
 @dataclass(frozen=True)
 class Bind:
-    """A host path bound into the sandbox at ``dest`` (for sockets and the data dir).
+    """A host path bound into the sandbox at ``dest``.
 
-    With ``fd``, the bind is of that open (O_PATH) descriptor and ``source`` is its
-    ``/proc/self/fd/N``: what was checked on the host is what gets bound.
+    With ``fd`` (an ``O_PATH`` descriptor opened without following symlinks,
+    :mod:`appimg.services.run.grants`), that descriptor is bound, never ``source``
+    looked up again: ``source`` only names it. ``device`` keeps device nodes usable
+    (bubblewrap's ``--dev-bind``).
     """
 
     source: str
     dest: str
     writable: bool = False
     fd: int | None = None
+    is_dir: bool = True
+    device: bool = False
+
+
+@dataclass(frozen=True)
+class Hide:
+    """A path inside a bind covered by an empty read-only tmpfs (a file: by /dev/null)."""
+
+    dest: str
+    is_dir: bool = True
+
+
+@dataclass(frozen=True)
+class Link:
+    """A symlink the sandbox makes at ``dest`` (host-os' merged-/usr links)."""
+
+    target: str
+    dest: str
+
+
+def _depth(item: Bind | Hide) -> int:
+    return item.dest.strip("/").count("/")
 
 
 @dataclass
@@ -60,6 +87,20 @@ class Sandbox:
     cwd: str = "/"
     #: The runtime directory (``/run/user/UID``, a private tmpfs); None: no /run of its own.
     runtime: str | None = None
+    hides: list[Hide] = field(default_factory=list)
+    links: list[Link] = field(default_factory=list)
+    share_network: bool = False  # else a network namespace of its own, loopback only
+    share_ipc: bool = False
+    host_dev: bool = False  # the host's whole /dev instead of the minimal one
+
+    def mounts(self) -> list[Bind | Hide]:
+        """Binds and hidden paths in the order to mount them: a parent before what
+        is mounted inside it (a hidden path after the bind that shows it, the app's
+        data directory after the hidden ~/.var/appimg)."""
+        return sorted([*self.binds, *self.hides], key=_depth)
+
+    def fds(self) -> tuple[int, ...]:
+        return tuple(bind.fd for bind in self.binds if bind.fd is not None)
 
     def top_level(self) -> Iterator[tuple[str, str | None]]:
         """(name, symlink target or None) of every top-level entry of the view."""
@@ -71,7 +112,8 @@ class Sandbox:
                 yield entry.name, target
 
     def _bind_tops(self) -> set[str]:
-        return {bind.dest.strip("/").split("/")[0] for bind in self.binds}
+        dests = [bind.dest for bind in self.binds] + [link.dest for link in self.links]
+        return {dest.strip("/").split("/")[0] for dest in dests}
 
     def root_entries(self) -> Iterator[tuple[str, str | None]]:
         """The top-level entries to lay in the sandbox's root, as :meth:`top_level`.
@@ -148,8 +190,10 @@ def bwrap_path() -> str | None:
 
 
 def bwrap_argv(sandbox: Sandbox, bwrap: str, info_fd: int, seccomp_fd: int) -> list[str]:
-    args = [
-        bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+    args = [bwrap, "--unshare-user", "--unshare-pid", "--unshare-uts"]
+    args += [] if sandbox.share_ipc else ["--unshare-ipc"]
+    args += [] if sandbox.share_network else ["--unshare-net"]  # bwrap brings lo up
+    args += [
         "--unshare-cgroup-try", "--die-with-parent", "--new-session",
         "--info-fd", str(info_fd), "--seccomp", str(seccomp_fd), "--tmpfs", "/",
     ]  # fmt: skip
@@ -158,13 +202,26 @@ def bwrap_argv(sandbox: Sandbox, bwrap: str, info_fd: int, seccomp_fd: int) -> l
             args += ["--symlink", target, f"/{name}"]
         else:
             args += ["--ro-bind", str(sandbox.root / name), f"/{name}"]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    args += ["--proc", "/proc"]
+    args += ["--dev-bind", "/dev", "/dev"] if sandbox.host_dev else ["--dev", "/dev"]
+    args += ["--tmpfs", "/tmp"]
     args += _runtime_args(sandbox)
-    for bind in sandbox.binds:
-        if bind.fd is not None:
-            args += ["--bind-fd" if bind.writable else "--ro-bind-fd", str(bind.fd), bind.dest]
+    for item in sandbox.mounts():
+        if isinstance(item, Hide):
+            args += ["--tmpfs", item.dest] if item.is_dir else ["--ro-bind", "/dev/null", item.dest]
+        elif item.device:
+            args += ["--dev-bind", item.source, item.dest]
+        elif item.fd is not None:
+            args += ["--bind-fd" if item.writable else "--ro-bind-fd", str(item.fd), item.dest]
         else:
-            args += ["--bind" if bind.writable else "--ro-bind", bind.source, bind.dest]
+            args += ["--bind" if item.writable else "--ro-bind", item.source, item.dest]
+    for link in sandbox.links:
+        args += ["--symlink", link.target, link.dest]
+    # Made read-only only now: binds inside them (the data directory, the sockets in
+    # the runtime directory) needed their mkdir.
+    for hide in sandbox.hides:
+        if hide.is_dir:
+            args += ["--remount-ro", hide.dest]
     if sandbox.runtime:
         args += ["--remount-ro", "/run"]
     args += ["--remount-ro", "/", "--chdir", sandbox.cwd, "--clearenv"]
@@ -240,8 +297,8 @@ def run_bwrap(sandbox: Sandbox, bwrap: str) -> int:
     with SignalForwarder() as forwarder:
         # A process group of its own: the terminal's ^C must not kill bwrap's
         # monitor (and with it the app) before the app got it from us.
-        bound = tuple(bind.fd for bind in sandbox.binds if bind.fd is not None)
-        proc = subprocess.Popen(argv, pass_fds=(write_fd, filter_fd, *bound), process_group=0)
+        proc = subprocess.Popen(argv, pass_fds=(write_fd, filter_fd, *sandbox.fds()),
+                                process_group=0)  # fmt: skip
         os.close(write_fd)
         os.close(filter_fd)
         forwarder.fallback_pid = proc.pid

@@ -99,7 +99,7 @@ class SocketGrants:
         except _NoSocket as exc:
             self.note(f"socket {what}: {exc}: not granted")
             return False
-        self.binds.append(Bind(f"/proc/self/fd/{fd}", dest, writable=True, fd=fd))
+        self.binds.append(Bind(path, dest, writable=True, fd=fd, is_dir=False))
         return True
 
     def private_dir(self, dirs: UserDirs) -> Path:
@@ -172,7 +172,7 @@ def _x11(grants: SocketGrants, dirs: UserDirs, caller_env: Mapping[str, str], ru
         return
     written = grants.private_dir(dirs) / "Xauthority"
     xauth.write_private(str(written), cookies)
-    grants.binds.append(Bind(str(written), f"{runtime}/Xauthority"))
+    grants.binds.append(Bind(str(written), f"{runtime}/Xauthority", is_dir=False))
     grants.env["XAUTHORITY"] = f"{runtime}/Xauthority"
 
 
