@@ -344,3 +344,29 @@ def test_without_bwrap_the_kernel_calls_make_the_same_sandbox(box_image: Path) -
         appimg_as(user, env, "run", "--allow-unsigned", image, "--", "exit", "42").returncode == 42
     )
     assert not _fuse_mounts(env["XDG_RUNTIME_DIR"])
+
+
+@pytest.mark.parametrize("backend", ["bwrap", "direct"])
+def test_the_callers_inheritable_descriptors_do_not_reach_the_app(
+    box_image: Path, tmp_path: Path, backend: str
+) -> None:
+    """A descriptor the caller left open (not close-on-exec) names a host file the
+    sandbox does not show: the app gets only stdin, stdout and stderr."""
+    secret = tmp_path / "secret"
+    secret.write_text("host file\n")
+    fd = os.open(secret, os.O_RDONLY)
+    os.set_inheritable(fd, True)
+    env = {**os.environ, **({"APPIMG_NO_BWRAP": "1"} if backend == "direct" else {})}
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "appimg", "run", "--allow-unsigned", str(box_image),
+             "--command", "list", "--", "-1", "/proc/self/fd"],
+            env=env, capture_output=True, pass_fds=(fd,), timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(fd)
+    assert result.returncode == 0, result.stderr.decode()
+    # ls itself opens one descriptor for the directory it lists.
+    listed = {int(n) for n in result.stdout.decode().split()}
+    assert fd not in listed
+    assert {0, 1, 2} <= listed and len(listed) <= 4, listed

@@ -337,6 +337,9 @@ def _exec_app(sandbox: Sandbox, filt: object) -> None:
         _drop_capabilities()
         seccomp.reset_personality()
         seccomp.load(filt)  # sets no_new_privs first
+        # Nothing of the caller's but stdin, stdout and stderr: a descriptor it
+        # left inheritable would be a way out of the sandbox (bwrap closes them too).
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
     except OSError as exc:
         os.write(2, f"appimg run: sandbox setup failed: {exc.strerror or exc}\n".encode())
         os._exit(126)
