@@ -115,8 +115,11 @@ def test_override_then_permissions_shows_the_change_and_reset_drops_it(
     text = cli(user_home, "permissions", APP).stdout.decode()
     assert "socket=x11" in text and "by user override" in text
 
-    # The image file shows the same as the id: the override is the app id's.
-    assert perms(user_home, images["1.0"])["granted"] == after["granted"]
+    # The same image run as a file is not the installed app (it was installed
+    # unsigned: no key ties the file to it), so the stored override is not its.
+    as_file = perms(user_home, images["1.0"])
+    assert as_file["installed"] is False and as_file["override_file"] is None
+    assert as_file["granted"] == before["granted"]
 
     cli(user_home, "override", APP, "--reset")
     assert perms(user_home, APP)["granted"] == before["granted"]
@@ -133,9 +136,10 @@ def test_user_policy_refuses_and_a_broken_one_fails_closed(
     (policy / "10-mine.toml").write_text('deny = ["socket=x11", "filesystem=home"]\n')
     for path in (home / ".config", home / ".config/appimg", policy):
         os.chown(path, user.pw_uid, user.pw_gid)
+    cli(user_home, "install", images["1.0"], "--allow-unsigned")
     cli(user_home, "override", APP, "--filesystem=~/Games")
-    result = perms(user_home, images["1.0"])
-    assert result["installed"] is False
+    result = perms(user_home, APP)
+    assert result["installed"] is True
     refused = {r["permission"]: r["reason"] for r in result["refused"]}
     assert set(refused) == {"socket=x11", "filesystem=~/Games"}
     assert "10-mine.toml (deny socket=x11)" in refused["socket=x11"]

@@ -11,6 +11,7 @@ tries to rename them away or plant symlinks for its next run fails.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -98,7 +99,7 @@ def make_image(tmp_path_factory: pytest.TempPathFactory, probe: Path, user):
     images = user_tmpdir(user)
     made: dict[str, Path] = {}
 
-    def make(name: str, permissions: str = "") -> Path:
+    def make(name: str, permissions: str = "", app_id: str = "") -> Path:
         if name in made:
             return made[name]
         root = tmp_path_factory.mktemp(name) / "tree"
@@ -110,7 +111,7 @@ def make_image(tmp_path_factory: pytest.TempPathFactory, probe: Path, user):
         (root / "bin" / "app").write_text(ENTRY)
         (root / "bin" / "app").chmod(0o755)
         (root / "appimg.toml").write_text(
-            f'id = "org.example.{name}"\nname = "{name}"\nversion = "1"\n'
+            f'id = "{app_id or "org.example." + name}"\nname = "{name}"\nversion = "1"\n'
             f'entrypoint = "bin/app"\n\n[permissions]\n{permissions}\n'
         )
         image = images / f"{name}.appimg"
@@ -326,3 +327,64 @@ def test_symlinked_and_system_grants_are_refused(
     assert "filesystem ~/link not granted" in err and "symlink" in err, err
     assert "filesystem /proc not granted" in err and "filesystem /tmp not granted" in err
     assert "filesystem ~/.ssh:ro not granted" in err
+
+
+# -- the user's control reaches the sandbox --------------------------------------------
+
+
+def test_override_and_run_flags_change_what_the_next_run_gets(
+    make_image, user, home: Path, host_servers: tuple[int, str]
+) -> None:
+    """`appimg override` is stored and applies to every later run of the installed
+    app until `--reset`; `appimg run --share=...` applies to that run only; a
+    revocation wins over the manifest (spec/permissions.md)."""
+    port, _ = host_servers
+    env = user_env(user, home)
+    for image in (make_image("Plain"), make_image("Net", 'share = ["network"]')):
+        done = appimg_as(user, env, "install", "--allow-unsigned", image)
+        assert done.returncode == 0, done.stderr.decode()
+
+    def tcp(app_id: str, *flags: str) -> str:
+        out = appimg_as(user, env, "run", *flags, app_id, "--", "probe", "tcp", str(port))
+        return out.stdout.decode().strip()
+
+    plain, shared = "org.example.Plain", "org.example.Net"
+    assert tcp(plain) == "tcp ECONNREFUSED"
+    assert tcp(plain, "--share=network") == "tcp ok"  # this run only
+    assert tcp(plain) == "tcp ECONNREFUSED"
+    changed = appimg_as(user, env, "override", plain, "--share=network")
+    assert changed.returncode == 0, changed.stderr.decode()
+    assert tcp(plain) == "tcp ok"
+    reset = appimg_as(user, env, "override", plain, "--reset")
+    assert reset.returncode == 0, reset.stderr.decode()
+    assert tcp(plain) == "tcp ECONNREFUSED"
+    # The user revokes what the manifest asks for; the run's flag overrides both.
+    assert tcp(shared) == "tcp ok"
+    appimg_as(user, env, "override", shared, "--unshare=network")
+    assert tcp(shared) == "tcp ECONNREFUSED"
+    assert tcp(shared, "--share=network") == "tcp ok"
+
+
+def test_the_stored_override_is_the_installed_apps_only(
+    make_image, user, home: Path, host_servers: tuple[int, str]
+) -> None:
+    """An override the user gave the installed app does not reach another image
+    claiming its id: an unsigned file packed under the same id runs without it."""
+    port, _ = host_servers
+    installed = make_image("Claimed")
+    env = user_env(user, home)
+    done = appimg_as(user, env, "install", "--allow-unsigned", installed)
+    assert done.returncode == 0, done.stderr.decode()
+    appimg_as(user, env, "override", "org.example.Claimed", "--share=network")
+    probe = ("--", "probe", "tcp", str(port))
+    by_id = appimg_as(user, env, "run", "org.example.Claimed", *probe)
+    assert by_id.stdout.decode().strip() == "tcp ok", by_id.stderr.decode()
+    # Another unsigned image claiming the same id, run as a file.
+    other = make_image("ClaimedCopy", app_id="org.example.Claimed")
+    as_file = appimg_as(user, env, "run", "--allow-unsigned", other, *probe)
+    assert as_file.stdout.decode().strip() == "tcp ECONNREFUSED", as_file.stderr.decode()
+    shown = appimg_as(user, env, "permissions", "--json", other)
+    report = json.loads(shown.stdout)
+    assert report["installed"] is False and report["granted"]["share"] == []
+    shown = appimg_as(user, env, "permissions", "--json", "org.example.Claimed")
+    assert json.loads(shown.stdout)["granted"]["share"] == ["network"]

@@ -63,21 +63,23 @@ def _row(item: dict[str, str], key: str, verb: str) -> str:
 def cmd_permissions(args: argparse.Namespace) -> int:
     from appimg.format.image import Image
     from appimg.host.dirs import UserDirs
-    from appimg.host.overrides import override_file
+    from appimg.host.overrides import Override, override_file
     from appimg.services.permissions import effective
-    from appimg.services.run.launcher import resolve_target
+    from appimg.services.run.launcher import is_installed_app, resolve_target
 
     dirs = UserDirs.from_env(os.environ)
-    image_path, installed = resolve_target(args.target, dirs)
+    image_path, by_id = resolve_target(args.target, dirs)
     with Image.open(image_path) as image:
         manifest = image.manifest
-    result = effective(manifest, dirs)
+        installed = is_installed_app(image, dirs, by_id)
+    # As `appimg run` does: the stored override is the installed app's only.
+    result = effective(manifest, dirs, stored=None if installed else Override())
     report: dict[str, Any] = {
         "id": manifest["id"],
         "version": manifest["version"],
         "image": str(image_path),
         "installed": installed,
-        "override_file": str(override_file(dirs, manifest["id"])),
+        "override_file": str(override_file(dirs, manifest["id"])) if installed else None,
         **result.to_json(),
     }
     if args.json:

@@ -119,6 +119,21 @@ def sandbox_grants(
     return build(permissions, dirs, deny, rule_binds)
 
 
+def is_installed_app(image: Image, dirs: UserDirs, by_id: bool) -> bool:
+    """Is ``image`` the installed app of its id: run by its id, or validly signed by a
+    key the installed app is pinned to (spec/run.md, "The data directory")? Only
+    then do the user's data directory and stored permission override apply."""
+    from appimg.services.store import installed_state
+
+    if by_id:
+        return True
+    pinned, _ = installed_state(dirs, image.manifest["id"])
+    if not pinned:
+        return False
+    verdict = decide(image, dirs, allow_unsigned=True, allow_untrusted=True, pinned=pinned)
+    return bool(verdict.pinned)
+
+
 def run_app(
     target: str,
     args: Sequence[str],
@@ -137,6 +152,7 @@ def run_app(
     ``caller_env`` is the environment of the caller, which the app's environment
     passes a few variables of through (LANG, TERM, DISPLAY, ...). ``override``
     changes the app's permissions for this run (``appimg run --device=...``)."""
+    from appimg.host.overrides import Override
     from appimg.host.rules import GRANTED
     from appimg.services.mount.manager import mount_image, release_and_unmount_if_last
     from appimg.services.permissions import effective
@@ -151,12 +167,16 @@ def run_app(
             allow_untrusted = allow_unsigned = True
         verdict = decide(image, dirs, allow_unsigned=allow_unsigned,
                          allow_untrusted=allow_untrusted, pinned=pinned or ())  # fmt: skip
-        # ~/.var/appimg/ID is the installed app's: by id, or signed by a key it is pinned to.
+        # ~/.var/appimg/ID and the user's stored permission override are the installed
+        # app's: by id, or signed by a key it is pinned to. Another image claiming the
+        # id gets a data directory of its own, its manifest's permissions and this
+        # run's flags only.
+        installed = by_id or (bool(pinned) and bool(verdict.pinned))
         name = data_name(manifest["id"], verdict, image.verity.root_hash.hex(),
-                         installed=by_id or (bool(pinned) and bool(verdict.pinned)))  # fmt: skip
+                         installed=installed)  # fmt: skip
         program = program_of(manifest, command)
         check_program(image, program)
-        allowed = effective(manifest, dirs, override)
+        allowed = effective(manifest, dirs, override, stored=None if installed else Override())
     # A reference-counted mount, reused if this user already has one of the image.
     mount = mount_image(image_path, dirs, strict=strict, allow_untrusted=allow_untrusted,
                         allow_unsigned=allow_unsigned, pinned=pinned or (),
