@@ -118,7 +118,11 @@ def run_app(
     ``caller_env`` is the environment of the caller, which the app's environment
     passes a few variables of through (LANG, TERM, DISPLAY, ...)."""
     from appimg.host.rules import GRANTED
-    from appimg.services.mount.manager import mount_image, release_and_unmount_if_last
+    from appimg.services.mount.manager import (
+        grace_period,
+        mount_image,
+        release_and_unmount_if_last,
+    )
     from appimg.services.store import installed_state
 
     image_path, by_id = resolve_target(target, dirs)
@@ -138,7 +142,7 @@ def run_app(
     # A reference-counted mount, reused if this user already has one of the image.
     mount = mount_image(image_path, dirs, strict=strict, allow_untrusted=allow_untrusted,
                         allow_unsigned=allow_unsigned, pinned=pinned or (),
-                        no_host=no_host)  # fmt: skip
+                        no_host=no_host, grace=grace_period(caller_env))  # fmt: skip
     try:
         for warning in mount.warnings:
             print(f"appimg run: warning: {warning}", file=sys.stderr)
