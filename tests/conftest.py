@@ -26,6 +26,11 @@ from .forge import break_signature, rewrite_signatures
 from .helpers import HELLO, appimg
 from .users import remove_created_dirs
 
+# `appimg run` keeps its mount for a grace period after the last run; the suite checks
+# that nothing is left mounted when a run returns, so it turns the grace period off
+# (tests/system/test_launch.py tests it). Set here so that every subprocess inherits it.
+os.environ["APPIMG_MOUNT_GRACE"] = "0"
+
 NOT_ROOT = "needs root (CI runs the suite as root)"
 NOT_SLOW = "slow: run with --run-slow or -m slow"
 

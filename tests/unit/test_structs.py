@@ -231,3 +231,52 @@ def test_only_binary_names_parser_errors() -> None:
         if path.name != "binary.py" and pattern.search(path.read_text())
     ]
     assert offenders == []
+
+
+# --- the struct twins the launch path reads with ------------------------------------
+
+
+def test_struct_records_match_their_construct_definitions() -> None:
+    # Each records.Record (what the reader uses) has its construct definition's
+    # fields and byte layout.
+    from appimg.format.squashfs import records
+
+    twins = {v.name: v for v in vars(records).values() if isinstance(v, records.Record)}
+    defined = [v for v in vars(squashfs).values() if isinstance(v, squashfs.Record)]
+    assert sorted(twins) == sorted(r.name for r in defined)
+    for record in defined:
+        twin = twins[record.name]
+        assert twin.fields == record.fields and twin.size == record.size, record.name
+        values = dict(zip(record.fields, range(1, len(record.fields) + 1), strict=True))
+        assert twin.unpack(record.build(**values), 0, "t", 0) == tuple(values.values())
+
+
+def test_struct_readers_agree_with_construct(real: dict[str, tuple[cs.Struct, bytes, int]],
+                                             hello_image: Path) -> None:  # fmt: skip
+    from appimg.format.squashfs import records
+    from appimg.format.verity import superblock
+
+    definition, raw, offset = real["verity superblock"]
+    expected = binary.parse(definition, raw, "verity superblock", offset)
+    parsed = superblock.parse_superblock(raw, offset)._asdict()
+    parsed["_pad1"], parsed["_pad2"] = parsed.pop("pad1"), parsed.pop("pad2")
+    assert parsed == {k: v for k, v in expected.items() if k != "_io"}
+    assert verity.build_superblock(**{k: expected[k] for k in (
+        "uuid", "algorithm", "data_block_size", "hash_block_size", "data_blocks")},
+        salt=expected.salt[: expected.salt_size]) == superblock.build_superblock(
+        uuid=expected.uuid, algorithm=expected.algorithm,
+        data_block_size=expected.data_block_size, hash_block_size=expected.hash_block_size,
+        data_blocks=expected.data_blocks, salt=expected.salt[: expected.salt_size])  # fmt: skip
+    definition, raw, offset = real["squashfs superblock"]
+    expected = binary.parse(definition, raw, "squashfs superblock", offset)
+    assert records.SUPERBLOCK.read(raw, "superblock", offset)._asdict() == {
+        k: v for k, v in expected.items() if k != "_io"
+    }
+    # The GPT writer (struct) writes what the construct definitions build.
+    data = hello_image.read_bytes()
+    layout = gpt.read_layout(data[: gpt.FIRST_PARTITION_OFFSET], data[-gpt.TAIL_SIZE :], len(data))
+    head = gpt.head_bytes(layout)
+    for what in ("protective MBR", "GPT primary header", "GPT entry 0", "GPT entry 3"):
+        definition, raw, offset = real[what]
+        rebuilt = binary.build(definition, binary.parse(definition, raw, what, offset), what)
+        assert head[offset : offset + len(raw)] == rebuilt, what

@@ -15,6 +15,7 @@ SECTIONS = {
     "pack": "pack",
     "install": "install",
     "run": "run",
+    "launch": "launch",
     "mount": "mount",
 }
 

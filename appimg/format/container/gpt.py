@@ -3,24 +3,28 @@
 The layout is fixed: LBA 0 protective MBR, LBA 1 header, LBA 2-33 the 128-entry
 array, the partitions from LBA 40 (4 KiB aligned, contiguous), and the backup
 array and header in the last 33 sectors. The file size is a multiple of 4 KiB.
-:class:`DiskLayout` says where everything goes; the structures are in
-:mod:`.structs`, parsed and built through :mod:`appimg.format.binary`. Reading
-(§3.3) checks the fields a reader relies on one by one, then rebuilds the head
-and tail for the layout read and compares them byte for byte, so every other byte
-a v1 writer MUST write is checked too.
+:class:`DiskLayout` says where everything goes. Reading (§3.3) checks the fields a
+reader relies on one by one, then rebuilds the head and tail for the layout read
+and compares them byte for byte, so every other byte a v1 writer MUST write is
+checked too.
+
+Opening an image to run it goes through here, so this module reads and writes
+the three structures with precompiled ``struct.Struct`` records (microseconds,
+no ``construct`` import); :mod:`.structs` keeps their ``construct`` definitions,
+the reference for tooling and tests, which check that both agree byte for byte.
+Short or malformed bytes still become a FormatError through
+:func:`appimg.format.binary.unpack`.
 """
 
 from __future__ import annotations
 
+import struct
 import uuid
 import zlib
 from dataclasses import dataclass
 
-import construct as cs
-
 from appimg.errors import FormatError
 from appimg.format import binary
-from appimg.format.container import structs
 from appimg.format.container.partitions import (
     ATTR_READ_ONLY,
     NAMES_BY_TYPE,
@@ -37,6 +41,41 @@ FIRST_PARTITION_OFFSET = 40 * SECTOR_SIZE
 #: Backup array and header at the end of the disk.
 TAIL_SIZE = (ENTRY_ARRAY_SECTORS + 1) * SECTOR_SIZE
 GPT_REVISION = 0x00010000
+
+# The structures of :mod:`.structs` (UEFI 2.10 §5.2-§5.3), field for field, little-endian.
+#: Protective MBR: boot code, disk signature, unknown, 4 records of (boot indicator,
+#: starting CHS, OS type, ending CHS, starting LBA, size in LBA), signature 55 AA.
+_MBR = struct.Struct("<440sIH" + "B3sB3sII" * 4 + "2s")
+_MBR_SIGNATURE = b"\x55\xaa"
+#: GPT header: signature, revision, header size, header CRC32, reserved, my LBA,
+#: alternate LBA, first and last usable LBA, disk GUID, partition entry LBA, number
+#: and size of partition entries, partition entry array CRC32.
+_HEADER = struct.Struct("<8sIIIIQQQQ16sQIII")
+_HEADER_SIGNATURE = b"EFI PART"
+#: The 92 bytes the header's CRC covers (``structs.GPT_HEADER_SIZE``).
+GPT_HEADER_SIZE = _HEADER.size
+#: GPT entry: type GUID, unique GUID, starting and ending LBA, attributes, UTF-16 name.
+_ENTRY = struct.Struct("<16s16sQQQ72s")
+
+
+@dataclass(frozen=True)
+class _Header:
+    """A parsed GPT header (field names as in :data:`.structs.GPT_HEADER`)."""
+
+    revision: int
+    header_size: int
+    header_crc32: int
+    reserved: int
+    my_lba: int
+    alternate_lba: int
+    first_usable_lba: int
+    last_usable_lba: int
+    disk_guid: bytes
+    partition_entry_lba: int
+    number_of_partition_entries: int
+    size_of_partition_entry: int
+    partition_entry_array_crc32: int
+
 
 STUB = b"""#!/bin/sh
 # This file is an appimg image: a disk image holding an app. See appimg(1).
@@ -93,72 +132,54 @@ def plan(
 def _entry_array(layout: DiskLayout) -> bytes:
     array = bytearray(ENTRY_ARRAY_SIZE)
     for index, part in enumerate(layout.partitions):
-        entry = binary.build(
-            structs.GPT_ENTRY,
-            {
-                "partition_type_guid": part.type_guid.bytes_le,
-                "unique_partition_guid": part.uuid.bytes_le,
-                "starting_lba": part.offset // SECTOR_SIZE,
-                "ending_lba": part.end // SECTOR_SIZE - 1,
-                "attributes": ATTR_READ_ONLY,
-                "partition_name": part.name.encode("utf-16-le").ljust(72, b"\0"),
-            },
-            f"GPT entry {index}",
-        )
+        name = part.name.encode("utf-16-le")
+        if len(name) > 72:
+            raise FormatError(f"GPT entry {index}: cannot encode (partition_name is too long)")
+        entry = binary.pack(_ENTRY, f"GPT entry {index}", part.type_guid.bytes_le,
+                            part.uuid.bytes_le, part.offset // SECTOR_SIZE,
+                            part.end // SECTOR_SIZE - 1, ATTR_READ_ONLY,
+                            name.ljust(72, b"\0"))  # fmt: skip
         array[index * GPT_ENTRY_SIZE : (index + 1) * GPT_ENTRY_SIZE] = entry
     return bytes(array)
 
 
 def _header(layout: DiskLayout, array_crc: int, backup: bool) -> bytes:
     last_lba = layout.file_size // SECTOR_SIZE - 1
-    fields = {
-        "revision": GPT_REVISION,
-        "header_size": structs.GPT_HEADER_SIZE,
-        "header_crc32": 0,
-        "reserved": 0,
-        "my_lba": last_lba if backup else 1,
-        "alternate_lba": 1 if backup else last_lba,
-        "first_usable_lba": 2 + ENTRY_ARRAY_SECTORS,
-        "last_usable_lba": last_lba - 1 - ENTRY_ARRAY_SECTORS,
-        "disk_guid": layout.disk_guid.bytes_le,
-        "partition_entry_lba": (last_lba - ENTRY_ARRAY_SECTORS) if backup else 2,
-        "number_of_partition_entries": GPT_ENTRY_COUNT,
-        "size_of_partition_entry": GPT_ENTRY_SIZE,
-        "partition_entry_array_crc32": array_crc,
-    }
+    header = _Header(
+        revision=GPT_REVISION,
+        header_size=GPT_HEADER_SIZE,
+        header_crc32=0,
+        reserved=0,
+        my_lba=last_lba if backup else 1,
+        alternate_lba=1 if backup else last_lba,
+        first_usable_lba=2 + ENTRY_ARRAY_SECTORS,
+        last_usable_lba=last_lba - 1 - ENTRY_ARRAY_SECTORS,
+        disk_guid=layout.disk_guid.bytes_le,
+        partition_entry_lba=(last_lba - ENTRY_ARRAY_SECTORS) if backup else 2,
+        number_of_partition_entries=GPT_ENTRY_COUNT,
+        size_of_partition_entry=GPT_ENTRY_SIZE,
+        partition_entry_array_crc32=array_crc,
+    )
     what = "GPT backup header" if backup else "GPT primary header"
-    fields["header_crc32"] = zlib.crc32(binary.build(structs.GPT_HEADER, fields, what))
-    return binary.build(structs.GPT_HEADER, fields, what).ljust(SECTOR_SIZE, b"\0")
+    return _header_bytes(header, what).ljust(SECTOR_SIZE, b"\0")
+
+
+def _header_bytes(header: _Header, what: str, crc: int | None = None) -> bytes:
+    """The 92 header bytes with ``crc`` as its CRC32 (None: the right CRC)."""
+    fields = [getattr(header, name) for name in _Header.__dataclass_fields__]
+    raw = binary.pack(_HEADER, what, _HEADER_SIGNATURE, *fields[:2], 0, *fields[3:])
+    if crc is None:
+        crc = zlib.crc32(raw)
+    return raw[:16] + crc.to_bytes(4, "little") + raw[20:]
 
 
 def _protective_mbr(file_size: int) -> bytes:
     sectors = file_size // SECTOR_SIZE
-    record = {
-        "boot_indicator": 0,
-        "starting_chs": b"\x00\x02\x00",
-        "os_type": 0xEE,
-        "ending_chs": b"\xff\xff\xff",
-        "starting_lba": 1,
-        "size_in_lba": min(sectors - 1, 0xFFFFFFFF),
-    }
-    empty = {
-        "boot_indicator": 0,
-        "starting_chs": bytes(3),
-        "os_type": 0,
-        "ending_chs": bytes(3),
-        "starting_lba": 0,
-        "size_in_lba": 0,
-    }
-    return binary.build(
-        structs.PROTECTIVE_MBR,
-        {
-            "boot_code": STUB.ljust(440, b"\0"),
-            "unique_mbr_disk_signature": 0,
-            "unknown": 0,
-            "partition_record": [record, empty, empty, empty],
-        },
-        "protective MBR",
-    )
+    # boot_indicator, starting_chs, os_type, ending_chs, starting_lba, size_in_lba
+    record = (0, b"\x00\x02\x00", 0xEE, b"\xff\xff\xff", 1, min(sectors - 1, 0xFFFFFFFF))
+    empty = (0, bytes(3), 0, bytes(3), 0, 0)
+    return binary.pack(_MBR, "protective MBR", STUB.ljust(440, b"\0"), 0, 0,
+                 *record, *empty, *empty, *empty, _MBR_SIGNATURE)  # fmt: skip
 
 
 def head_bytes(layout: DiskLayout) -> bytes:
@@ -178,17 +199,15 @@ def tail_bytes(layout: DiskLayout) -> bytes:
 # --- reading ---------------------------------------------------------------------------
 
 
-def _check_header(raw: bytes, where: str, offset: int) -> cs.Container:
-    header = binary.parse(
-        structs.GPT_HEADER, raw[: structs.GPT_HEADER_SIZE], f"GPT {where} header", offset
-    )
-    if header.header_size != structs.GPT_HEADER_SIZE:
+def _check_header(raw: bytes, where: str, offset: int) -> _Header:
+    signature, *fields = binary.unpack(_HEADER, raw, f"GPT {where} header", offset)
+    if signature != _HEADER_SIGNATURE:
+        raise FormatError(f"GPT {where} header at offset {offset}: malformed (signature: "
+                          f"expected {_HEADER_SIGNATURE!r} but parsed {signature!r})")  # fmt: skip
+    header = _Header(*fields)
+    if header.header_size != GPT_HEADER_SIZE:
         raise FormatError(f"GPT {where} header: unsupported header size {header.header_size}")
-    fields = dict(header)
-    fields.pop("_io", None)
-    fields["header_crc32"] = 0
-    raw_fields = binary.build(structs.GPT_HEADER, fields, f"GPT {where} header")
-    if zlib.crc32(raw_fields) != header.header_crc32:
+    if zlib.crc32(_header_bytes(header, f"GPT {where} header", 0)) != header.header_crc32:
         raise FormatError(f"GPT {where} header: CRC32 mismatch")
     if header.revision != GPT_REVISION:
         raise FormatError(f"GPT {where} header: unsupported revision {header.revision:#x}")
@@ -201,7 +220,7 @@ def _check_header(raw: bytes, where: str, offset: int) -> cs.Container:
             f"{header.size_of_partition_entry} bytes (v1 requires {GPT_ENTRY_COUNT} of "
             f"{GPT_ENTRY_SIZE})"
         )
-    if any(raw[structs.GPT_HEADER_SIZE : SECTOR_SIZE]):
+    if any(raw[GPT_HEADER_SIZE:SECTOR_SIZE]):
         raise FormatError(f"GPT {where} header: reserved bytes are not zero")
     return header
 
@@ -216,8 +235,12 @@ def read_layout(head: bytes, tail: bytes, file_size: int) -> DiskLayout:
         raise FormatError(f"file is too small to be an appimg image ({file_size} bytes)")
     if file_size % ALIGNMENT:
         raise FormatError(f"file size {file_size} is not a multiple of 4 KiB (truncated?)")
-    mbr = binary.parse(structs.PROTECTIVE_MBR, head[:SECTOR_SIZE], "protective MBR", 0)
-    if not mbr.boot_code.startswith(b"#!/bin/sh\n") or mbr.partition_record[0].os_type != 0xEE:
+    mbr = binary.unpack(_MBR, head, "protective MBR", 0)
+    boot_code, first_os_type, signature = mbr[0], mbr[5], mbr[-1]
+    if signature != _MBR_SIGNATURE:
+        raise FormatError("protective MBR at offset 0: malformed (signature: "
+                          f"expected {_MBR_SIGNATURE!r} but parsed {signature!r})")  # fmt: skip
+    if not boot_code.startswith(b"#!/bin/sh\n") or first_os_type != 0xEE:
         raise FormatError("not an appimg image (no protective MBR with the appimg stub)")
     primary = _check_header(head[SECTOR_SIZE : 2 * SECTOR_SIZE], "primary", SECTOR_SIZE)
     last_lba = file_size // SECTOR_SIZE - 1
@@ -233,7 +256,7 @@ def read_layout(head: bytes, tail: bytes, file_size: int) -> DiskLayout:
     if backup_array != array or backup.my_lba != last_lba or backup.alternate_lba != 1:
         raise FormatError("GPT backup does not mirror the primary GPT")
     for key in ("first_usable_lba", "last_usable_lba", "disk_guid"):
-        if primary[key] != backup[key]:
+        if getattr(primary, key) != getattr(backup, key):
             raise FormatError(f"GPT backup header: {key} differs from the primary header")
     first_usable, last_usable = primary.first_usable_lba, primary.last_usable_lba
     if first_usable != 2 + ENTRY_ARRAY_SECTORS or last_usable != last_lba - 1 - ENTRY_ARRAY_SECTORS:
@@ -267,31 +290,29 @@ def _read_entries(array: bytes, first_usable: int, last_usable: int) -> list[Par
         if not any(raw):
             continue
         at = 2 * SECTOR_SIZE + index * GPT_ENTRY_SIZE  # in the primary array
-        entry = binary.parse(structs.GPT_ENTRY, raw, f"GPT entry {index}", at)
-        type_guid = uuid.UUID(bytes_le=entry.partition_type_guid)
+        type_bytes, unique, starting_lba, ending_lba, _attributes, label_bytes = binary.unpack(
+            _ENTRY, raw, f"GPT entry {index}", at
+        )
+        type_guid = uuid.UUID(bytes_le=type_bytes)
         name = NAMES_BY_TYPE.get(type_guid)
         if name is None:
             raise FormatError(f"GPT entry {index}: unknown partition type {type_guid}")
         if index >= len(ORDER) or ORDER[index] != name:
             raise FormatError(f"GPT entry {index}: {name} is out of place")
-        if entry.starting_lba > entry.ending_lba:
+        if starting_lba > ending_lba:
             raise FormatError(f"partition {name}: ends before it starts")
-        if entry.starting_lba < first_usable or entry.ending_lba > last_usable:
+        if starting_lba < first_usable or ending_lba > last_usable:
             raise FormatError(f"partition {name}: lies outside the usable area of the file")
-        offset = entry.starting_lba * SECTOR_SIZE
-        size = (entry.ending_lba + 1 - entry.starting_lba) * SECTOR_SIZE
+        offset = starting_lba * SECTOR_SIZE
+        size = (ending_lba + 1 - starting_lba) * SECTOR_SIZE
         if offset % ALIGNMENT or size % ALIGNMENT:
             raise FormatError(f"partition {name}: not aligned to 4 KiB")
         if parts and offset < parts[-1].end:
             raise FormatError(f"partition {name}: overlaps {parts[-1].name}")
-        label = entry.partition_name.decode("utf-16-le", "replace").rstrip("\0")
+        label = label_bytes.decode("utf-16-le", "replace").rstrip("\0")
         if label != name:
             raise FormatError(f"partition {name}: has the name {label!r}")
-        parts.append(
-            Partition(
-                name, type_guid, uuid.UUID(bytes_le=entry.unique_partition_guid), offset, size
-            )
-        )
+        parts.append(Partition(name, type_guid, uuid.UUID(bytes_le=unique), offset, size))
     if [p.name for p in parts] != list(ORDER):
         missing = [n for n in ORDER if n not in {p.name for p in parts}]
         raise FormatError(f"not an appimg v1 image: missing partition(s) {', '.join(missing)}")

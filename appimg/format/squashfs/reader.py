@@ -33,7 +33,7 @@ from typing import Any
 
 from appimg.errors import FormatError, IsADirError, NotADirError, NotFoundError, PathError
 from appimg.format.source import ByteSource
-from appimg.format.squashfs import structs as S
+from appimg.format.squashfs import records as S
 from appimg.format.squashfs.cache import LRUCache
 from appimg.format.squashfs.compression import COMPRESSORS, decompressor
 
@@ -231,7 +231,7 @@ def read_superblock(source: ByteSource) -> Any:
     """
     if source.size < S.SUPERBLOCK_SIZE:
         raise FormatError(f"squashfs: image of {source.size} bytes is too small")
-    sb = S.SUPERBLOCK.parse(source.read(0, S.SUPERBLOCK_SIZE), "superblock", 0)
+    sb = S.SUPERBLOCK.read(source.read(0, S.SUPERBLOCK_SIZE), "superblock", 0)
     SquashfsReader._check_superblock(sb, source.size)
     decompressor(sb.compression_id)  # FormatError for a codec this host lacks (lzo)
     return sb

@@ -9,77 +9,24 @@ keeps the kernel's name ``mkfs_time``.
 Every parse goes through :mod:`appimg.format.binary`, the one place a parser
 error becomes :class:`~appimg.errors.FormatError` naming the table and offset:
 :meth:`Record.parse` for construct parses and :meth:`Record.unpack` for the hot
-fixed-size records (inode and directory headers). A :class:`Record` keeps the
-construct definition as the single source of truth and derives a
-``struct.Struct`` from it, because even a compiled construct parse costs ~25x
-more than ``unpack_from`` and inode headers are parsed on every lookup.
+fixed-size records. A :class:`Record` here keeps the construct definition and
+derives a ``struct.Struct`` from it. The reader does not use this module: it
+uses the ``struct`` twins in :mod:`.records` (which also hold the constants,
+re-exported here), because a construct parse costs ~25x more than
+``unpack_from`` and importing construct costs ~15 ms of every ``appimg run``;
+tests check that each twin matches its definition here.
 """
 
 from __future__ import annotations
 
 import struct as _struct
-import sys
-from array import array
 
 import construct as cs
 
-from appimg.errors import FormatError
 from appimg.format import binary
 
-SQUASHFS_MAGIC = 0x73717368  # "hsqs"
-SUPERBLOCK_SIZE = 96
-#: Uncompressed size of every metadata block but the last of a table.
-METADATA_SIZE = 8192
-#: Metadata block header: bit 15 set = stored uncompressed; low 15 bits = on-disk size.
-METADATA_UNCOMPRESSED = 0x8000
-METADATA_SIZE_MASK = 0x7FFF
-#: Data block / fragment size word: bit 24 set = stored uncompressed; size 0 = sparse block.
-DATA_UNCOMPRESSED = 1 << 24
-DATA_SIZE_MASK = ~DATA_UNCOMPRESSED & 0xFFFFFFFF
-#: "No such table" (xattr, export, fragment table start) and "no xattrs" / "no fragment".
-INVALID_U64 = 0xFFFFFFFFFFFFFFFF
-INVALID_U32 = 0xFFFFFFFF
-#: Entries per metadata block in the fragment, id and xattr-id tables.
-FRAGMENTS_PER_BLOCK = METADATA_SIZE // 16
-IDS_PER_BLOCK = METADATA_SIZE // 4
-XATTR_IDS_PER_BLOCK = METADATA_SIZE // 16
-#: Longest name in a directory entry / directory index.
-MAX_NAME = 256
-#: Most entries one directory header may cover.
-MAX_DIR_ENTRIES = 256
-
-# Superblock ``flags``.
-FLAG_UNCOMPRESSED_INODES = 0x0001
-FLAG_UNCOMPRESSED_DATA = 0x0002
-FLAG_UNCOMPRESSED_FRAGMENTS = 0x0008
-FLAG_NO_FRAGMENTS = 0x0010
-FLAG_ALWAYS_FRAGMENTS = 0x0020
-FLAG_DUPLICATES = 0x0040
-FLAG_EXPORTABLE = 0x0080
-FLAG_UNCOMPRESSED_XATTRS = 0x0100
-FLAG_NO_XATTRS = 0x0200
-FLAG_COMPRESSOR_OPTIONS = 0x0400
-FLAG_UNCOMPRESSED_IDS = 0x0800
-
-# Inode ``type``; extended types are basic + 7. Directory entries use basic types.
-INODE_DIR = 1
-INODE_FILE = 2
-INODE_SYMLINK = 3
-INODE_BLOCK = 4
-INODE_CHAR = 5
-INODE_FIFO = 6
-INODE_SOCKET = 7
-INODE_EXT_DIR = 8
-INODE_EXT_FILE = 9
-INODE_EXT_SYMLINK = 10
-INODE_EXT_BLOCK = 11
-INODE_EXT_CHAR = 12
-INODE_EXT_FIFO = 13
-INODE_EXT_SOCKET = 14
-
-# Xattr key ``type``: namespace in the low byte, flag for an out-of-line value.
-XATTR_PREFIXES = {0: "user.", 1: "trusted.", 2: "security."}
-XATTR_VALUE_OOL = 0x0100
+# The format's constants live with the ``struct`` records the reader uses.
+from appimg.format.squashfs.records import *  # noqa: F403
 
 
 class Record:
@@ -260,28 +207,6 @@ xattr_idx = cs.Struct("xattr_idx" / cs.Int32ul)
 """The xattr index after an extended symlink's target."""
 XATTR_IDX = Record("symlink xattr index", xattr_idx)
 
-#: inode ``type`` -> its fixed part after the common header.
-INODE_FIXED: dict[int, Record] = {
-    INODE_DIR: INODE_DIR_FIXED,
-    INODE_FILE: INODE_FILE_FIXED,
-    INODE_SYMLINK: INODE_SLINK_FIXED,
-    INODE_BLOCK: INODE_DEV_FIXED,
-    INODE_CHAR: INODE_DEV_FIXED,
-    INODE_FIFO: INODE_IPC_FIXED,
-    INODE_SOCKET: INODE_IPC_FIXED,
-    INODE_EXT_DIR: INODE_DIR_EXT_FIXED,
-    INODE_EXT_FILE: INODE_FILE_EXT_FIXED,
-    INODE_EXT_SYMLINK: INODE_SLINK_FIXED,
-    INODE_EXT_BLOCK: INODE_DEV_EXT_FIXED,
-    INODE_EXT_CHAR: INODE_DEV_EXT_FIXED,
-    INODE_EXT_FIFO: INODE_IPC_EXT_FIXED,
-    INODE_EXT_SOCKET: INODE_IPC_EXT_FIXED,
-}
-#: inode ``type`` -> its basic type (the one directory entries use).
-BASIC_TYPE: dict[int, int] = {t: t if t <= INODE_SOCKET else t - 7 for t in INODE_FIXED}
-#: Largest common header + fixed part (the extended file inode).
-INODE_MAX_FIXED = INODE_HEADER.size + max(record.size for record in INODE_FIXED.values())
-
 dir_index = cs.Struct(
     "index" / cs.Int32ul,  # byte offset of a directory header inside the listing
     "start_block" / cs.Int32ul,  # metadata block holding it, from directory_table_start
@@ -374,30 +299,3 @@ xattr_value_ref = cs.Struct("ref" / cs.Int64ul)
 """The 8-byte value of a key flagged out-of-line: a reference (block << 16 | offset,
 from xattr_table_start) to the xattr value header and value stored earlier."""
 XATTR_VALUE_REF = Record("xattr value reference", xattr_value_ref)
-
-
-# --- Arrays ------------------------------------------------------------------
-
-_BIG_ENDIAN = sys.byteorder == "big"
-
-
-def _array(code: str, data: bytes) -> array:
-    out = array(code)
-    out.frombytes(data)
-    if _BIG_ENDIAN:
-        out.byteswap()
-    return out
-
-
-def u32_array(data: bytes, table: str, where: int) -> array:
-    """A packed array of little-endian u32 (block size lists, id table blocks)."""
-    if len(data) % 4:
-        raise FormatError(f"squashfs {table}: truncated u32 array at {where}")
-    return _array("I" if array("I").itemsize == 4 else "L", data)
-
-
-def u64_array(data: bytes, table: str, where: int) -> array:
-    """A packed array of little-endian u64 (table indexes)."""
-    if len(data) % 8:
-        raise FormatError(f"squashfs {table}: truncated u64 array at {where}")
-    return _array("Q", data)

@@ -30,7 +30,7 @@ from typing import Any
 
 from appimg.errors import FormatError, IntegrityError
 from appimg.format.source import ByteSource
-from appimg.format.verity.structs import (
+from appimg.format.verity.superblock import (
     VERITY_HASH_TYPE,
     VERITY_MAX_SALT_SIZE,
     VERITY_SB_VERSION,

@@ -3,9 +3,10 @@
 The verity partition starts with the superblock ``veritysetup format`` writes
 (cryptsetup ``lib/verity/verity.c``, ``struct verity_sb``): 512 bytes,
 little-endian, zero-padded to one hash block. Field names follow cryptsetup.
-Only this module knows the byte layout; :mod:`appimg.format.verity.hashtree` builds on it.
-Parsing and building go through :mod:`appimg.format.binary`, which turns the
-parser's errors into :class:`~appimg.errors.FormatError`.
+This module declares the byte layout for building and for tooling; opening an
+image reads it with the ``struct`` twin in :mod:`.superblock`, which holds the
+constants. Parsing and building go through :mod:`appimg.format.binary`, which
+turns the parser's errors into :class:`~appimg.errors.FormatError`.
 """
 
 from __future__ import annotations
@@ -25,22 +26,13 @@ from construct import (
 
 from appimg.errors import FormatError
 from appimg.format import binary
-
-#: ``signature`` of every verity superblock.
-VERITY_SIGNATURE = b"verity\x00\x00"
-
-#: The superblock ``version`` field cryptsetup writes and reads (the only one defined).
-VERITY_SB_VERSION = 1
-
-#: ``hash_type`` 1: the "normal" dm-verity format, digest = H(salt || block).
-#: (0 is the Chrome OS format, H(block || salt), which appimg does not use.)
-VERITY_HASH_TYPE = 1
-
-#: Largest salt the superblock can hold.
-VERITY_MAX_SALT_SIZE = 256
-
-#: Room for the NUL-terminated algorithm name; cryptsetup keeps the last byte NUL.
-VERITY_ALGORITHM_SIZE = 32
+from appimg.format.verity.superblock import (
+    VERITY_ALGORITHM_SIZE,
+    VERITY_HASH_TYPE,
+    VERITY_MAX_SALT_SIZE,
+    VERITY_SB_VERSION,
+    VERITY_SIGNATURE,
+)
 
 #: dm-verity superblock, cryptsetup ``struct verity_sb`` (spec/format.md §Verity partition).
 #: ``salt`` holds ``salt_size`` meaningful bytes followed by zeros.

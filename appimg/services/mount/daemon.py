@@ -284,21 +284,31 @@ def _last_log_line(dirs: UserDirs, name: str) -> str:
 
 
 def _watch_references(dirs: UserDirs, name: str, on_last: int | None) -> None:
-    """Return (after signalling thread ``on_last``) once no reference to ``name`` is left
-    and the record is not persistent. Keeps the exclusive lock until the process exits,
-    so that a new user waits for this mount to be gone and then makes a fresh one."""
+    """Return (after signalling thread ``on_last``) once no reference to ``name`` has been
+    left for the record's grace period and the record is not persistent. Keeps the
+    exclusive lock until the process exits, so that a new user waits for this mount to
+    be gone and then makes a fresh one."""
     fd = state.open_lock(dirs, name)
+    idle_since: float | None = None  # when the last reference was found gone
     while True:
         time.sleep(WATCH_INTERVAL)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            idle_since = None  # in use (again)
             continue
         record = state.read(dirs, name)
         if record is not None and record.persistent:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
             return  # `appimg mount` made it persistent: it stays until `appimg umount`
+        grace = record.grace if record is not None else 0.0
+        now = time.monotonic()
+        idle_since = now if idle_since is None else idle_since
+        if now - idle_since < grace:
+            # Within the grace period: a new user may take a reference and reuse the mount.
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            continue
         break
     # Held until this process exits: no new user can start a mount at our mount point
     # before we have removed it.

@@ -81,7 +81,8 @@ def backend_warnings(info: MountInfo) -> list[str]:
     return []
 
 
-def new_info(prep: Prepared, name: str, where: Path, backend: str, persistent: bool) -> MountInfo:
+def new_info(prep: Prepared, name: str, where: Path, backend: str, persistent: bool,
+             grace: float = 0.0) -> MountInfo:  # fmt: skip
     """The record of a mount about to be made (no server yet)."""
     image = prep.image
     manifest = image.manifest
@@ -100,6 +101,7 @@ def new_info(prep: Prepared, name: str, where: Path, backend: str, persistent: b
         fingerprint=prep.resolution.fingerprint(),
         rules=[d.to_json() for d in prep.resolution.decisions],
         warnings=list(prep.warnings),
+        grace=grace,
     )
     return info
 
@@ -112,12 +114,13 @@ def create(
     default_place: bool,
     requested: str,
     persistent: bool,
+    grace: float = 0.0,
 ) -> MountInfo:
     """Mount ``prep`` at ``where`` with the backend :func:`choose_backend` picks; the
     ready mount. Called under the name's ``.create`` lock."""
     ready_place(where, default_place)
     backend, _why = choose_backend(prep, requested)
-    info = new_info(prep, name, where, backend, persistent)
+    info = new_info(prep, name, where, backend, persistent, grace)
     if backend == "kernel":
         return _create_kernel(prep, dirs, info)
     # Loaded before the fork: a process that mounts again (appimg run) pays for it once,

@@ -59,6 +59,9 @@ class MountInfo:
     warnings: list[str] = field(default_factory=list)
     kernel: dict[str, Any] = field(default_factory=dict)  # kernel backend: devices, mounts
     pid_start: int | None = None  # start time of ``pid`` (clock ticks), against pid reuse
+    #: Seconds the mount outlives its last reference (``appimg run``: a relaunch in that
+    #: time reuses it); 0: it goes at once. The largest any user asked for wins.
+    grace: float = 0.0
     # Not stored: filled when read back (status, references) or by mount_image.
     status: MountStatus | None = None  # None until read back and refreshed, or mounted
     references: int = 0  # shared locks held on NAME.lock
@@ -81,6 +84,7 @@ class MountInfo:
         data = self.to_json()
         data.update(status=self.status, references=self.references)
         data.pop("pid_start")
+        data.pop("grace")
         return data
 
 

@@ -154,7 +154,11 @@ def run_app(
     changes the app's permissions for this run (``appimg run --device=...``)."""
     from appimg.host.overrides import Override
     from appimg.host.rules import GRANTED
-    from appimg.services.mount.manager import mount_image, release_and_unmount_if_last
+    from appimg.services.mount.manager import (
+        grace_period,
+        mount_image,
+        release_and_unmount_if_last,
+    )
     from appimg.services.permissions import effective
     from appimg.services.store import installed_state
 
@@ -180,7 +184,7 @@ def run_app(
     # A reference-counted mount, reused if this user already has one of the image.
     mount = mount_image(image_path, dirs, strict=strict, allow_untrusted=allow_untrusted,
                         allow_unsigned=allow_unsigned, pinned=pinned or (),
-                        no_host=no_host)  # fmt: skip
+                        no_host=no_host, grace=grace_period(caller_env))  # fmt: skip
     try:
         for warning in mount.warnings:
             print(f"appimg run: warning: {warning}", file=sys.stderr)
