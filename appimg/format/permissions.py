@@ -18,7 +18,6 @@ Two readings of the same table:
 
 from __future__ import annotations
 
-import difflib
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -110,6 +109,8 @@ class Permissions:
 
 
 def _nearest(name: str, known: tuple[str, ...]) -> str:
+    import difflib  # only for an error message
+
     close = difflib.get_close_matches(name, known, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import stat
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,6 +241,8 @@ def load(dirs: UserDirs, app_id: str) -> Override:
         data = handle.read(MAX_OVERRIDE_BYTES + 1)
     if len(data) > MAX_OVERRIDE_BYTES:
         raise PolicyError(f"{path}: larger than {MAX_OVERRIDE_BYTES} bytes: not an override")
+    import tomllib  # only when there is an override: not on every launch
+
     try:
         table = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -251,6 +251,8 @@ def load(dirs: UserDirs, app_id: str) -> Override:
 
 
 def dumps(override: Override, app_id: str) -> bytes:
+    import json
+
     lines = [f"# appimg override {app_id} (spec/permissions.md); '!' revokes.\n"]
     for key, values in override.to_table().items():
         lines.append(f"{key} = [{', '.join(json.dumps(v) for v in values)}]\n")

@@ -4,7 +4,7 @@ Policy files are TOML holding one optional list, ``deny``, of permissions in
 Flatpak's flag spelling, ``category=entry`` (``socket=x11``, ``device=all``,
 ``share=network``, ``filesystem=home``). They are read from three places, each
 in file-name order, beside the host-paths.d whitelist (:mod:`appimg.host.whitelist`):
-the defaults shipped in ``appimg/data/permissions.d/`` (which refuse nothing),
+the defaults shipped in ``appimg/data/permissions.d/`` (none: nothing is refused),
 ``/etc/appimg/permissions.d/*.toml`` and the user's
 ``$XDG_CONFIG_HOME/appimg/permissions.d/*.toml``. The lists of all files are united.
 
@@ -18,9 +18,7 @@ closed with a :class:`~appimg.errors.PolicyError` naming the file and the entry.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from appimg.errors import FormatError, PolicyError
@@ -77,12 +75,13 @@ def user_permissions_dir(dirs: UserDirs) -> Path:
     return dirs.config_home / "appimg" / "permissions.d"
 
 
+#: Policy files shipped with appimg; none in this release (its README says how to write one).
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "data" / "permissions.d"
+
+
 def _shipped() -> list[tuple[str, bytes]]:
-    folder = resources.files("appimg").joinpath("data", "permissions.d")
-    if not folder.is_dir():
-        return []
-    found = sorted((f.name, f) for f in folder.iterdir() if f.name.endswith(".toml"))
-    return [(f"appimg's default permissions.d/{name}", item.read_bytes()) for name, item in found]
+    return [(f"appimg's default permissions.d/{Path(path).name}", data)
+            for path, data in read_policy_dir(SHIPPED_DIR)]  # fmt: skip
 
 
 def parse_denial(text: object, source: str) -> Denial:
@@ -110,6 +109,8 @@ def parse_denial(text: object, source: str) -> Denial:
 
 def parse_policy(data: bytes, source: str) -> list[Denial]:
     """The ``deny`` entries of one policy file."""
+    import tomllib  # only when there is a policy file: not on every launch
+
     try:
         table = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

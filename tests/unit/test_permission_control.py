@@ -12,7 +12,7 @@ from appimg.errors import PolicyError, UsageError
 from appimg.host import overrides
 from appimg.host.dirs import UserDirs
 from appimg.host.overrides import Override, from_flags
-from appimg.host.permission_policy import load_permission_policy, parse_policy
+from appimg.host.permission_policy import SHIPPED_DIR, load_permission_policy, parse_policy
 from appimg.services.permissions import effective
 
 MANIFEST = {
@@ -90,8 +90,11 @@ def test_policy_is_read_from_system_and_user_dirs(tmp_path: Path) -> None:
 
 
 def test_shipped_default_policy_refuses_nothing(tmp_path: Path) -> None:
+    """appimg ships no policy file (reading none keeps the TOML parser off the
+    launch path); its folder's README documents the format."""
     policy = load_permission_policy(UserDirs(tmp_path), system_dir=None)
-    assert policy.deny == () and any("default" in s for s in policy.sources)
+    assert policy.deny == () and policy.sources == ()
+    assert (SHIPPED_DIR / "README").is_file() and not list(SHIPPED_DIR.glob("*.toml"))
 
 
 # --- the flag grammar ---------------------------------------------------------------------------

@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +107,8 @@ class SocketGrants:
             parent = dirs.runtime / "appimg"
             parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             # A dot name: never an app id, so never one of the default mount points there.
+            import tempfile  # only when a file (the X cookie) is written for the run
+
             self.private = Path(tempfile.mkdtemp(prefix=".run-", dir=parent))
         return self.private
 
