@@ -150,7 +150,11 @@ def _lock(path: Path, operation: int) -> int:
     """An fd of ``path`` locked with ``operation``, the file's current inode (a lock file
     unlinked by :func:`prune` meanwhile is opened again)."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except FileNotFoundError:  # the cache directory, just emptied and removed by prune
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            continue
         try:
             fcntl.flock(fd, operation)
             with contextlib.suppress(FileNotFoundError):
