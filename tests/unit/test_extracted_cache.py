@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 
 from appimg.host.dirs import UserDirs
-from appimg.services.mount.extracted import cache_root, prune, tree_digest
+from appimg.services.mount.extracted import tree_digest
+from appimg.services.store.extracted_cache import cache_root, prune
 
 
 def _dirs(tmp_path: Path) -> UserDirs:

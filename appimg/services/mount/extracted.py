@@ -18,9 +18,10 @@ back), checked by every run: a copy changed after it was verified is
 extracted again.
 
 Two lock files per root: ``.ROOT.use`` (a run holds it shared while the app
-runs, :func:`prune` removes a copy only with it exclusive) and ``.ROOT.fill``
+runs; the store's prune removes a copy only with it exclusive) and ``.ROOT.fill``
 (one fill at a time). A copy no installed version refers to is removed by the
-store's next change (:func:`prune`), unless a run still uses it.
+store's next change (:func:`appimg.services.store.extracted_cache.prune`),
+unless a run still uses it.
 
 The copy holds the app's files only: a view with granted host rules that the
 sandbox cannot bind directly needs FUSE (or the kernel backend), and is refused
@@ -30,35 +31,27 @@ here with a message that says how to run without them (``--no-host``).
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import stat
 import sys
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 from appimg.errors import PolicyError
 from appimg.host.dirs import UserDirs
 from appimg.services.mount.state import MountInfo
+from appimg.services.store.extracted_cache import cache_root, remove_copy
 
 #: The backend name a run from the cache is recorded with (never in the mount table).
 BACKEND = "extracted"
 MARKER = "complete"
-#: What the cache directory holds: ROOT, .ROOT.tmp, .ROOT.use, .ROOT.fill.
-_ENTRY = re.compile(r"\.?([0-9a-f]{16,128})(?:\.(?:tmp|use|fill))?")
 TREE = "tree"
-
-
-def cache_root(dirs: UserDirs) -> Path:
-    """``$XDG_CACHE_HOME/appimg/extracted``."""
-    return dirs.cache_home / "appimg" / "extracted"
 
 
 def fuse_unavailable() -> str | None:
@@ -148,7 +141,7 @@ def run_root(
 
 def _lock(path: Path, operation: int) -> int:
     """An fd of ``path`` locked with ``operation``, the file's current inode (a lock file
-    unlinked by :func:`prune` meanwhile is opened again)."""
+    unlinked by the store's prune meanwhile is opened again)."""
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
@@ -199,21 +192,6 @@ def _valid(place: Path, root_hash: str) -> bool:
         return False
 
 
-def _remove(path: Path) -> None:
-    """Remove a copy (its directories may be read-only, as in the image)."""
-    if path.is_symlink() or not path.exists():
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        return
-    for parent, subdirs, _files in os.walk(path):
-        for name in subdirs:
-            with contextlib.suppress(OSError):
-                os.chmod(os.path.join(parent, name), 0o700, follow_symlinks=False)
-    with contextlib.suppress(OSError):
-        os.chmod(path, 0o700)
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def ensure(image: Any, root_hash: str, dirs: UserDirs) -> tuple[int, Path]:
     """The verified copy of ``image`` (extracted now if missing or changed) and a
     reference to it: an fd with a shared lock, to close once the app is done."""
@@ -239,7 +217,7 @@ def _fill(image: Any, root_hash: str, base: Path, place: Path) -> None:
     from appimg.format.extract import extract
 
     staging = base / f".{root_hash}.tmp"
-    _remove(staging)  # what a killed fill left
+    remove_copy(staging)  # what a killed fill left
     staging.mkdir(mode=0o700)
     try:
         tree = staging / TREE
@@ -254,7 +232,7 @@ def _fill(image: Any, root_hash: str, base: Path, place: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        _remove(place)  # a changed or incomplete copy
+        remove_copy(place)  # a changed or incomplete copy
         os.rename(staging, place)
         dir_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -262,42 +240,5 @@ def _fill(image: Any, root_hash: str, base: Path, place: Path) -> None:
         finally:
             os.close(dir_fd)
     except BaseException:
-        _remove(staging)
+        remove_copy(staging)
         raise
-
-
-def prune(dirs: UserDirs, keep: Iterable[str]) -> list[str]:
-    """Remove every copy whose root hash is not in ``keep`` and that no run uses;
-    return the root hashes removed."""
-    base = cache_root(dirs)
-    keep = set(keep)
-    try:
-        names = os.listdir(base)
-    except OSError:
-        return []
-    roots = {match[1] for match in map(_ENTRY.fullmatch, names) if match}
-    removed = []
-    for root in sorted(roots - keep):
-        use_path = base / f".{root}.use"
-        try:
-            fd = os.open(use_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        except OSError:
-            continue
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    continue  # in use: the next change of the store removes it
-                raise
-            _remove(base / root)
-            _remove(base / f".{root}.tmp")
-            for suffix in ("fill", "use"):
-                with contextlib.suppress(FileNotFoundError):
-                    (base / f".{root}.{suffix}").unlink()
-            removed.append(root)
-        finally:
-            os.close(fd)
-    with contextlib.suppress(OSError):
-        base.rmdir()  # nothing left: no trace in the cache directory
-    return removed

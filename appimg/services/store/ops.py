@@ -15,7 +15,7 @@ The operations take the user's :class:`~appimg.host.dirs.UserDirs` and, since
 rendering an export (also during recovery) names the ``appimg`` launcher, the
 caller's ``PATH`` as ``program_path``; they read nothing from the environment.
 After every change, the extraction caches of images no version refers to any
-more are removed (:func:`appimg.services.mount.extracted.prune`).
+more are removed (:func:`.extracted_cache.prune`).
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ def locked(
 def _prune_extracted(dirs: UserDirs, layout: StoreLayout) -> None:
     """Remove the extraction caches (spec/run.md, "Without FUSE") of images no installed
     version is any more: an uninstalled app's, an update's or cleanup's old versions."""
-    from appimg.services.mount.extracted import cache_root, prune
+    from appimg.services.store.extracted_cache import cache_root, prune
 
     if not cache_root(dirs).exists():
         return  # the common case: FUSE works, there is no cache
