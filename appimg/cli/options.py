@@ -36,6 +36,7 @@ ALLOW_UNTRUSTED = Flag(
 )
 ALLOW_UNSIGNED = Flag("--allow-unsigned", "accept an image with no signature (with a warning)")
 NO_HOST = Flag("--no-host", "grant no host paths: show only the app's own files")
+NO_FUSE = Flag("--no-fuse", "run from a verified extraction cache instead of a FUSE mount")
 
 
 def image_file(parser: argparse.ArgumentParser) -> None:

@@ -42,7 +42,8 @@ def add_run(commands: Subcommands, name: str, summary: str) -> None:
 
 
 #: The on/off options, also accepted after FILE|ID.
-RUN_FLAGS = (options.STRICT, options.ALLOW_UNTRUSTED, options.ALLOW_UNSIGNED, options.NO_HOST)
+RUN_FLAGS = (options.STRICT, options.ALLOW_UNTRUSTED, options.ALLOW_UNSIGNED, options.NO_HOST,
+             options.NO_FUSE)  # fmt: skip
 
 
 #: The permission change flags, also accepted after FILE|ID.
@@ -103,4 +104,5 @@ def cmd_run(args: argparse.Namespace) -> int:
         allow_unsigned=args.allow_unsigned,
         no_host=args.no_host,
         override=override or None,
+        no_fuse=args.no_fuse,
     )

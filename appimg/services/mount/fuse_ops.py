@@ -93,7 +93,7 @@ class Operations(fuse.Operations):
             self.listxattr = None  # type: ignore[assignment]
 
     def _has_xattrs(self) -> bool:
-        from appimg.format.squashfs.structs import INVALID_U64
+        from appimg.format.squashfs.records import INVALID_U64
 
         return self.view.reader.superblock.xattr_id_table_start != INVALID_U64
 

@@ -1,4 +1,5 @@
-"""``appimg run``: resolve, check, mount (or reuse), sandbox, propagate (spec/run.md).
+"""``appimg run``: resolve, check, mount (or reuse, or without FUSE extract), sandbox,
+propagate (spec/run.md).
 
 Directories come from the user's :class:`~appimg.host.dirs.UserDirs`; the
 caller's environment is only what the app's environment is built from. The
@@ -146,19 +147,18 @@ def run_app(
     allow_unsigned: bool = False,
     no_host: bool = False,
     override: Override | None = None,
+    no_fuse: bool = False,
 ) -> int:
     """Run the app; return its exit status.
 
     ``caller_env`` is the environment of the caller, which the app's environment
     passes a few variables of through (LANG, TERM, DISPLAY, ...). ``override``
-    changes the app's permissions for this run (``appimg run --device=...``)."""
+    changes the app's permissions for this run (``appimg run --device=...``); ``no_fuse``
+    runs it from its verified extraction cache even where FUSE works."""
     from appimg.host.overrides import Override
     from appimg.host.rules import GRANTED
-    from appimg.services.mount.manager import (
-        grace_period,
-        mount_image,
-        release_and_unmount_if_last,
-    )
+    from appimg.services.mount.extracted import run_root
+    from appimg.services.mount.manager import grace_period, release_and_unmount_if_last
     from appimg.services.permissions import effective
     from appimg.services.store import installed_state
 
@@ -181,10 +181,12 @@ def run_app(
         program = program_of(manifest, command)
         check_program(image, program)
         allowed = effective(manifest, dirs, override, stored=None if installed else Override())
-    # A reference-counted mount, reused if this user already has one of the image.
-    mount = mount_image(image_path, dirs, strict=strict, allow_untrusted=allow_untrusted,
-                        allow_unsigned=allow_unsigned, pinned=pinned or (),
-                        no_host=no_host, grace=grace_period(caller_env))  # fmt: skip
+    # A reference-counted mount, reused if this user already has one of the image; or,
+    # without FUSE (or with no_fuse), the image's verified extraction cache.
+    mount = run_root(image_path, dirs, no_fuse=no_fuse, strict=strict,
+                     allow_untrusted=allow_untrusted, allow_unsigned=allow_unsigned,
+                     pinned=pinned or (), no_host=no_host,
+                     grace=grace_period(caller_env))  # fmt: skip
     try:
         for warning in mount.warnings:
             print(f"appimg run: warning: {warning}", file=sys.stderr)

@@ -14,6 +14,8 @@ permission the installed version lacks unless accepted (spec/permissions.md §4)
 The operations take the user's :class:`~appimg.host.dirs.UserDirs` and, since
 rendering an export (also during recovery) names the ``appimg`` launcher, the
 caller's ``PATH`` as ``program_path``; they read nothing from the environment.
+After every change, the extraction caches of images no version refers to any
+more are removed (:func:`.extracted_cache.prune`).
 """
 
 from __future__ import annotations
@@ -203,6 +205,23 @@ def locked(
             with contextlib.suppress(StoreError):
                 if not layout.journal.exists() and not index_mod.load(layout)["apps"]:
                     remove_store(layout)
+            _prune_extracted(dirs, layout)
+
+
+def _prune_extracted(dirs: UserDirs, layout: StoreLayout) -> None:
+    """Remove the extraction caches (spec/run.md, "Without FUSE") of images no installed
+    version is any more: an uninstalled app's, an update's or cleanup's old versions."""
+    from appimg.services.store.extracted_cache import cache_root, prune
+
+    if not cache_root(dirs).exists():
+        return  # the common case: FUSE works, there is no cache
+    try:
+        apps = index_mod.load(layout)["apps"]
+    except StoreError:
+        return  # keep every copy until the index can be read again
+    keep = {v["root_hash"] for app in apps.values() for v in app["versions"]}
+    with contextlib.suppress(OSError):
+        prune(dirs, keep)
 
 
 def maybe_recover(dirs: UserDirs, *, program_path: str = "") -> list[str]:
