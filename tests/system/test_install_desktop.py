@@ -123,7 +123,7 @@ def test_glib_lists_the_apps(desktop: dict[str, Any]) -> None:
     needs(GLIB_PYTHON)
     result = run_as(
         desktop["user"],
-        [GLIB_PYTHON, "-c", GLIB_LIST, "text/x-appimg-multi", "image/png"],
+        [GLIB_PYTHON, "-c", GLIB_LIST, "text/x-org.example.multi", "image/png"],
         desktop["env"],
     )
     assert result.returncode == 0, result.stderr.decode()
@@ -159,7 +159,7 @@ def test_glib_lists_the_apps(desktop: dict[str, Any]) -> None:
     assert glib["actions"] == ["new-window", "private"]
     assert glib["x_appimg_id"] == "org.example.Multi"
     multi_ids = {"org.example.Multi.desktop", "org.example.Multi.Viewer.desktop"}
-    assert multi_ids <= set(glib["types"]["text/x-appimg-multi"])
+    assert multi_ids <= set(glib["types"]["text/x-org.example.multi"])
     assert "org.example.Multi.Viewer.desktop" in glib["types"]["image/png"]
 
     # `appimg apps` is the same enumeration, with the icons resolved to files.

@@ -494,7 +494,7 @@ def test_list_and_info(tmp_path: Path, built: dict[str, Path]) -> None:
     # The MIME cache and the desktop database were refreshed by the host's tools.
     share = store_dir(home) / "exports" / "share"
     if shutil.which("update-mime-database"):
-        assert "text/x-appimg-multi" in (share / "mime/globs2").read_text()
+        assert "text/x-org.example.multi" in (share / "mime/globs2").read_text()
     if shutil.which("update-desktop-database"):
         assert "org.example.Multi.desktop" in (share / "applications/mimeinfo.cache").read_text()
 

@@ -197,6 +197,10 @@ def _report(outcome: Any, args: argparse.Namespace, verb: str) -> int:
         print(f"{verb} {outcome.app_id} {outcome.version}")
     for rel in outcome.exported:
         print(f"  {'removed' if verb == 'uninstalled' else 'exported'} {rel}")
+    if outcome.mime and (outcome.mime["opens"] or outcome.mime["defines"]):
+        parts = [f"{verb} {', '.join(outcome.mime[verb])}" for verb in ("opens", "defines")
+                 if outcome.mime[verb]]  # fmt: skip
+        print(f"  mime types: {'; '.join(parts)}")
     if outcome.permissions is not None:
         _print_permissions(outcome.permissions)
     command = args.command

@@ -19,6 +19,7 @@ from appimg.errors import PathError
 from appimg.format.payload.paths import resolve
 from appimg.format.squashfs import Inode, SquashfsReader
 from appimg.services.exports import Refused, exec_line, keyfile
+from appimg.services.exports import mime as mime_rules
 from appimg.services.exports.icons import check_icon
 from appimg.services.exports.xmlcheck import root_element
 
@@ -67,6 +68,13 @@ class Context:
     image_path: str  # absolute path of the image in the store
     taken: Mapping[str, str] = field(default_factory=dict)  # rel -> other app exporting it
     other_ids: Collection[str] = ()  # ids of the other installed apps
+    #: the host's shared-mime-info (types and aliases, globs, XML roots -> where/what)
+    host_types: Mapping[str, str] = field(default_factory=dict)
+    host_globs: Mapping[str, str] = field(default_factory=dict)
+    host_xml_roots: Mapping[str, str] = field(default_factory=dict)
+    #: types and globs (lowercased) the other installed apps' MIME packages define -> app
+    other_types: Mapping[str, str] = field(default_factory=dict)
+    other_globs: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -75,6 +83,11 @@ class ExportPlan:
     sources: dict[str, str] = field(default_factory=dict)  # rel -> payload path
     refused: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
     notes: list[str] = field(default_factory=list)
+    opens: set[str] = field(default_factory=set)  # MimeType= of the exported desktop entries
+    defines: set[str] = field(default_factory=set)  # types of the exported MIME packages
+
+    def mime_json(self) -> dict[str, list[str]]:
+        return {"opens": sorted(self.opens), "defines": sorted(self.defines)}
 
 
 def owned_name(name: str, app_id: str) -> bool:
@@ -187,7 +200,8 @@ def _check_localised(group: keyfile.Group) -> None:
 
 
 def rewrite_desktop(data: bytes, manifest: Mapping[str, Any], ctx: Context,
-                    dbus_names: Collection[str], stem: str) -> bytes:  # fmt: skip
+                    dbus_names: Collection[str], stem: str,
+                    notes: list[str] | None = None) -> bytes:  # fmt: skip
     kf = keyfile.parse_keyfile(data)
     main = kf.groups[0]
     if main.name != "Desktop Entry":
@@ -222,13 +236,52 @@ def rewrite_desktop(data: bytes, manifest: Mapping[str, Any], ctx: Context,
         # Without our rewritten D-Bus service the bus would start nothing: launch by Exec.
         # (Also drops a value that is not a boolean: desktop-file-validate refuses it.)
         main.remove("DBusActivatable")
+    mime_types = main.get("MimeType")
+    if mime_types is not None:
+        # Declaring what it opens is the app's right; the web, the file manager and other
+        # apps' types are not (the exports come first on the search path, so a claim
+        # there could make it the default); only the user sets defaults (mimeapps.list).
+        value, removed = mime_rules.filter_mime_types(keyfile.unescape(mime_types),
+                                                      ctx.other_types)  # fmt: skip
+        if removed and notes is not None:
+            notes.append(f"{stem}.desktop: removed from MimeType: {', '.join(removed)}")
+        if value:
+            main.set("MimeType", keyfile.escape(value))
+        else:
+            main.remove("MimeType")
     main.set("X-Appimg-Id", keyfile.escape(ctx.app_id))
     main.set("X-Appimg-Version", keyfile.escape(ctx.version))
     main.set("X-Appimg-Image", keyfile.escape(ctx.image_path))
     return kf.dump()
 
 
-def rewrite_dbus(data: bytes, manifest: Mapping[str, Any], ctx: Context, stem: str) -> bytes:
+def own_names(manifest: Mapping[str, Any]) -> list[str]:
+    """The bus names ``permissions.own`` lists (``NAME`` or ``PREFIX.*``), read leniently:
+    a malformed entry grants nothing."""
+    permissions = manifest.get("permissions")
+    own = permissions.get("own", []) if isinstance(permissions, Mapping) else []
+    return [n for n in own if isinstance(n, str)] if isinstance(own, list) else []
+
+
+def may_own(manifest: Mapping[str, Any], name: str) -> bool:
+    """The app may own the bus ``name``: always its id and ``ID.*``, and what ``own`` lists."""
+    app_id = manifest["id"]
+    if name == app_id or name.startswith(app_id + "."):
+        return True
+    for entry in own_names(manifest):
+        if entry == name or (entry.endswith(".*") and name.startswith(entry[:-1])):
+            return True
+    return False
+
+
+#: Keys of a session service file that are kept: the rest would start or run something
+#: outside `appimg run` (SystemdService: a host unit instead of Exec; AssumedAppArmorLabel:
+#: another confinement) or mean nothing to the session bus.
+_DBUS_KEYS = ("Name", "Exec")
+
+
+def rewrite_dbus(data: bytes, manifest: Mapping[str, Any], ctx: Context, stem: str,
+                 notes: list[str] | None = None) -> bytes:  # fmt: skip
     kf = keyfile.parse_keyfile(data)
     if len(kf.groups) != 1 or kf.groups[0].name != "D-BUS Service":
         raise Refused("a D-Bus service file has exactly one group, [D-BUS Service]")
@@ -237,20 +290,41 @@ def rewrite_dbus(data: bytes, manifest: Mapping[str, Any], ctx: Context, stem: s
     if name is None or keyfile.unescape(name) != stem:
         raise Refused(f"Name must be {stem!r}, the file's name")
     if group.get("User") is not None:
-        raise Refused("User= is for system services")
+        raise Refused("User= is for system services (it would run the app as another user)")
     if stem.startswith("org.freedesktop."):
         # The names of the freedesktop.org interfaces (Notifications, secrets, portal…):
         # the exports come first on the bus's search path, so the app would be started
         # in place of the host's service, and be handed every caller's data.
         raise Refused("org.freedesktop.* bus names belong to the host's standard services")
+    if stem != ctx.app_id and not stem.startswith(ctx.app_id + "."):
+        raise Refused(f"the bus name must be the app id {ctx.app_id} or below it (ID.Name)")
+    if not may_own(manifest, stem):
+        raise Refused(f"the app may not own the bus name {stem}")
     raw = group.get("Exec")
     if raw is None:
         raise Refused("no Exec key")
     group.set("Exec", rewrite_exec(raw, manifest, ctx, field_codes=False))
-    # These would start host units or change confinement outside `appimg run`.
-    group.remove("SystemdService")
-    group.remove("AssumedAppArmorLabel")
+    dropped = [key for key, _ in group.entries if key not in _DBUS_KEYS]
+    for key in dropped:
+        group.remove(key)
+    if dropped and notes is not None:
+        notes.append(f"{stem}.service: removed {', '.join(dropped)} (only Name and Exec "
+                     "are kept: the service starts through appimg run)")  # fmt: skip
     return kf.dump()
+
+
+def _check_mime(data: bytes, ctx: Context) -> list[str]:
+    return mime_rules.check_package(
+        data, ctx.app_id, host_types=ctx.host_types, host_globs=ctx.host_globs,
+        host_xml_roots=ctx.host_xml_roots, others=ctx.other_types, other_globs=ctx.other_globs,
+        other_ids=ctx.other_ids,
+    )  # fmt: skip
+
+
+def _declared_types(data: bytes) -> set[str]:
+    """``MimeType`` of a rendered desktop entry."""
+    raw = keyfile.parse_keyfile(data).groups[0].get("MimeType")
+    return {t for t in keyfile.unescape(raw).split(";") if t} if raw is not None else set()
 
 
 def _rel(payload_path: str) -> str:
@@ -277,6 +351,8 @@ def plan_exports(reader: SquashfsReader, manifest: Mapping[str, Any], ctx: Conte
     order = ("dbus", "desktop", "icons", "metainfo", "mime")
     for kind in order:
         for path in exports.get(kind, []):
+            notes: list[str] = []
+            defined: list[str] = []
             try:
                 rel = _rel(path) if path.startswith("share/") else path
                 name = path.rsplit("/", 1)[-1]
@@ -299,20 +375,27 @@ def plan_exports(reader: SquashfsReader, manifest: Mapping[str, Any], ctx: Conte
                     data = read_confined(reader, path, cap)
                     stem = name.rsplit(".", 1)[0]
                     if kind == "desktop":
-                        data = rewrite_desktop(data, manifest, ctx, dbus_names, stem)
+                        data = rewrite_desktop(data, manifest, ctx, dbus_names, stem, notes)
                     elif kind == "dbus":
-                        data = rewrite_dbus(data, manifest, ctx, stem)
+                        data = rewrite_dbus(data, manifest, ctx, stem, notes)
                         dbus_names.add(stem)
                     else:
                         root = root_element(data)
                         if root not in _DESKTOP_ROOTS[kind]:
                             raise Refused(f"root element <{root}> is not "
                                           f"<{'> or <'.join(_DESKTOP_ROOTS[kind])}>")  # fmt: skip
+                        if kind == "mime":
+                            defined = _check_mime(data, ctx)
                 if total + len(data) > MAX_EXPORT_BYTES:
                     raise Refused(f"exports exceed {MAX_EXPORT_BYTES} bytes in all")
             except Refused as exc:
                 plan.refused.append({"path": path, "reason": str(exc)})
                 continue
+            if kind == "desktop":
+                plan.opens |= _declared_types(data)
+            elif kind == "mime":
+                plan.defines.update(defined)
+            plan.notes += notes
             total += len(data)
             plan.files[rel] = data
             plan.sources[rel] = path

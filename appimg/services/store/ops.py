@@ -70,11 +70,15 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
     #: install and update: what the app will get (``Effective.to_json()``)
     permissions: dict[str, Any] | None = None
+    #: install, update, rollback: the MIME types its exports declare (``opens``: the
+    #: desktop entries' MimeType) and define (``defines``: its MIME packages)
+    mime: dict[str, list[str]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = dict(self.__dict__)
-        if out["permissions"] is None:
-            del out["permissions"]
+        for key in ("permissions", "mime"):
+            if out[key] is None:
+                del out[key]
         return out
 
 
@@ -122,8 +126,33 @@ def launcher_path(layout: StoreLayout, program_path: str) -> str:
 # --- rendering ---------------------------------------------------------------------------
 
 
-def _context(layout: StoreLayout, index: index_mod.Index, app_id: str, version: dict[str, Any],
-             launcher: str) -> Context:  # fmt: skip
+def _other_mime(layout: StoreLayout, index: index_mod.Index,
+                app_id: str) -> tuple[dict[str, str], dict[str, str]]:  # fmt: skip
+    """Types and globs (lowercased) the other apps' exported MIME packages define -> app."""
+    from appimg.services.exports import Refused
+    from appimg.services.exports.mime import definitions
+    from appimg.services.exports.plan import KIND_RULES
+
+    types: dict[str, str] = {}
+    globs: dict[str, str] = {}
+    cap = KIND_RULES["mime"][0][2]
+    for rel, other in sorted(index_mod.exported_by(index).items()):
+        if other == app_id or not rel.startswith("mime/packages/"):
+            continue
+        try:
+            fd = os.open(layout.exports / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as handle:
+                found = definitions(handle.read(cap))
+        except (OSError, Refused):
+            continue  # recovery renders it again; its types are the host's business then
+        types.update(dict.fromkeys(found.types, other))
+        globs.update({pattern.lower(): other for _t, pattern, _w in found.globs})
+    return types, globs
+
+
+def _context(layout: StoreLayout, dirs: UserDirs, index: index_mod.Index, app_id: str,
+             version: dict[str, Any], launcher: str) -> Context:  # fmt: skip
+    from appimg.host.mime_db import host_mime
     from appimg.services.exports.plan import Context, outranks
 
     # What another app exports is taken, unless this app's id claims the name better
@@ -133,6 +162,9 @@ def _context(layout: StoreLayout, index: index_mod.Index, app_id: str, version: 
         for rel, other in index_mod.exported_by(index).items()
         if other != app_id and not outranks(app_id, other, rel.rsplit("/", 1)[-1])
     }
+    # The exports directory's own MIME database is the apps': not the host's.
+    host = host_mime(dirs, exclude=layout.exports)
+    other_types, other_globs = _other_mime(layout, index, app_id)
     return Context(
         app_id=app_id,
         version=version["version"],
@@ -140,15 +172,20 @@ def _context(layout: StoreLayout, index: index_mod.Index, app_id: str, version: 
         image_path=str(layout.image_file(version["file"])),
         taken=taken,
         other_ids=set(index["apps"]) - {app_id},
+        host_types=host.types,
+        host_globs=host.globs,
+        host_xml_roots=host.xml_roots,
+        other_types=other_types,
+        other_globs=other_globs,
     )
 
 
-def _render(image: Image, layout: StoreLayout, index: index_mod.Index, version: dict[str, Any],
-            program_path: str) -> ExportPlan:  # fmt: skip
+def _render(image: Image, layout: StoreLayout, dirs: UserDirs, index: index_mod.Index,
+            version: dict[str, Any], program_path: str) -> ExportPlan:  # fmt: skip
     from appimg.services.exports.plan import plan_exports
 
     launcher = launcher_path(layout, program_path)
-    ctx = _context(layout, index, image.manifest["id"], version, launcher)
+    ctx = _context(layout, dirs, index, image.manifest["id"], version, launcher)
     return plan_exports(image.payload, image.manifest, ctx)
 
 
@@ -166,13 +203,13 @@ def _open_installed(layout: StoreLayout, version: dict[str, Any]) -> Image:
     return image
 
 
-def rerenderer(layout: StoreLayout, program_path: str) -> Any:
+def rerenderer(layout: StoreLayout, dirs: UserDirs, program_path: str) -> Any:
     """For recovery: render an app's exports again from its active image."""
 
     def rerender(app_id: str, index: index_mod.Index) -> dict[str, bytes]:
         version = index_mod.active_version(index["apps"][app_id])
         with _open_installed(layout, version) as image:
-            plan = _render(image, layout, index, version, program_path)
+            plan = _render(image, layout, dirs, index, version, program_path)
         exported = set(index["apps"][app_id]["exported"])
         return {rel: data for rel, data in plan.files.items() if rel in exported}
 
@@ -196,7 +233,7 @@ def locked(
     :func:`.transaction.step_hook`)."""
     layout = StoreLayout.from_dirs(dirs)
     with StoreLock(layout):
-        rerender = rerenderer(layout, program_path)
+        rerender = rerenderer(layout, dirs, program_path)
         notes = recover(layout, rerender) if needs_recovery(layout) else []
         try:
             yield layout, step or _no_step, notes
@@ -234,7 +271,7 @@ def maybe_recover(dirs: UserDirs, *, program_path: str = "") -> list[str]:
         return []  # a change is in progress; what we read is still a committed state
     try:
         if needs_recovery(layout):
-            return recover(layout, rerenderer(layout, program_path))
+            return recover(layout, rerenderer(layout, dirs, program_path))
         if layout.is_abandoned():
             remove_store(layout)  # nothing was ever committed: leave no trace
         return []
@@ -287,6 +324,7 @@ def install(
         if pinned is None:
             raise UsageError(f"{app_id} is not installed (use appimg install)")
         check_signatures(image, pinned)
+        check_bus_names(dirs, app_id)
     with locked(dirs, program_path=program_path, step=step) as (layout, step, notes):
         index = index_mod.load(layout)
         existing = index["apps"].get(app_id)
@@ -306,7 +344,7 @@ def install(
                 check_permissions(layout, manifest, active)
         pinned = existing.get("pinned_keys", []) if existing else []
         rel = f"images/{app_id}/{key}.appimg"
-        with Transaction(layout, op, app_id, step, rerenderer(layout, program_path)) as tx:
+        with Transaction(layout, op, app_id, step, rerenderer(layout, dirs, program_path)) as tx:
             staged = tx.stage_image(source)
             with Image.open(staged) as image:
                 # The copy is what will run: check it, not the source, which may change.
@@ -326,7 +364,8 @@ def install(
                     "xdg_files": xdg_files,
                     "xdg_truncated": truncated,
                 }
-                plan = _render(image, layout, index, version, program_path)
+                plan = _render(image, layout, dirs, index, version, program_path)
+            notes += plan.notes
             if strict and plan.refused:
                 first = plan.refused[0]
                 raise PolicyError(f"{len(plan.refused)} export(s) refused, first "
@@ -363,7 +402,8 @@ def install(
             granted = None
             notes.append(f"cannot tell the permissions it will get: {exc}")
         return Outcome(op, app_id, manifest["version"], str(layout.image_file(rel)), signature,
-                       sorted(plan.files), plan.refused, notes, granted)  # fmt: skip
+                       sorted(plan.files), plan.refused, notes, granted,
+                       plan.mime_json())  # fmt: skip
 
 
 def uninstall(
@@ -400,25 +440,42 @@ def rollback(
             raise UsageError(f"{app_id} has no previous version to roll back to")
         current, previous = app["versions"][0], app["versions"][1]
         with Transaction(layout, "rollback", app_id, step,
-                         rerenderer(layout, program_path)) as tx:  # fmt: skip
+                         rerenderer(layout, dirs, program_path)) as tx:  # fmt: skip
             with _open_installed(layout, previous) as image:
-                plan = _render(image, layout, index, previous, program_path)
+                plan = _render(image, layout, dirs, index, previous, program_path)
             new_index = _copy(index)
             entry = new_index["apps"][app_id]
             entry["versions"] = [previous, current]
             entry["active"] = previous["key"]
             entry["exported"] = {r: index_mod.digest(d) for r, d in sorted(plan.files.items())}
             entry["refused"] = plan.refused
+            notes += plan.notes
             entry["pinned_keys"] = previous["signature"]["key_ids"]
             withdrawn = _withdraw(new_index, app_id, notes)
             tx.commit(new_index, new_files=plan.files,
                       old_exported=[*app["exported"], *withdrawn])  # fmt: skip
         return Outcome("rollback", app_id, previous["version"],
                        str(layout.image_file(previous["file"])), previous["signature"],
-                       sorted(plan.files), plan.refused, notes)  # fmt: skip
+                       sorted(plan.files), plan.refused, notes,
+                       mime=plan.mime_json())  # fmt: skip
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def check_bus_names(dirs: UserDirs, app_id: str) -> None:
+    """The app id must not be, contain or lie below a D-Bus name the host provides
+    (spec/xdg-index.md §3.3): its exported services would be found first and started
+    in the host service's place."""
+    from appimg.host.bus_names import conflict, host_bus_names
+
+    exports = StoreLayout.from_dirs(dirs).exports
+    clash = conflict(app_id, host_bus_names(dirs, exclude=exports))
+    if clash:
+        name, source = clash
+        where = "a name reserved for the host" if source == "reserved" else f"provided by {source}"
+        raise PolicyError(f"{app_id}: refused: the app id collides with the host's D-Bus "
+                          f"name {name} ({where})")  # fmt: skip
 
 
 def check_version(app_id: str, new: str, active: dict[str, Any], *,
