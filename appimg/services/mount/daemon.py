@@ -303,8 +303,12 @@ def _watch_references(dirs: UserDirs, name: str, on_last: int | None) -> None:
             os.close(fd)
             return  # `appimg mount` made it persistent: it stays until `appimg umount`
         grace = record.grace if record is not None else 0.0
-        now = time.monotonic()
+        now = time.time()  # wall clock: compared with the lock file's time
         idle_since = now if idle_since is None else idle_since
+        # Each run touches the lock file as it lets go (manager.release): a run that
+        # began and ended between two polls restarts the grace period as well.
+        with contextlib.suppress(OSError):
+            idle_since = max(idle_since, os.fstat(fd).st_mtime)
         if now - idle_since < grace:
             # Within the grace period: a new user may take a reference and reuse the mount.
             fcntl.flock(fd, fcntl.LOCK_UN)

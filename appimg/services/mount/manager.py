@@ -193,6 +193,10 @@ def release(info: MountInfo) -> None:
     if fd is not None:
         info.reference = None
         with contextlib.suppress(OSError):
+            # The lock file's time says when the mount was last used: a run shorter
+            # than the server's poll interval restarts its grace period too.
+            os.utime(fd)
+        with contextlib.suppress(OSError):
             os.close(fd)
 
 
