@@ -52,7 +52,7 @@ def app_id(parser: argparse.ArgumentParser) -> None:
 # Changes to an app's permissions, in `flatpak override`'s grammar (override and run).
 PERMISSION_CHANGES = (
     ("socket", "X", "grant the socket X (x11, wayland, fallback-x11, pulseaudio, pipewire, "
-                    "ssh-auth, pcsc, cups)"),
+                    "ssh-auth, pcsc, cups; session-bus, system-bus: a whole bus, unfiltered)"),
     ("nosocket", "X", "revoke the socket X"),
     ("device", "X", "grant the device X (dri, kvm, input, usb, all)"),
     ("nodevice", "X", "revoke the device X"),
@@ -61,6 +61,14 @@ PERMISSION_CHANGES = (
     ("filesystem", "P[:ro|:create]",
      "grant the location P (home, xdg-download, ~/DIR, /DIR, ...), read-write unless :ro"),
     ("nofilesystem", "P", "revoke the location P"),
+    ("talk-name", "N", "let the app call the D-Bus name N (or N.*) on the session bus"),
+    ("no-talk-name", "N", "revoke talking to N"),
+    ("own-name", "N", "let the app own the D-Bus name N on the session bus"),
+    ("no-own-name", "N", "revoke owning N"),
+    ("see-name", "N", "let the app see (not call) the D-Bus name N"),
+    ("no-see-name", "N", "revoke seeing N"),
+    ("system-talk-name", "N", "let the app call the D-Bus name N on the system bus"),
+    ("no-system-talk-name", "N", "revoke talking to N on the system bus"),
 )  # fmt: skip
 
 

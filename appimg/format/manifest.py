@@ -191,7 +191,8 @@ def _check(manifest: object) -> tuple[dict[str, Any], list[str]]:
     if "permissions" in m:
         table = _mapping(m["permissions"], "permissions")
         features.unknown_keys(table, permissions.KEYS, "permissions")
-        notes += permissions.parse(table, strict=False)[1]
+        app_id = m["id"] if isinstance(m.get("id"), str) else None
+        notes += permissions.parse(table, strict=False, app_id=app_id)[1]
     return m, notes
 
 
@@ -269,7 +270,8 @@ def compile_manifest(app_dir: Path) -> dict[str, Any]:
         ]
     if "permissions" in manifest:
         try:
-            asked, _ = permissions.parse(manifest["permissions"], strict=True)
+            app_id = manifest["id"] if isinstance(manifest.get("id"), str) else None
+            asked, _ = permissions.parse(manifest["permissions"], strict=True, app_id=app_id)
         except FormatError as exc:
             raise FormatError(f"{app_dir / AUTHORING_FILE}: {exc}") from None
         if asked:

@@ -26,13 +26,27 @@ from typing import Any
 from appimg.errors import FormatError
 from appimg.format.limits import MAX_LIST_ITEMS, MAX_STRING_LENGTH
 
-SOCKETS = ("x11", "wayland", "fallback-x11", "pulseaudio", "pipewire", "ssh-auth", "pcsc", "cups")
+SOCKETS = ("x11", "wayland", "fallback-x11", "pulseaudio", "pipewire", "ssh-auth", "pcsc", "cups",
+           "session-bus", "system-bus")  # fmt: skip
 DEVICES = ("dri", "kvm", "input", "usb", "all")
 SHARES = ("network", "ipc")
 #: Categories of the table whose entries are plain names.
 NAMED = {"sockets": SOCKETS, "devices": DEVICES, "share": SHARES}
+#: Categories whose entries are D-Bus names (spec/run.md, "D-Bus"): names the app may
+#: call on the session bus, own there, only see, and call on the system bus.
+BUS = ("talk", "own", "see", "system-talk")
+#: Every category held as a set of names.
+SETS = (*NAMED, *BUS)
 #: Keys of the table this reader knows; others are a newer appimg's (ignored when reading).
-KEYS = (*NAMED, "filesystems")
+KEYS = (*NAMED, *BUS, "filesystems")
+#: The sockets that give a whole bus, unfiltered: flagged by install and permissions.
+DANGEROUS_SOCKETS = ("session-bus", "system-bus")
+DANGER = "dangerous: the whole bus, unfiltered"
+#: The longest D-Bus name (the D-Bus specification's limit).
+MAX_BUS_NAME = 255
+_BUS_ELEMENT = re.compile(r"[A-Za-z_-][A-Za-z0-9_-]*\Z")
+#: Well-known names an app may own without asking (``MPRIS``: media players' remotes).
+SHARED_OWN_PREFIXES = ("org.mpris.MediaPlayer2.",)
 
 #: ``xdg-NAME`` locations that are the user's folders of ``user-dirs.dirs``.
 XDG_USER_DIRS = {
@@ -72,13 +86,25 @@ class Permissions:
     share: frozenset[str] = frozenset()
     #: location -> mode
     filesystems: dict[str, str] = field(default_factory=dict, hash=False)
+    #: D-Bus names (``org.example.Service`` or ``org.example.*``) per bus category
+    talk: frozenset[str] = frozenset()
+    own: frozenset[str] = frozenset()
+    see: frozenset[str] = frozenset()
+    system_talk: frozenset[str] = frozenset()
 
     def names(self, category: str) -> frozenset[str]:
-        return getattr(self, category)
+        return getattr(self, category.replace("-", "_"))
+
+    @staticmethod
+    def of_sets(sets: dict[str, frozenset[str]], filesystems: dict[str, str]) -> Permissions:
+        """A value from ``{category: names}`` (categories of :data:`SETS`)."""
+        return Permissions(filesystems=filesystems,
+                           **{cat.replace("-", "_"): frozenset(names)
+                              for cat, names in sets.items()})  # fmt: skip
 
     def entries(self) -> list[tuple[str, str]]:
         """(category, entry) of every permission, in a stable order."""
-        out = [(cat, name) for cat in NAMED for name in sorted(self.names(cat))]
+        out = [(cat, name) for cat in SETS for name in sorted(self.names(cat))]
         out += [("filesystems", str(Filesystem(loc, mode)))
                 for loc, mode in sorted(self.filesystems.items())]  # fmt: skip
         return out
@@ -86,7 +112,7 @@ class Permissions:
     def to_manifest(self) -> dict[str, list[str]]:
         """The manifest's ``permissions`` value: sorted lists, empty ones left out."""
         table: dict[str, list[str]] = {}
-        for category in NAMED:
+        for category in SETS:
             if self.names(category):
                 table[category] = sorted(self.names(category))
         if self.filesystems:
@@ -96,8 +122,8 @@ class Permissions:
 
     def widened_by(self, other: Permissions) -> list[str]:
         """What ``other`` grants beyond this set, as ``category=entry`` lines."""
-        new = [f"{cat[:-1] if cat != 'share' else cat}={name}"
-               for cat in NAMED for name in sorted(other.names(cat) - self.names(cat))]  # fmt: skip
+        new = [f"{FLAG_OF[cat]}={name}"
+               for cat in SETS for name in sorted(other.names(cat) - self.names(cat))]  # fmt: skip
         for location, mode in sorted(other.filesystems.items()):
             mine = self.filesystems.get(location)
             if mine is None or MODE_RANK[mode] > MODE_RANK[mine]:
@@ -105,7 +131,64 @@ class Permissions:
         return new
 
     def __bool__(self) -> bool:
-        return bool(self.sockets or self.devices or self.share or self.filesystems)
+        return bool(self.filesystems or any(self.names(cat) for cat in SETS))
+
+    def dangers(self) -> list[str]:
+        """``socket=NAME: dangerous: ...`` of each unfiltered bus granted."""
+        return [f"socket={name}: {DANGER}" for name in DANGEROUS_SOCKETS if name in self.sockets]
+
+
+#: Flatpak's flag spelling of each category (``--socket=``, ``--talk-name=``, ...).
+FLAG_OF = {"sockets": "socket", "devices": "device", "share": "share", "filesystems": "filesystem",
+           "talk": "talk-name", "own": "own-name", "see": "see-name",
+           "system-talk": "system-talk-name"}  # fmt: skip
+
+
+def parse_bus_name(text: object, key: str) -> str:
+    """A D-Bus well-known name, or Flatpak's ``PREFIX.*`` (every name below PREFIX).
+
+    Two or more dot-separated elements of ``[A-Za-z0-9_-]``, none starting with a
+    digit, at most 255 characters; ``*`` only as a whole last element. Unique
+    names (``:1.42``) and a bare ``*`` are refused: they would name every app.
+    """
+    if not isinstance(text, str) or not text:
+        raise FormatError(f"{key}: must be a non-empty string")
+    if len(text) > MAX_BUS_NAME:
+        raise FormatError(f"{key}: a D-Bus name is at most {MAX_BUS_NAME} characters")
+    name = text[:-2] if text.endswith(".*") else text
+    elements = name.split(".")
+    if len(elements) < 2 or not all(_BUS_ELEMENT.match(e) for e in elements):
+        shown = text if len(text) <= 64 else text[:64] + "..."
+        raise FormatError(f"{key}: {shown!r} is not a D-Bus name (org.example.Name, or "
+                          "org.example.* for every name below org.example)")  # fmt: skip
+    return text
+
+
+def bus_name_covers(pattern: str, name: str) -> bool:
+    """Does ``pattern`` (a name or ``PREFIX.*``) cover ``name`` (a name or a pattern)?"""
+    if pattern == name:
+        return True
+    if pattern.endswith(".*"):
+        prefix = pattern[:-1]  # keeps the dot
+        return name.startswith(prefix)
+    return False
+
+
+def own_refusal(name: str, app_id: str) -> str | None:
+    """Why an image may not ask to own ``name`` (None: it may).
+
+    An app owns its id and the names below it without asking, and a media
+    player's ``org.mpris.MediaPlayer2.NAME``; any other name is a service of the
+    host's or of another app's, which owning would take over. Only the user
+    (``appimg override --own-name``) grants one.
+    """
+    if bus_name_covers(f"{app_id}.*", name) or name == app_id:
+        return None
+    if any(name.startswith(p) and name != p + "*" for p in SHARED_OWN_PREFIXES):
+        return None
+    return (f"{name!r} is neither the app's id {app_id} nor below it: owning it would take "
+            "over another app's or the host's service (a user may grant it: "
+            "appimg override --own-name)")  # fmt: skip
 
 
 def _nearest(name: str, known: tuple[str, ...]) -> str:
@@ -167,12 +250,14 @@ def _entries(value: object, key: str) -> list[Any]:
     return value
 
 
-def parse(value: object, *, strict: bool) -> tuple[Permissions, list[str]]:
+def parse(value: object, *, strict: bool,
+          app_id: str | None = None) -> tuple[Permissions, list[str]]:  # fmt: skip
     """The ``permissions`` table -> (the permissions, what was not understood).
 
     ``strict`` (authoring) raises :class:`FormatError` on anything unknown;
     otherwise unknown keys and names are returned as ``permissions.KEY: NAME``
-    notes and grant nothing. Wrong types are an error either way.
+    notes and grant nothing. Wrong types are an error either way. With ``app_id``,
+    an ``own`` name of another's (:func:`own_refusal`) is refused the same way.
     """
     if value is None:
         return Permissions(), []
@@ -199,6 +284,22 @@ def parse(value: object, *, strict: bool) -> tuple[Permissions, list[str]]:
             else:
                 ignored.append(f"permissions.{category}: {name[:64]}")
         named[category] = frozenset(names)
+    for category in BUS:
+        names = set()
+        for index, name in enumerate(_entries(value.get(category, []), f"permissions.{category}")):
+            key = f"permissions.{category}[{index}]"
+            try:
+                parse_bus_name(name, key)
+                why = own_refusal(name, app_id) if category == "own" and app_id else None
+                if why:
+                    raise FormatError(f"{key}: {why}")
+            except FormatError:
+                if strict or not isinstance(name, str) or not name:
+                    raise
+                ignored.append(f"permissions.{category}: {name[:64]}")
+                continue
+            names.add(name)
+        named[category] = frozenset(names)
     filesystems: dict[str, str] = {}
     entries = _entries(value.get("filesystems", []), "permissions.filesystems")
     for index, text in enumerate(entries):
@@ -213,13 +314,11 @@ def parse(value: object, *, strict: bool) -> tuple[Permissions, list[str]]:
         previous = filesystems.get(entry.location)
         if previous is None or MODE_RANK[entry.mode] > MODE_RANK[previous]:
             filesystems[entry.location] = entry.mode
-    permissions = Permissions(
-        sockets=named["sockets"], devices=named["devices"], share=named["share"],
-        filesystems=filesystems,
-    )  # fmt: skip
-    return permissions, ignored
+    return Permissions.of_sets(named, filesystems), ignored
 
 
 def of_manifest(manifest: dict[str, Any]) -> Permissions:
     """The permissions a (validated) manifest asks for; unknown names grant nothing."""
-    return parse(manifest.get("permissions"), strict=False)[0]
+    app_id = manifest.get("id")
+    return parse(manifest.get("permissions"), strict=False,
+                 app_id=app_id if isinstance(app_id, str) else None)[0]  # fmt: skip

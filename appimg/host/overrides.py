@@ -14,6 +14,7 @@ TOML: one list per category, a revocation written with a leading ``!``::
 
     sockets = ["x11", "!wayland"]
     filesystems = ["xdg-download:ro", "!home"]
+    talk = ["org.example.Service", "!org.freedesktop.secrets"]
 
 It is written atomically (:mod:`appimg.atomic`) and read without following a
 symlink, size-capped; a malformed file is a :class:`~appimg.errors.PolicyError`
@@ -31,7 +32,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appimg.errors import FormatError, PolicyError, UsageError
-from appimg.format.permissions import NAMED, Permissions, _nearest, parse_filesystem, parse_location
+from appimg.format.permissions import (
+    BUS,
+    FLAG_OF,
+    NAMED,
+    SETS,
+    Permissions,
+    _nearest,
+    parse_bus_name,
+    parse_filesystem,
+    parse_location,
+)
 from appimg.host.dirs import UserDirs
 
 #: A stored override holds a few dozen entries; anything much larger is not one.
@@ -43,9 +54,22 @@ NAMED_FLAGS = {
     "device": ("devices", True), "nodevice": ("devices", False),
     "share": ("share", True), "unshare": ("share", False),
 }  # fmt: skip
+#: ``--talk-name`` / ``--no-talk-name`` ... -> (category, grants?) for the bus names.
+BUS_FLAGS = {
+    flag: (cat, granted)
+    for cat in BUS
+    for flag, granted in ((FLAG_OF[cat], True), (f"no-{FLAG_OF[cat]}", False))
+}
 FILESYSTEM_FLAGS = ("filesystem", "nofilesystem")
-FLAGS = (*NAMED_FLAGS, *FILESYSTEM_FLAGS)
-_SINGULAR = {"sockets": "socket", "devices": "device", "share": "share"}
+FLAGS = (*NAMED_FLAGS, *BUS_FLAGS, *FILESYSTEM_FLAGS)
+_SINGULAR = {"sockets": "socket", "devices": "device", "share": "share",
+             **{cat: FLAG_OF[cat] for cat in BUS}}  # fmt: skip
+
+
+def _revoke_flag(category: str) -> str:
+    if category in BUS:
+        return f"no-{FLAG_OF[category]}"
+    return "unshare" if category == "share" else f"no{_SINGULAR[category]}"
 
 
 @dataclass
@@ -55,15 +79,23 @@ class Override:
     share: dict[str, bool] = field(default_factory=dict)
     #: location -> mode, or None for ``--nofilesystem``
     filesystems: dict[str, str | None] = field(default_factory=dict)
+    talk: dict[str, bool] = field(default_factory=dict)
+    own: dict[str, bool] = field(default_factory=dict)
+    see: dict[str, bool] = field(default_factory=dict)
+    system_talk: dict[str, bool] = field(default_factory=dict)
+
+    def changes(self, category: str) -> dict[str, bool]:
+        """The grants (True) and revocations (False) of a category of :data:`SETS`."""
+        return getattr(self, category.replace("-", "_"))
 
     def __bool__(self) -> bool:
-        return bool(self.sockets or self.devices or self.share or self.filesystems)
+        return bool(self.filesystems or any(self.changes(cat) for cat in SETS))
 
     def apply(self, base: Permissions) -> Permissions:
         """``base`` with this override's grants added and its revocations removed."""
         named = {}
-        for category in NAMED:
-            changes: dict[str, bool] = getattr(self, category)
+        for category in SETS:
+            changes = self.changes(category)
             names = set(base.names(category))
             names |= {n for n, granted in changes.items() if granted}
             names -= {n for n, granted in changes.items() if not granted}
@@ -74,23 +106,22 @@ class Override:
                 filesystems.pop(location, None)
             else:
                 filesystems[location] = mode
-        return Permissions(filesystems=filesystems, **named)
+        return Permissions.of_sets(named, filesystems)
 
     def merged(self, later: Override) -> Override:
         """This override with ``later``'s entries on top (the later one wins per entry)."""
-        return Override(
-            sockets={**self.sockets, **later.sockets},
-            devices={**self.devices, **later.devices},
-            share={**self.share, **later.share},
-            filesystems={**self.filesystems, **later.filesystems},
-        )
+        merged = Override(filesystems={**self.filesystems, **later.filesystems})
+        for category in SETS:
+            merged.changes(category).update({**self.changes(category),
+                                             **later.changes(category)})  # fmt: skip
+        return merged
 
     def flags(self) -> list[str]:
         """The override as command-line flags, in a stable order (``--nosocket=x11``, ...)."""
         out = []
         for category, singular in _SINGULAR.items():
-            for name, granted in sorted(getattr(self, category).items()):
-                flag = singular if granted else {"share": "unshare"}.get(category, f"no{singular}")
+            for name, granted in sorted(self.changes(category).items()):
+                flag = singular if granted else _revoke_flag(category)
                 out.append(f"--{flag}={name}")
         for location, mode in sorted(self.filesystems.items()):
             if mode is None:
@@ -102,8 +133,8 @@ class Override:
     def to_table(self) -> dict[str, list[str]]:
         """The stored form: per category, entries with ``!`` for revocations."""
         table: dict[str, list[str]] = {}
-        for category in NAMED:
-            items = sorted(getattr(self, category).items())
+        for category in SETS:
+            items = sorted(self.changes(category).items())
             if items:
                 table[category] = [n if granted else f"!{n}" for n, granted in items]
         if self.filesystems:
@@ -134,7 +165,11 @@ def add_change(override: Override, flag: str, value: str, *,
         getattr(override, category)[_check_name(category, value, where, error)] = granted
         return
     try:
-        if flag == "filesystem":
+        if flag in BUS_FLAGS:
+            category, granted = BUS_FLAGS[flag]
+            # Any name, own included: the user decides (an image's own is checked at pack).
+            override.changes(category)[parse_bus_name(value, where)] = granted
+        elif flag == "filesystem":
             entry = parse_filesystem(value, where)
             override.filesystems[entry.location] = entry.mode
         elif flag == "nofilesystem":
@@ -158,7 +193,7 @@ def from_table(table: object, source: str) -> Override:
     """The stored form back into an :class:`Override`; anything wrong: PolicyError."""
     if not isinstance(table, dict):
         raise PolicyError(f"{source}: not a table")
-    unknown = set(table) - {*NAMED, "filesystems"}
+    unknown = set(table) - {*SETS, "filesystems"}
     if unknown:
         raise PolicyError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}")
     override = Override()
@@ -173,8 +208,7 @@ def from_table(table: object, source: str) -> Override:
             if category == "filesystems":
                 flag = "filesystem" if granted else "nofilesystem"
             else:
-                flag = _SINGULAR[category] if granted else f"no{_SINGULAR[category]}"
-                flag = "unshare" if flag == "noshare" else flag
+                flag = _SINGULAR[category] if granted else _revoke_flag(category)
             add_change(override, flag, entry, error=PolicyError,
                        where=f"{source}: {category}: {value!r}")  # fmt: skip
     return override

@@ -2,7 +2,8 @@
 
 Policy files are TOML holding one optional list, ``deny``, of permissions in
 Flatpak's flag spelling, ``category=entry`` (``socket=x11``, ``device=all``,
-``share=network``, ``filesystem=home``). They are read from three places, each
+``share=network``, ``filesystem=home``, ``talk-name=org.example.Service``,
+``own-name=``, ``see-name=``, ``system-talk-name=``). They are read from three places, each
 in file-name order, beside the host-paths.d whitelist (:mod:`appimg.host.whitelist`):
 the defaults shipped in ``appimg/data/permissions.d/`` (none: nothing is refused),
 ``/etc/appimg/permissions.d/*.toml`` and the user's
@@ -11,7 +12,9 @@ the defaults shipped in ``appimg/data/permissions.d/`` (none: nothing is refused
 ``filesystem=P`` refuses the location P and every location below it, compared
 by location (``filesystem=xdg-download`` refuses ``xdg-download/sub``,
 ``filesystem=/srv`` refuses ``/srv/data``); ``filesystem=home`` also refuses
-every ``~/...`` location. Names are checked against the vocabulary of
+every ``~/...`` location. A bus name refuses itself and, as ``PREFIX.*``, every
+name below PREFIX (``talk-name=org.freedesktop.*`` refuses ``org.freedesktop.secrets``
+and ``org.freedesktop.*``). Names are checked against the vocabulary of
 :mod:`appimg.format.permissions`: a malformed file or an unknown name fails
 closed with a :class:`~appimg.errors.PolicyError` naming the file and the entry.
 """
@@ -22,15 +25,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appimg.errors import FormatError, PolicyError
-from appimg.format.permissions import NAMED, parse_location
+from appimg.format.permissions import (
+    BUS,
+    FLAG_OF,
+    NAMED,
+    bus_name_covers,
+    parse_bus_name,
+    parse_location,
+)
 from appimg.host.dirs import UserDirs
 from appimg.host.whitelist import MAX_POLICY_ENTRIES, covers
 from appimg.host.whitelist import _directory as read_policy_dir
 
 SYSTEM_PERMISSIONS_DIR = Path("/etc/appimg/permissions.d")
 
-#: The flag spelling of each category of :class:`~appimg.format.permissions.Permissions`.
-FLAG_OF = {"sockets": "socket", "devices": "device", "share": "share", "filesystems": "filesystem"}
 CATEGORY_OF = {flag: category for category, flag in FLAG_OF.items()}
 
 
@@ -49,6 +57,8 @@ class Denial:
         """Does this denial refuse ``entry`` (for filesystems a location, no mode)?"""
         if category != self.category:
             return False
+        if category in BUS:
+            return bus_name_covers(self.entry, entry)
         if category != "filesystems":
             return entry == self.entry
         if self.entry == "home" and entry.startswith("~/"):
@@ -97,6 +107,11 @@ def parse_denial(text: object, source: str) -> Denial:
     if category == "filesystems":
         try:
             entry = parse_location(entry, f"deny: {text!r}")
+        except FormatError as exc:
+            raise PolicyError(f"{source}: {exc}") from None
+    elif category in BUS:
+        try:
+            entry = parse_bus_name(entry, f"deny: {text!r}")
         except FormatError as exc:
             raise PolicyError(f"{source}: {exc}") from None
     elif entry not in NAMED[category]:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from appimg.format.permissions import NAMED, Permissions, of_manifest
+from appimg.format.permissions import SETS, Permissions, of_manifest
 from appimg.host.dirs import UserDirs
 from appimg.host.overrides import Override
 from appimg.host.permission_policy import PermissionPolicy, spelled
@@ -45,7 +45,7 @@ class Effective:
             return [{"permission": spelled(cat, entry), "category": cat, "entry": entry,
                      key: why} for cat, entry, why in items]  # fmt: skip
 
-        granted = {category: sorted(self.permissions.names(category)) for category in NAMED}
+        granted = {category: sorted(self.permissions.names(category)) for category in SETS}
         granted["filesystems"] = [entry for cat, entry in self.permissions.entries()
                                   if cat == "filesystems"]  # fmt: skip
         return {
@@ -53,6 +53,8 @@ class Effective:
             "sources": rows(self.sources, "source"),
             "revoked": rows(self.revoked, "by"),
             "refused": rows(self.refused, "reason"),
+            # What the user should know before running it: the unfiltered buses.
+            "dangers": self.permissions.dangers(),
         }
 
 
@@ -110,10 +112,10 @@ def effective(
     granted = current
     if refused:
         gone = {_key(c, e) for c, e, _ in refused}
-        granted = Permissions(
-            **{cat: frozenset(n for n in current.names(cat) if (cat, n) not in gone)
-               for cat in NAMED},
-            filesystems={loc: mode for loc, mode in current.filesystems.items()
-                         if ("filesystems", loc) not in gone},
+        granted = Permissions.of_sets(
+            {cat: frozenset(n for n in current.names(cat) if (cat, n) not in gone)
+             for cat in SETS},
+            {loc: mode for loc, mode in current.filesystems.items()
+             if ("filesystems", loc) not in gone},
         )  # fmt: skip
     return Effective(granted, sources, refused, revoked)

@@ -93,6 +93,7 @@ def test_override_then_permissions_shows_the_change_and_reset_drops_it(
     before = perms(user_home, APP)
     assert before["installed"] is True
     assert before["granted"] == {"sockets": ["x11"], "devices": [], "share": [],
+                                 "talk": [], "own": [], "see": [], "system-talk": [],
                                  "filesystems": ["xdg-download"]}  # fmt: skip
     assert {(s["permission"], s["source"]) for s in before["sources"]} == {
         ("socket=x11", "manifest"), ("filesystem=xdg-download", "manifest")}  # fmt: skip

@@ -220,6 +220,8 @@ def _print_permissions(permissions: dict[str, Any]) -> None:
         print(f"  permissions: {category}: {', '.join(names)}")
     for item in permissions["refused"]:
         print(f"  permissions: refused {item['permission']}: {item['reason']}")
+    for danger in permissions.get("dangers", ()):
+        print(f"  permissions: {danger}")
 
 
 def _install(args: argparse.Namespace, update: bool) -> int:

@@ -97,6 +97,8 @@ def cmd_permissions(args: argparse.Namespace) -> int:
         print("refused:")
         for item in report["refused"]:
             print(_row(item, "reason", ""))
+    for danger in report["dangers"]:
+        print(f"warning: {danger}")
     return 0
 
 

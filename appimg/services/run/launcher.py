@@ -88,11 +88,21 @@ def check_program(image: Image, program: str) -> None:
 
 
 def _with_sockets(sandbox: Sandbox, permissions: Permissions, dirs: UserDirs,
-                  caller_env: Mapping[str, str]) -> SocketGrants:  # fmt: skip
-    """Give ``sandbox`` its runtime directory and the granted sockets (spec/run.md,
-    "Sockets"); what cannot be granted is a warning. Close the result after the run."""
+                  caller_env: Mapping[str, str], app_id: str,
+                  bwrap: str | None) -> SocketGrants:  # fmt: skip
+    """Give ``sandbox`` its runtime directory, the granted sockets (spec/run.md,
+    "Sockets"), its D-Bus and /.flatpak-info ("D-Bus", "Portals"); what cannot be
+    granted is a warning. Close the result after the run (it stops the bus proxy)."""
+    from appimg.services.run.dbus import bus_grants
+
     runtime = sandbox_runtime_dir(os.getuid())
     grants = socket_grants(permissions, dirs, caller_env, runtime)
+    try:
+        bus_grants(grants, permissions, app_id, dirs, caller_env, runtime,
+                   app_path=str(sandbox.root), bwrap=bwrap)  # fmt: skip
+    except BaseException:
+        grants.close()
+        raise
     for note in grants.notes:
         print(f"appimg run: warning: {note}", file=sys.stderr)
     sandbox.runtime = runtime
@@ -212,8 +222,9 @@ def run_app(
                 share_ipc=grants.share_ipc,
                 host_dev=grants.host_dev,
             )
-            with _with_sockets(sandbox, allowed.permissions, dirs, caller_env):
-                bwrap = bwrap_path()
+            bwrap = bwrap_path()
+            with _with_sockets(sandbox, allowed.permissions, dirs, caller_env, manifest["id"],
+                               bwrap):  # fmt: skip
                 if bwrap:
                     status = run_bwrap(sandbox, bwrap)
                 else:

@@ -20,11 +20,12 @@ the app runs without it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shutil
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,8 +68,12 @@ class SocketGrants:
     notes: list[str] = field(default_factory=list)
     #: O_PATH descriptors of the bound sockets, open until the sandbox is built.
     fds: list[int] = field(default_factory=list)
-    #: The run's private directory (the Xauthority file), removed by :meth:`close`.
+    #: The run's private directory (the Xauthority file, /.flatpak-info, the D-Bus
+    #: proxy's sockets), removed by :meth:`close`.
     private: Path | None = None
+    #: What else ends with the run (the D-Bus proxy), called by :meth:`close` first.
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    _lock: int = -1
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -106,25 +111,63 @@ class SocketGrants:
         if self.private is None:
             parent = dirs.runtime / "appimg"
             parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _sweep(parent)
             # A dot name: never an app id, so never one of the default mount points there.
-            import tempfile  # only when a file (the X cookie) is written for the run
-
-            self.private = Path(tempfile.mkdtemp(prefix=".run-", dir=parent))
+            while self.private is None:
+                path = parent / f".run-{os.urandom(6).hex()}"
+                with contextlib.suppress(FileExistsError):
+                    path.mkdir(mode=0o700)
+                    self.private = path
+            # Locked while the run lasts: a run killed by SIGKILL leaves it unlocked.
+            self._lock = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
         return self.private
 
     def close(self) -> None:
+        while self.closers:
+            self.closers.pop()()
         while self.fds:
             with contextlib.suppress(OSError):
                 os.close(self.fds.pop())
         if self.private is not None:
             shutil.rmtree(self.private, ignore_errors=True)
             self.private = None
+            os.close(self._lock)
 
     def __enter__(self) -> SocketGrants:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: A private directory younger than this is never swept (its run may not have locked it yet).
+SWEEP_AGE = 10.0
+
+
+def _sweep(parent: Path) -> None:
+    """Remove the private directories of runs that were killed (their lock is free)."""
+    import time
+
+    with os.scandir(parent) as entries:
+        names = [e.name for e in entries if e.name.startswith(".run-")]
+    stale = []
+    for name in names:
+        try:
+            fd = os.open(parent / name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                         | os.O_CLOEXEC)  # fmt: skip
+        except OSError:
+            continue
+        try:
+            if time.time() - os.fstat(fd).st_ctime >= SWEEP_AGE:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                stale.append(name)
+        except OSError:
+            pass  # a live run holds it
+        finally:
+            os.close(fd)
+    for name in stale:
+        shutil.rmtree(parent / name, ignore_errors=True)
 
 
 def _caller_runtime(caller_env: Mapping[str, str]) -> str | None:
