@@ -315,6 +315,45 @@ def test_host_profile_runs_a_python_script_with_the_hosts_python(tmp_path: Path)
     assert out.stdout.strip() == "python 3 org.example.PyHello ['a b']"
 
 
+def test_host_profile_app_with_its_own_bin_still_sees_the_hosts_bin(tmp_path: Path) -> None:
+    """The app's bin/ merges with the host's /bin -> usr/bin: #!/bin/sh scripts work,
+    the same with both mount backends (overlay-rules.md §6)."""
+    if not os.path.islink("/bin"):
+        pytest.skip("needs a merged-/usr host (/bin -> usr/bin)")
+    tree = tmp_path / "tree"
+    (tree / "bin").mkdir(parents=True)
+    (tree / "bin" / "hello").write_text('#!/bin/sh\necho "hello $1"; ls /bin/hello /bin/sh\n')
+    (tree / "bin" / "hello").chmod(0o755)
+    (tree / "appimg.toml").write_text(
+        'id = "org.example.ShHello"\nname = "ShHello"\nversion = "1"\n'
+        'entrypoint = "bin/hello"\nprofile = "host"\n'
+    )
+    image = tmp_path / "sh.appimg"
+    appimg("pack", tree, "-o", image)
+    env = {"HOME": str(tmp_path / "home")}
+    out = appimg("run", "--allow-unsigned", image, "--", "there", env=env)
+    assert out.stdout.split() == ["hello", "there", "/bin/hello", "/bin/sh"]
+    # The kernel backend cannot show the whole profile (hidden paths in /etc/ssl):
+    # the same two rules from the manifest compare both backends.
+    (tree / "appimg.toml").write_text(
+        'id = "org.example.ShHello"\nname = "ShHello"\nversion = "1"\n'
+        'entrypoint = "bin/hello"\n[[host]]\npath = "/usr"\nmode = "under"\n'
+        '[[host]]\npath = "/bin"\nmode = "under"\n'
+    )
+    appimg("pack", tree, "-o", image)
+    backends = ["fuse", "kernel"] if os.geteuid() == 0 else ["fuse"]
+    for backend in backends:
+        where = tmp_path / f"mnt-{backend}"
+        where.mkdir()
+        appimg("mount", "--allow-unsigned", "--backend", backend, image, where, env=env)
+        try:
+            names = set(os.listdir(where / "bin"))
+            assert {"hello", "sh", "ls"} <= names, backend
+            assert os.path.isdir(where / "bin") and not os.path.islink(where / "bin")
+        finally:
+            appimg("umount", where, env=env)
+
+
 @pytest.mark.root
 def test_without_bwrap_the_kernel_calls_make_the_same_sandbox(box_image: Path) -> None:
     user = ensure_user()
