@@ -385,6 +385,49 @@ def test_without_bwrap_the_kernel_calls_make_the_same_sandbox(box_image: Path) -
     assert not _fuse_mounts(env["XDG_RUNTIME_DIR"])
 
 
+PROBE_DEV = """#!/usr/bin/python3
+import os
+print(sorted(os.listdir("/dev")), sorted(os.listdir("/dev/pts")))
+main, sub = os.openpty()  # through /dev/ptmx: what a terminal app does first
+print("pty", os.ttyname(sub).startswith("/dev/pts/"))
+with open("/dev/shm/probe", "w") as f:
+    print("shm", f.write("x"))
+print(os.readlink("/dev/ptmx"), os.readlink("/dev/core"))
+"""
+
+
+def test_both_backends_give_the_same_dev(tmp_path: Path) -> None:
+    """bwrap's --dev and the direct backend's /dev hold the same (spec/run.md): a pty
+    can be opened and /dev/shm written; the fallback says once that it is in use."""
+    if shutil.which("bwrap") is None:
+        pytest.skip("needs bwrap to compare with")
+    tree = tmp_path / "tree"
+    (tree / "bin").mkdir(parents=True)
+    (tree / "bin" / "probe").write_text(PROBE_DEV)
+    (tree / "bin" / "probe").chmod(0o755)
+    (tree / "appimg.toml").write_text(
+        'id = "org.example.DevProbe"\nname = "DevProbe"\nversion = "1"\n'
+        'entrypoint = "bin/probe"\nprofile = "host"\n'
+    )
+    image = tmp_path / "probe.appimg"
+    appimg("pack", tree, "-o", image)
+    outputs = {}
+    for backend in ("bwrap", "direct"):
+        env = {
+            "HOME": str(tmp_path / "home"),
+            "APPIMG_NO_BWRAP": "1" if backend == "direct" else "",
+        }
+        out = appimg("run", "--allow-unsigned", image, env=env)
+        outputs[backend] = out.stdout
+        notes = [line for line in out.stderr.splitlines() if "kernel calls directly" in line]
+        assert len(notes) == (1 if backend == "direct" else 0), out.stderr
+    assert outputs["bwrap"] == outputs["direct"]
+    lines = outputs["direct"].splitlines()
+    for name in ("pts", "ptmx", "shm", "core", "fd", "null", "tty"):
+        assert f"'{name}'" in lines[0]
+    assert lines[1:] == ["pty True", "shm 1", "pts/ptmx /proc/kcore"]
+
+
 @pytest.mark.parametrize("backend", ["bwrap", "direct"])
 def test_the_callers_inheritable_descriptors_do_not_reach_the_app(
     box_image: Path, tmp_path: Path, backend: str
