@@ -63,9 +63,21 @@ def _split_passthrough(argv: list[str]) -> tuple[list[str], list[str] | None]:
     return argv[:cut], argv[cut + 1 :]
 
 
+def _suggest(parser: argparse.ArgumentParser, word: str) -> None:
+    """A usage error naming the nearest command (``instal`` -> ``install``), if one is near."""
+    import difflib  # only on this path: it costs start-up time
+
+    close = difflib.get_close_matches(word, list(COMMANDS), n=1)
+    if close:
+        parser.error(f"argument COMMAND: invalid choice: {word!r} (did you mean {close[0]!r}?)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     words, passthrough = _split_passthrough(list(sys.argv[1:] if argv is None else argv))
-    parser = make_parser(_command_word(words))
+    word = _command_word(words)
+    parser = make_parser(word)
+    if word is not None and word not in COMMANDS:
+        _suggest(parser, word)
     args = parser.parse_args(words)
     args.passthrough = passthrough
     try:

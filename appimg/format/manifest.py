@@ -50,9 +50,21 @@ TOP_LEVEL_KEYS = {
 AUTHORING_KEYS = TOP_LEVEL_KEYS - {"format_version", "requires"}
 
 
+def _not_text(value: object, key: str) -> FormatError:
+    """The error for a missing or non-string value, saying how to fix it."""
+    if value is None:
+        return FormatError(f'{key}: missing (add {key} = "...")')
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        # TOML reads version = 1.0 as a number.
+        return FormatError(
+            f'{key}: must be a string, not the number {value}: quote it ({key} = "{value}")'
+        )
+    return FormatError(f"{key}: must be a non-empty string")
+
+
 def validate_app_id(app_id: object) -> str:
     if not isinstance(app_id, str) or not app_id:
-        raise FormatError("id: must be a non-empty string")
+        raise _not_text(app_id, "id")
     if len(app_id) > MAX_ID_LENGTH:
         raise FormatError(f"id: longer than {MAX_ID_LENGTH} characters")
     elements = app_id.split(".")
@@ -68,7 +80,7 @@ def validate_app_id(app_id: object) -> str:
 
 def _text(value: object, key: str, *, single_line: bool = True) -> str:
     if not isinstance(value, str) or not value:
-        raise FormatError(f"{key}: must be a non-empty string")
+        raise _not_text(value, key)
     if len(value) > MAX_STRING_LENGTH:
         raise FormatError(f"{key}: longer than {MAX_STRING_LENGTH} characters")
     if any(ord(c) < 0x20 and (single_line or c not in "\n\t") for c in value) or "\x7f" in value:
@@ -259,7 +271,7 @@ def compile_manifest(app_dir: Path) -> dict[str, Any]:
     if unknown:  # a typo here: the image would silently lack what was meant
         close = difflib.get_close_matches(unknown[0], sorted(AUTHORING_KEYS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise FormatError(f"{AUTHORING_FILE}: unknown key(s) {', '.join(unknown)}{hint}")
+        raise FormatError(f"{app_dir / AUTHORING_FILE}: unknown key(s) {', '.join(unknown)}{hint}")
     manifest: dict[str, Any] = {"format_version": FORMAT_VERSION}
     manifest.update(authored)
     manifest.setdefault("arch", host_arch())
@@ -278,7 +290,10 @@ def compile_manifest(app_dir: Path) -> dict[str, Any]:
             manifest["permissions"] = asked.to_manifest()
         else:  # an empty ancillary table only keeps the image from older readers
             del manifest["permissions"]
-    app_id = validate_app_id(manifest.get("id"))
+    try:
+        app_id = validate_app_id(manifest.get("id"))
+    except FormatError as exc:
+        raise FormatError(f"{app_dir / AUTHORING_FILE}: {exc}") from None
     if "exports" not in manifest:
         manifest["exports"] = _discover_exports(app_dir, app_id)
     try:

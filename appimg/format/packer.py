@@ -92,6 +92,8 @@ def pack(
     output = output.absolute()
     if output.is_dir():
         raise UsageError(f"{output}: is a directory")
+    if not output.parent.is_dir():  # say so before a temporary file's name shows up instead
+        raise UsageError(f"{output}: no such directory: {output.parent}")
     if output.resolve().is_relative_to(app_dir.resolve()):
         raise UsageError(f"{output}: the image cannot be written inside the app directory")
     epoch = source_date_epoch(env)

@@ -104,13 +104,24 @@ def list_trusted(dirs: UserDirs) -> list[dict[str, Any]]:
 
 
 def add_trusted(dirs: UserDirs, source: Path) -> tuple[str, Path, bool]:
-    """Trust the public key in ``source`` (a .pub, a private key or base64): (id, file, new).
+    """Trust the public key in ``source`` (a .pub or base64): (id, file, new).
 
     The key is stored as ``<key id>.pub`` (SubjectPublicKeyInfo PEM) in the user's
-    directory; the system directory is only changed by its administrator."""
+    directory; the system directory is only changed by its administrator. A private
+    key is refused: whoever is handed one to trust has been handed the signing key."""
+    from appimg.files import read_capped
     from appimg.format import keys
 
-    public = keys.load_public(source)
+    try:
+        data = read_capped(source, keys.MAX_KEY_FILE, SignatureError, "too large to be a key")
+    except OSError as exc:
+        raise UsageError(f"{source}: {exc.strerror}") from None
+    if b"PRIVATE KEY" in data:
+        raise UsageError(
+            f"{source}: a private key; trust its public half instead "
+            f"({source}.pub, written by appimg keygen), and keep this file secret"
+        )
+    public = keys.parse_public(data, str(source))
     kid = keys.key_id(public)
     directory = user_trust_dir(dirs)
     target = directory / f"{kid}.pub"

@@ -12,7 +12,9 @@ below it is hidden), a directory is merged with the lower layers' same-name
 directories down to the first non-directory. The root has one layer, the
 app's root. A rule takes over at its ``at``: ``replace`` has the host path as
 its only layer, ``under`` the app's entry at ``at`` above the host path,
-``over`` the host path above the app's entry. The most specific ``at`` wins
+``over`` the host path above the app's entry. Where the app has a directory
+at ``at`` and the host path is a symlink to a granted directory (a merged-/usr
+host's ``/bin -> usr/bin``), that directory is the host's layer. The most specific ``at`` wins
 because resolution walks down from the root and meets the deeper rule later.
 Every proper ancestor of a rule's ``at`` is a directory: if the layers give
 anything else (or nothing) there, a directory is synthesized; either way it
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import posixpath
 import stat
 import threading
 import time
@@ -37,6 +40,7 @@ from appimg.errors import IsADirError, NotADirError, NotFoundError, PathError
 from appimg.format.squashfs import Inode, SquashfsReader
 from appimg.host.fs import HostFS
 from appimg.host.rules import Rule
+from appimg.host.whitelist import covers
 
 APP = "app"
 HOST = "host"
@@ -352,11 +356,37 @@ class View:
             return self._merge(host, True)
         inode = self._app_at(path)
         app = [(APP, inode, inode.kind == "dir")] if inode is not None else []
+        if app and app[0][2] and st is not None and stat.S_ISLNK(st.st_mode):
+            target = self._granted_dir_behind(rule.path)
+            if target is not None:
+                host = [(HOST, target, True)]
         node = self._merge(app + host if rule.mode == "under" else host + app, True)
         if node is not None:
             node.volatile = True
             node.stamp = time.monotonic()
         return node
+
+    def _granted_dir_behind(self, link: str) -> tuple[str, object] | None:
+        """(host path, lstat) of the directory the host symlink ``link`` names, if granted.
+
+        A merged-/usr host has ``/bin -> usr/bin``; an app with its own ``bin/``
+        under the ``host`` profile must still see the host's programs there. The
+        target is taken one step only, as host path text (relative to the link's
+        directory), and used only when it is at or below the ``path`` of a granted
+        rule and is itself a directory reached without symlinks: nothing is shown
+        that the view would not show elsewhere anyway.
+        """
+        try:
+            text = self.hostfs.readlink(link)
+        except OSError:
+            return None
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(link), text))
+        if not any(covers(r.path, target) for r in self.rules):
+            return None
+        st = self.hostfs.lstat(target)
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            return None
+        return target, st
 
     def _synth(self, path: str, volatile: bool) -> Node:
         root = self.reader.root

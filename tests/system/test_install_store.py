@@ -508,3 +508,44 @@ def test_damaged_index_is_a_store_error(tmp_path: Path, hello_image: Path) -> No
         result = appimg(*args, env=env, check=False)
         assert_one_line_error(result)
         assert result.returncode == 7 and "index.json" in result.stderr
+
+
+# --- papercuts: what a user is told ---------------------------------------------------------
+
+
+def test_list_with_nothing_installed_says_so(tmp_path: Path) -> None:
+    env = home_env(tmp_path / "home")
+    assert appimg("list", env=env).stdout.strip() == "no installed apps"
+    assert json.loads(appimg("list", "--json", env=env).stdout) == []
+
+
+def test_trust_add_refuses_a_private_key(tmp_path: Path, keypair: tuple[Path, Path]) -> None:
+    env = home_env(tmp_path / "home")
+    refused = appimg("trust", "add", keypair[0], env=env, check=False)
+    assert_one_line_error(refused)
+    assert refused.returncode == 2 and "private key" in refused.stderr and ".pub" in refused.stderr
+    assert not [r for r in json.loads(appimg("trust", "list", "--json", env=env).stdout)
+                if r["scope"] == "user"]  # fmt: skip
+
+
+def test_uninstall_names_the_data_it_keeps_and_deletes_it_if_asked(
+    tmp_path: Path, hello_image: Path
+) -> None:
+    home = tmp_path / "home"
+    env = home_env(home)
+    data = home / ".var" / "appimg" / "org.example.Hello"
+    appimg("install", hello_image, "--trust", env=env)
+    (data / "data").mkdir(parents=True)
+    (data / "data" / "saved").write_text("the user's work")
+    kept = appimg("uninstall", "org.example.Hello", env=env)
+    assert f"the app's data stays in {data}" in kept.stderr and "--delete-data" in kept.stderr
+    assert (data / "data" / "saved").exists()
+    appimg("install", hello_image, "--trust", env=env)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("not the app's")
+    (data / "link").symlink_to(outside)  # removed as a link, never followed
+    deleted = appimg("uninstall", "--delete-data", "org.example.Hello", env=env)
+    assert f"deleted the app's data in {data}" in deleted.stderr
+    assert not data.exists() and (outside / "keep").exists()
+    assert_consistent(home)

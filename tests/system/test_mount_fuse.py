@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from appimg.errors import PolicyError
+from appimg.errors import PolicyError, ToolError
 from appimg.host.dirs import UserDirs
 from appimg.services.mount import daemon, manager, state, table
 
@@ -667,3 +667,31 @@ def test_command_errors(tmp_path: Path, root_env: dict[str, str]) -> None:
         )
     )
     assert appimg("mounts", env=root_env).stdout.strip() == "no mounted images"
+
+
+@pytest.mark.root
+def test_a_refused_fuse_mount_says_what_to_do_and_leaves_nothing(
+    tmp_path: Path, user_setup: tuple
+) -> None:
+    """fusermount3 refuses a mount point the user cannot write: one line with the fix,
+    no class name, and no lock or log file left in the runtime directory."""
+    user, env, home = user_setup
+    image = pack_app(tmp_path, {"a": b"a"}, name="Refused")
+    shutil.copyfile(image, home / "r.appimg")
+    os.chown(home / "r.appimg", user.pw_uid, user.pw_gid)
+    theirs = user_tmpdir(user, "appimg-not-yours-")
+    os.chown(theirs, 0, 0)
+    theirs.chmod(0o755)
+    result = appimg_as(user, env, "mount", "--allow-unsigned", home / "r.appimg", theirs)
+    _, stderr = out(result)
+    assert result.returncode == ToolError.exit_code, stderr
+    assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
+    assert "ToolError" not in stderr and "choose a mount point you own" in stderr
+    mounts = Path(env["XDG_RUNTIME_DIR"]) / "appimg" / "mounts"
+    assert not [p for p in os.listdir(mounts) if "Refused" in p]
+    # Files a crashed mount left behind go when `appimg mounts` looks.
+    for suffix in (".lock", ".log", ".create"):
+        (mounts / f"org.example.Gone-123456789abc{suffix}").write_text("")
+    listed = appimg_as(user, env, "mounts")
+    assert listed.returncode == 0 and "no mounted images" in out(listed)[0]
+    assert not [p for p in os.listdir(mounts) if "Gone" in p]

@@ -315,6 +315,45 @@ def test_host_profile_runs_a_python_script_with_the_hosts_python(tmp_path: Path)
     assert out.stdout.strip() == "python 3 org.example.PyHello ['a b']"
 
 
+def test_host_profile_app_with_its_own_bin_still_sees_the_hosts_bin(tmp_path: Path) -> None:
+    """The app's bin/ merges with the host's /bin -> usr/bin: #!/bin/sh scripts work,
+    the same with both mount backends (overlay-rules.md §6)."""
+    if not os.path.islink("/bin"):
+        pytest.skip("needs a merged-/usr host (/bin -> usr/bin)")
+    tree = tmp_path / "tree"
+    (tree / "bin").mkdir(parents=True)
+    (tree / "bin" / "hello").write_text('#!/bin/sh\necho "hello $1"; ls /bin/hello /bin/sh\n')
+    (tree / "bin" / "hello").chmod(0o755)
+    (tree / "appimg.toml").write_text(
+        'id = "org.example.ShHello"\nname = "ShHello"\nversion = "1"\n'
+        'entrypoint = "bin/hello"\nprofile = "host"\n'
+    )
+    image = tmp_path / "sh.appimg"
+    appimg("pack", tree, "-o", image)
+    env = {"HOME": str(tmp_path / "home")}
+    out = appimg("run", "--allow-unsigned", image, "--", "there", env=env)
+    assert out.stdout.split() == ["hello", "there", "/bin/hello", "/bin/sh"]
+    # The kernel backend cannot show the whole profile (hidden paths in /etc/ssl):
+    # the same two rules from the manifest compare both backends.
+    (tree / "appimg.toml").write_text(
+        'id = "org.example.ShHello"\nname = "ShHello"\nversion = "1"\n'
+        'entrypoint = "bin/hello"\n[[host]]\npath = "/usr"\nmode = "under"\n'
+        '[[host]]\npath = "/bin"\nmode = "under"\n'
+    )
+    appimg("pack", tree, "-o", image)
+    backends = ["fuse", "kernel"] if os.geteuid() == 0 else ["fuse"]
+    for backend in backends:
+        where = tmp_path / f"mnt-{backend}"
+        where.mkdir()
+        appimg("mount", "--allow-unsigned", "--backend", backend, image, where, env=env)
+        try:
+            names = set(os.listdir(where / "bin"))
+            assert {"hello", "sh", "ls"} <= names, backend
+            assert os.path.isdir(where / "bin") and not os.path.islink(where / "bin")
+        finally:
+            appimg("umount", where, env=env)
+
+
 @pytest.mark.root
 def test_without_bwrap_the_kernel_calls_make_the_same_sandbox(box_image: Path) -> None:
     user = ensure_user()
@@ -344,6 +383,49 @@ def test_without_bwrap_the_kernel_calls_make_the_same_sandbox(box_image: Path) -
         appimg_as(user, env, "run", "--allow-unsigned", image, "--", "exit", "42").returncode == 42
     )
     assert not _fuse_mounts(env["XDG_RUNTIME_DIR"])
+
+
+PROBE_DEV = """#!/usr/bin/python3
+import os
+print(sorted(os.listdir("/dev")), sorted(os.listdir("/dev/pts")))
+main, sub = os.openpty()  # through /dev/ptmx: what a terminal app does first
+print("pty", os.ttyname(sub).startswith("/dev/pts/"))
+with open("/dev/shm/probe", "w") as f:
+    print("shm", f.write("x"))
+print(os.readlink("/dev/ptmx"), os.readlink("/dev/core"))
+"""
+
+
+def test_both_backends_give_the_same_dev(tmp_path: Path) -> None:
+    """bwrap's --dev and the direct backend's /dev hold the same (spec/run.md): a pty
+    can be opened and /dev/shm written; the fallback says once that it is in use."""
+    if shutil.which("bwrap") is None:
+        pytest.skip("needs bwrap to compare with")
+    tree = tmp_path / "tree"
+    (tree / "bin").mkdir(parents=True)
+    (tree / "bin" / "probe").write_text(PROBE_DEV)
+    (tree / "bin" / "probe").chmod(0o755)
+    (tree / "appimg.toml").write_text(
+        'id = "org.example.DevProbe"\nname = "DevProbe"\nversion = "1"\n'
+        'entrypoint = "bin/probe"\nprofile = "host"\n'
+    )
+    image = tmp_path / "probe.appimg"
+    appimg("pack", tree, "-o", image)
+    outputs = {}
+    for backend in ("bwrap", "direct"):
+        env = {
+            "HOME": str(tmp_path / "home"),
+            "APPIMG_NO_BWRAP": "1" if backend == "direct" else "",
+        }
+        out = appimg("run", "--allow-unsigned", image, env=env)
+        outputs[backend] = out.stdout
+        notes = [line for line in out.stderr.splitlines() if "kernel calls directly" in line]
+        assert len(notes) == (1 if backend == "direct" else 0), out.stderr
+    assert outputs["bwrap"] == outputs["direct"]
+    lines = outputs["direct"].splitlines()
+    for name in ("pts", "ptmx", "shm", "core", "fd", "null", "tty"):
+        assert f"'{name}'" in lines[0]
+    assert lines[1:] == ["pty True", "shm 1", "pts/ptmx /proc/kcore"]
 
 
 @pytest.mark.parametrize("backend", ["bwrap", "direct"])

@@ -151,6 +151,21 @@ def host_snapshot(rule: Rule, hidden: tuple[str, ...]) -> dict[str, tuple[str, s
     return found
 
 
+def linked_dir(rule: Rule, rules: list[Rule], hidden: tuple[str, ...]) -> Rule | None:
+    """The rule as if its path were the directory its host symlink names (a merged-/usr
+    host's /bin -> usr/bin), when that directory is granted; None otherwise."""
+    if rule.mode == "replace" or not os.path.islink(rule.path):
+        return None
+    if not host_snapshot(rule, hidden):
+        return None  # the link itself is not reachable
+    target = os.path.normpath(os.path.join(os.path.dirname(rule.path), os.readlink(rule.path)))
+    if not any(covers(r.path, target) for r in rules):
+        return None
+    behind = Rule(target, rule.at, rule.mode, rule.origin)
+    snapshot = host_snapshot(behind, hidden)
+    return behind if snapshot.get(rule.at, ("",))[0] == "dir" else None
+
+
 def overlay(upper: dict, lower: dict, at: str) -> dict:
     """overlayfs on two trees keyed by path: the upper entry decides, directories merge."""
     result: dict = {}
@@ -191,8 +206,9 @@ def model(app: dict[str, tuple], rules: list[Rule]) -> dict[str, tuple[str, str]
     hidden = tuple(h for r in rules for h in r.hidden)
     for rule in sorted(rules, key=lambda r: r.at.count("/")):
         at = rule.at
-        host = host_snapshot(rule, hidden)
         mine = {p: (v[0], APP) for p, v in app.items() if covers(at, p)}
+        behind = linked_dir(rule, rules, hidden) if mine.get(at, ("",))[0] == "dir" else None
+        host = host_snapshot(behind or rule, hidden)
         for p in [p for p in tree if covers(at, p)]:
             del tree[p]
         if rule.mode == "replace":
@@ -319,6 +335,42 @@ def test_symlinks_stay_symlinks(host: Path) -> None:
             view.listdir(path)
         with pytest.raises(NotADirError):
             view.node(path + "/passwd")
+
+
+def test_a_host_link_to_a_granted_directory_merges_with_the_apps_directory(
+    tmp_path: Path,
+) -> None:
+    """A merged-/usr host's /bin -> usr/bin under an app's own bin/: one directory, the
+    app's entries over the host's (overlay-rules.md §6); an ungranted target stays a link."""
+    h = tmp_path / "host"
+    (h / "usr" / "bin").mkdir(parents=True)
+    (h / "usr" / "bin" / "sh").write_bytes(b"host sh")
+    (h / "usr" / "bin" / "tool").write_bytes(b"host tool")
+    (h / "elsewhere").mkdir()
+    os.symlink("usr/bin", h / "bin")
+    os.symlink("elsewhere", h / "sbin")
+    os.symlink(f"{h}/usr/bin", h / "abs")
+    app = {"/bin": ("dir",), "/bin/tool": ("file", b"app tool"), "/bin/mine": ("file", b"m"),
+           "/sbin": ("dir",), "/abs": ("dir",), "/abs/x": ("file", b"x")}  # fmt: skip
+    rules = [
+        Rule(f"{h}/usr", "/usr", "under", "profile host"),
+        Rule(f"{h}/bin", "/bin", "under", "profile host"),
+        Rule(f"{h}/sbin", "/sbin", "under", "profile host"),
+        Rule(f"{h}/abs", "/abs", "over", "manifest"),
+    ]
+    view = View(FakeReader(app), rules)
+    assert sorted(n for n, _ in view.listdir("/bin")) == ["mine", "sh", "tool"]
+    assert view.read(view.node("/bin/tool"), 0, 100) == b"app tool"  # under: the app wins
+    assert view.read(view.node("/bin/sh"), 0, 100) == b"host sh"
+    assert view.node("/bin").source == APP
+    assert sorted(n for n, _ in view.listdir("/abs")) == ["sh", "tool", "x"]  # absolute target
+    assert view.read(view.node("/abs/tool"), 0, 100) == b"host tool"  # over: the host wins
+    # /elsewhere is granted by no rule: the link's target is not shown, the app's sbin is.
+    assert view.listdir("/sbin") == [] and view.node("/sbin").source == APP
+    check_against_model(view, model(app, rules))
+    # Without an app directory the host's link is shown as the link it is.
+    bare = View(FakeReader({"/x": ("file", b"")}), rules)
+    assert bare.node("/bin").kind == "symlink" and bare.readlink(bare.node("/bin")) == "usr/bin"
 
 
 def test_host_changes_show_after_the_ttl(host: Path) -> None:

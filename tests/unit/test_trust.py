@@ -81,7 +81,9 @@ def test_trust_store_add_list_remove(tmp_path: Path, keypair: tuple[Path, Path])
     dirs = UserDirs(tmp_path / "home")
     kid = keys.key_id(keys.load_public(keypair[1]))
     assert load_trusted(dirs).keys().isdisjoint({kid})
-    added, path, new = add_trusted(dirs, keypair[0])  # a private key file trusts its public half
+    with pytest.raises(UsageError, match="private key"):
+        add_trusted(dirs, keypair[0])  # refused: its public half is what to trust
+    added, path, new = add_trusted(dirs, keypair[1])
     assert (added, new) == (kid, True)
     assert path == dirs.config_home / "appimg" / "trusted-keys" / f"{kid}.pub"
     assert add_trusted(dirs, keypair[1])[2] is False

@@ -19,6 +19,7 @@ from typing import Any
 from appimg.cli import options
 from appimg.cli.commands import Subcommands
 from appimg.cli.output import print_json
+from appimg.errors import StoreError
 from appimg.host.dirs import UserDirs
 
 
@@ -78,9 +79,12 @@ def add_uninstall(commands: Subcommands, name: str, summary: str) -> None:
         name,
         help=summary,
         description="Remove the app ID: every exported file, its index entry and its "
-        "images. Removing the last app removes the whole store.",
+        "images. Removing the last app removes the whole store. The app's data "
+        "(~/.var/appimg/ID) is kept unless --delete-data is given.",
     )
     options.app_id(p)
+    p.add_argument("--delete-data", action="store_true",
+                   help="also delete the app's data directory, ~/.var/appimg/ID")  # fmt: skip
     options.JSON.add_to(p)
     p.set_defaults(func=cmd_uninstall)
 
@@ -138,7 +142,7 @@ def add_trust(commands: Subcommands, name: str, summary: str) -> None:
         "and /etc/appimg/trusted-keys/ (the system's).",
     )
     sub = p.add_subparsers(dest="trust_command", metavar="ACTION", required=True)
-    q = sub.add_parser("add", help="trust a public key (KEY.pub, or the private key file)")
+    q = sub.add_parser("add", help="trust a public key (KEY.pub; a private key is refused)")
     q.add_argument("key", type=Path, metavar="KEYFILE")
     q.set_defaults(func=cmd_trust_add)
     q = sub.add_parser("list", help="list trusted keys")
@@ -251,9 +255,35 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
     from appimg.services.store import ops
     from appimg.services.store.transaction import step_hook
 
-    outcome = ops.uninstall(_dirs(), args.app_id, program_path=_program_path(),
+    dirs = _dirs()
+    outcome = ops.uninstall(dirs, args.app_id, program_path=_program_path(),
                             step=step_hook(os.environ))  # fmt: skip
-    return _report(outcome, args, "uninstalled")
+    status = _report(outcome, args, "uninstalled")
+    _left_data(dirs, outcome.app_id, delete=args.delete_data)
+    return status
+
+
+def _left_data(dirs: UserDirs, app_id: str, *, delete: bool) -> None:
+    """Say where the uninstalled app's data stays, or delete it (--delete-data)."""
+    from appimg.services.run.environment import data_path
+
+    data = data_path(app_id, dirs)
+    if not os.path.lexists(data):
+        return
+    if not delete:
+        note = f"the app's data stays in {data} (--delete-data removes it with the app)"
+        print(f"appimg uninstall: note: {note}", file=sys.stderr)
+        return
+    import shutil
+
+    try:
+        if os.path.islink(data) or not os.path.isdir(data):
+            os.unlink(data)  # never followed: only the entry itself goes
+        else:
+            shutil.rmtree(data)
+    except OSError as exc:
+        raise StoreError(f"{data}: cannot delete the app's data: {exc.strerror}") from None
+    print(f"appimg uninstall: deleted the app's data in {data}", file=sys.stderr)
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -309,6 +339,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
         return 0
+    if not rows:
+        print("no installed apps")  # as `appimg mounts` says "no mounted images"
     for row in rows:
         print(f"{row['id']:<40} {row['version']:<12} {row['signature']:<9} {row['name']}")
     return 0

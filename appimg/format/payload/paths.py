@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import errno
 
-from appimg.errors import NotADirError, PathError
+from appimg.errors import NotADirError, NotFoundError, PathError
 from appimg.format.squashfs import Inode, SquashfsReader
 
 MAX_SYMLINK_HOPS = 40
@@ -46,7 +46,10 @@ def resolve(
         current = stack[-1]
         if not current.is_dir():
             raise NotADirError(path)
-        child = reader.lookup_child(current, name)
+        try:
+            child = reader.lookup_child(current, name)
+        except NotFoundError:
+            raise NotFoundError(path) from None  # the whole path asked for, not one name
         if child.is_symlink() and (pending or follow_last):
             hops += 1
             if hops > MAX_SYMLINK_HOPS:

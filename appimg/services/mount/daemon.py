@@ -80,7 +80,9 @@ def spawn(dirs: UserDirs, info: MountInfo, role: str, image: Image | None) -> Mo
             os.setsid()  # no signals from the caller's terminal
             code = _daemon_main(dirs, info, role, write_end, image)
         except BaseException as exc:
-            _report(write_end, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+            # Our own errors are written for the user; anything else names its class.
+            error = str(exc) if isinstance(exc, AppimgError) else f"{type(exc).__name__}: {exc}"
+            _report(write_end, {"ok": False, "error": error})
         finally:
             os._exit(code)
     _CHILDREN.add(pid)
@@ -258,7 +260,8 @@ def serve_fuse(
             return 0
         if ready_fd is not None:
             _report(ready_fd, {"ok": False, "error": _last_log_line(dirs, info.name) or str(exc)})
-        raise ToolError(f"FUSE mount failed: {_last_log_line(dirs, info.name) or exc}") from None
+        reason = _last_log_line(dirs, info.name) or str(exc)
+        raise ToolError(f"FUSE mount failed: {reason}{fuse_hint(reason)}") from None
     finally:
         record = state.read(dirs, info.name)
         if record is not None and record.pid == os.getpid():
@@ -270,6 +273,24 @@ def serve_fuse(
     else:
         log.info("%s: unmounted", info.name)
     return 0
+
+
+#: What to do about libfuse's and fusermount3's usual refusals: (words in the message, hint).
+_FUSE_HINTS = (
+    ("no write access to mountpoint", "choose a mount point you own, or leave it out"),
+    ("/dev/fuse", "/dev/fuse must be readable and writable by you (mode 0666, as desktop "
+                  "distributions set it); as root, --backend kernel needs no FUSE"),
+    ("Operation not permitted", "fusermount3 must be installed setuid root (package fuse3); "
+                                "in a container, FUSE may not be allowed"),
+)  # fmt: skip
+
+
+def fuse_hint(reason: str) -> str:
+    """`` (what to do)`` for a FUSE mount failure the user can fix, else ""."""
+    for words, hint in _FUSE_HINTS:
+        if words in reason:
+            return f" ({hint})"
+    return ""
 
 
 def _last_log_line(dirs: UserDirs, name: str) -> str:

@@ -133,6 +133,11 @@ def _mount_prepared(
                 )
     except BaseException:
         os.close(reference)
+        # A failed mount leaves neither its mount point nor its lock and log behind.
+        if mountpoint is None:
+            remove_default_place(dirs, str(where))
+        with contextlib.suppress(OSError):
+            state.sweep(dirs, [name])
         raise
     if persistent:
         os.close(reference)
@@ -241,6 +246,7 @@ def list_mounts(dirs: UserDirs) -> list[MountInfo]:
             state.remove(dirs, name)
             continue
         found.append(info)
+    state.sweep(dirs)  # the lock and log files of mounts that are gone
     return found
 
 

@@ -11,7 +11,8 @@ a shared ``flock``. The kernel drops the lock when the last descriptor of it
 is closed, also when its process is killed, so references never go stale.
 The mount's server takes the lock exclusively (non-blocking) to learn that no
 reference is left; while it holds it, new users wait in their shared
-``flock`` until the old mount is gone.
+``flock`` until the old mount is gone. :func:`sweep` removes the files of
+names that have no record and no lock holder (a failed mount, a mount gone).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,12 +185,62 @@ def take_reference(dirs: UserDirs, name: str, timeout: float = 30.0) -> int:
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return fd
+            if _same_file(fd, lock_path(dirs, name)):
+                return fd
+            # :func:`sweep` removed the file meanwhile: a lock on it counts for nothing.
+            os.close(fd)
+            fd = open_lock(dirs, name)
         except BlockingIOError:
             if time.monotonic() > deadline:
                 os.close(fd)
                 raise TimeoutError(f"mount {name} is being torn down for too long") from None
             time.sleep(0.01)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+def sweep(dirs: UserDirs, only: Iterable[str] | None = None) -> None:
+    """Remove the ``.lock``, ``.create`` and ``.log`` files of mounts that have no record
+    (failed, or gone): without this they pile up in the runtime directory.
+
+    A name's files go only while this holds its lock exclusively, so no reference
+    and no server is left; a reference taken on the file just before it is
+    unlinked is noticed by :func:`take_reference`, which opens the new one.
+    """
+    directory = state_dir(dirs)
+    if only is None:
+        try:
+            found = os.listdir(directory)
+        except OSError:
+            return
+        only = {p[:-5] for p in found if p.endswith(".lock")}
+    for name in only:
+        if record_path(dirs, name).exists():
+            continue
+        try:
+            fd = os.open(lock_path(dirs, name), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            fd = None
+        try:
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # in use: a mount being made or torn down
+                if record_path(dirs, name).exists():
+                    continue
+            for suffix in (".create", ".log", ".lock"):
+                with contextlib.suppress(FileNotFoundError):
+                    (directory / f"{name}{suffix}").unlink()
+        finally:
+            if fd is not None:
+                os.close(fd)
 
 
 def references(dirs: UserDirs, name: str) -> int:

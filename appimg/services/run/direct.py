@@ -5,7 +5,8 @@ process unshares user, mount, pid, UTS and cgroup namespaces, and IPC and networ
 unless the app shares them (as bubblewrap does, mapping the caller's uid/gid;
 loopback brought up), forks the app's init as pid 1, builds a
 tmpfs root with the view's top-level entries bound read-only, /proc, a minimal
-/dev (or the host's), a private /tmp, a /run with the private runtime directory,
+/dev the same as bubblewrap's ``--dev`` (device nodes, links, a private devpts
+at /dev/pts, /dev/shm) or the host's, a private /tmp, a /run with the private runtime directory,
 the binds (granted host paths through descriptors opened without following
 symlinks) and the hidden paths' empty tmpfs, pivots into it and forks the app,
 which starts a new session, drops its capabilities, loads the syscall filter
@@ -46,6 +47,7 @@ IFF_UP = 0x1
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
+MS_NOEXEC = 0x8
 MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MS_REC = 0x4000
@@ -56,6 +58,15 @@ PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+#: The symlinks of the minimal /dev, the same as bubblewrap's --dev makes.
+DEV_LINKS = (
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("core", "/proc/kcore"),
+    ("ptmx", "pts/ptmx"),
+)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -188,10 +199,14 @@ def _fill_root(sandbox: Sandbox, new_root: str, root_fd: int) -> None:
         _mount("tmpfs", f"{new_root}/dev", "tmpfs", MS_NOSUID, "mode=0755")
         for device in DEVICES:
             _bind(f"/dev/{device}", root_fd, f"dev/{device}", writable=True, is_dir=False)
-        links = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                 ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))  # fmt: skip
-        for link, target in links:
+        for link, target in DEV_LINKS:
             os.symlink(target, f"{new_root}/dev/{link}")
+        # As bubblewrap's --dev: a private devpts instance (terminal apps open
+        # /dev/ptmx) and a /dev/shm directory in the writable /dev tmpfs.
+        os.mkdir(f"{new_root}/dev/shm", 0o755)
+        os.mkdir(f"{new_root}/dev/pts", 0o755)
+        _mount("devpts", f"{new_root}/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+               "newinstance,ptmxmode=0666,mode=620")  # fmt: skip
     os.mkdir("tmp", dir_fd=root_fd)
     _mount("tmpfs", f"{new_root}/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     if sandbox.runtime:

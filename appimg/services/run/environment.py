@@ -38,10 +38,15 @@ def data_name(app_id: str, verdict: Verdict, root_hash: str, *, installed: bool)
     return f"{app_id}@unsigned-{root_hash[:16]}"
 
 
+def data_path(name: str, dirs: UserDirs) -> Path:
+    """``~/.var/appimg/NAME`` (see :func:`data_name`), whether it exists or not."""
+    return dirs.home / ".var" / "appimg" / name
+
+
 def data_dir(name: str, dirs: UserDirs) -> Path:
     """``~/.var/appimg/NAME`` (see :func:`data_name`), created (0700) with its XDG
     subdirectories on first use."""
-    base = dirs.home / ".var" / "appimg" / name
+    base = data_path(name, dirs)
     for sub in ("", "data", "config", "cache", "state"):
         (base / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
     return base

@@ -230,6 +230,10 @@ def run_app(
                 else:
                     from appimg.services.run.direct import run_direct
 
+                    why = ("APPIMG_NO_BWRAP is set" if os.environ.get("APPIMG_NO_BWRAP")
+                           else "bubblewrap (bwrap) is not installed")  # fmt: skip
+                    print(f"appimg run: note: {why}: the sandbox is made with the kernel "
+                          "calls directly", file=sys.stderr)  # fmt: skip
                     status = run_direct(sandbox)
     finally:
         # The last user unmounts on the way out: nothing is left mounted when
