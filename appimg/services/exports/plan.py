@@ -256,11 +256,11 @@ def rewrite_desktop(data: bytes, manifest: Mapping[str, Any], ctx: Context,
 
 
 def own_names(manifest: Mapping[str, Any]) -> list[str]:
-    """The bus names ``permissions.own`` lists (``NAME`` or ``PREFIX.*``), read leniently:
-    a malformed entry grants nothing."""
-    permissions = manifest.get("permissions")
-    own = permissions.get("own", []) if isinstance(permissions, Mapping) else []
-    return [n for n in own if isinstance(n, str)] if isinstance(own, list) else []
+    """The bus names the manifest's ``permissions.own`` grants (``NAME`` or ``PREFIX.*``),
+    read as ``appimg run`` reads them: what an image may not ask for grants nothing."""
+    from appimg.format.permissions import of_manifest
+
+    return sorted(of_manifest(dict(manifest)).own)
 
 
 def may_own(manifest: Mapping[str, Any], name: str) -> bool:
