@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 USER = "appimgtest"
@@ -125,3 +126,33 @@ def user_python(user: pwd.struct_passwd) -> list[str]:
             path.chmod(0o755 if path.is_dir() else 0o644)
         staging.rename(target)
     return ["/usr/bin/env", f"PYTHONPATH={target}/src:{target}/site", "/usr/bin/python3"]
+
+
+def spawn_as(user: pwd.struct_passwd, argv: list[str], env: dict[str, str],
+             **kwargs: object) -> subprocess.Popen:  # fmt: skip
+    """Start a daemon as ``user`` (output discarded unless asked for); :func:`stop` it."""
+    command = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups",
+               "--", *argv]  # fmt: skip
+    kwargs.setdefault("stdout", subprocess.DEVNULL)
+    kwargs.setdefault("stderr", subprocess.DEVNULL)
+    return subprocess.Popen(command, env=env, **kwargs)  # type: ignore[call-overload]
+
+
+def wait_for(path: Path, proc: subprocess.Popen, seconds: float = 10.0) -> None:
+    """Wait until a daemon made ``path`` (its socket); fail if it exits first."""
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert proc.poll() is None, f"{proc.args} exited early"
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} did not appear")
+        time.sleep(0.05)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate a daemon started by :func:`spawn_as`, killing it if it lingers."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -22,7 +22,16 @@ from pathlib import Path
 import pytest
 
 from ..helpers import appimg
-from ..users import allow_fuse_for_users, appimg_as, ensure_user, user_env, user_tmpdir
+from ..users import (
+    allow_fuse_for_users,
+    appimg_as,
+    ensure_user,
+    run_as,
+    spawn_as,
+    stop,
+    user_env,
+    user_tmpdir,
+)
 
 pytestmark = [
     pytest.mark.root,
@@ -101,27 +110,7 @@ def user() -> pwd.struct_passwd:
     return ensure_user()
 
 
-def spawn_as(user: pwd.struct_passwd, argv: list[str], env: dict[str, str],
-             **kwargs: object) -> subprocess.Popen:  # fmt: skip
-    command = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups",
-               "--", *argv]  # fmt: skip
-    kwargs.setdefault("stdout", subprocess.DEVNULL)
-    kwargs.setdefault("stderr", subprocess.DEVNULL)
-    return subprocess.Popen(command, env=env, **kwargs)  # type: ignore[call-overload]
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def host_call(env: dict[str, str], user: pwd.struct_passwd, *args: str) -> str:
-    from ..users import run_as
-
     out = run_as(user, ["dbus-send", "--session", "--print-reply", *args], env, timeout=20)
     return out.stdout.decode() + out.stderr.decode()
 

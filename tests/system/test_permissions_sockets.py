@@ -16,14 +16,23 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ..helpers import appimg
-from ..users import allow_fuse_for_users, appimg_as, ensure_user, run_as, user_env, user_tmpdir
+from ..users import (
+    allow_fuse_for_users,
+    appimg_as,
+    ensure_user,
+    run_as,
+    spawn_as,
+    stop,
+    user_env,
+    user_tmpdir,
+    wait_for,
+)
 
 pytestmark = [
     pytest.mark.root,
@@ -84,31 +93,6 @@ def socket_warnings(out: subprocess.CompletedProcess) -> list[str]:
     err = out.stderr.decode()
     assert "Traceback" not in err
     return [line for line in err.splitlines() if "warning: socket" in line]
-
-
-def spawn_as(user: pwd.struct_passwd, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-    command = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups",
-               "--", *argv]  # fmt: skip
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-
-
-def wait_for(path: Path, proc: subprocess.Popen) -> None:
-    for _ in range(200):
-        if path.exists():
-            return
-        assert proc.poll() is None, f"{proc.args} exited early"
-        time.sleep(0.05)
-    raise AssertionError(f"{path} did not appear")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture

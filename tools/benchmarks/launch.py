@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from .common import APPIMG, Report, Row, drop_caches, run
-from .run import _trivial_app
+from .run import _trivial_app, bwrap_true
 
 RUNS = 20
 COLD_RUNS = 7
@@ -56,12 +56,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> Report:
     for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME"):
         env.pop(name, None)
     run([*APPIMG, "install", "--trust", str(image)], env=env)
-    bwrap = shutil.which("bwrap")
-    if bwrap is None:
-        raise SystemExit("bwrap (bubblewrap) is needed: run tools/setup")
-    direct = [bwrap, "--unshare-user", "--unshare-pid", "--die-with-parent", "--tmpfs", "/",
-              "--ro-bind", str(tree / "bin"), "/bin", "--proc", "/proc", "--dev", "/dev",
-              "--tmpfs", "/tmp", "/bin/true"]  # fmt: skip
+    direct = bwrap_true(tree)
     launch = [*APPIMG, "run", APP_ID]
     warm_env = {**env, "APPIMG_MOUNT_GRACE": "30"}
     cold_env = {**env, "APPIMG_MOUNT_GRACE": "0"}

@@ -39,17 +39,22 @@ def _median(command: list[str], runs: int) -> tuple[float, list[float]]:
     return statistics.median(times), times
 
 
+def bwrap_true(tree: Path) -> list[str]:
+    """The peer: bwrap running the app's `true` from its extracted tree."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise SystemExit("bwrap (bubblewrap) is needed: run tools/setup")
+    return [bwrap, "--unshare-user", "--unshare-pid", "--die-with-parent", "--tmpfs", "/",
+            "--ro-bind", str(tree / "bin"), "/bin", "--proc", "/proc", "--dev", "/dev",
+            "--tmpfs", "/tmp", "/bin/true"]  # fmt: skip
+
+
 def measure(args: argparse.Namespace, workdir: Path) -> Report:
     report = Report("run")
     tree = _trivial_app(workdir / "true-app")
     image = workdir / "true.appimg"
     run([*APPIMG, "pack", str(tree), "-o", str(image), "--compression", "lz4"])
-    bwrap = shutil.which("bwrap")
-    if bwrap is None:
-        raise SystemExit("bwrap (bubblewrap) is needed: run tools/setup")
-    direct = [bwrap, "--unshare-user", "--unshare-pid", "--die-with-parent", "--tmpfs", "/",
-              "--ro-bind", str(tree / "bin"), "/bin", "--proc", "/proc", "--dev", "/dev",
-              "--tmpfs", "/tmp", "/bin/true"]  # fmt: skip
+    direct = bwrap_true(tree)
     appimg_run = [*APPIMG, "run", "--allow-unsigned", str(image)]  # the bench image is unsigned
     subprocess.run(appimg_run, check=True, capture_output=True)  # warm the page cache
     peer, _ = _median(direct, RUNS)
