@@ -30,10 +30,28 @@ def add_init(commands: Subcommands, name: str, summary: str) -> None:
     p = commands.add_parser(
         name,
         help=summary,
-        description="Write a commented appimg.toml template into DIR (created if missing).",
+        description=(
+            "Write a commented appimg.toml template into DIR (created if missing). With "
+            "--from SOURCE (a .deb or an installed tree such as a `make install DESTDIR=` "
+            "result), copy the program into DIR (which must be new or empty) and write an "
+            "appimg.toml that packs and runs without edits: id, entry point, profile and "
+            "permissions guessed from its desktop entry, metainfo and ELF headers, its "
+            "desktop files and icons renamed to the app id. Each decision is printed."
+        ),
     )
     p.add_argument("dir", type=Path, metavar="DIR")
     p.add_argument("--force", action="store_true", help="overwrite an existing appimg.toml")
+    p.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        metavar="SOURCE",
+        help="a Debian package (.deb) or a directory holding an installed tree",
+    )
+    p.add_argument("--id", dest="app_id", metavar="ID", help="the app id (with --from)")
+    p.add_argument("--name", metavar="NAME", help="the app's name (with --from)")
+    p.add_argument("--version", metavar="VERSION", help="the app's version (with --from)")
+    options.JSON.add_to(p)
     p.set_defaults(func=cmd_init)
 
 
@@ -118,6 +136,13 @@ def add_sign(commands: Subcommands, name: str, summary: str) -> None:
 def cmd_init(args: argparse.Namespace) -> int:
     from appimg.format.manifest import AUTHORING_FILE, template
 
+    if args.source is not None:
+        return _init_from(args)
+    for flag, value in (("--id", args.app_id), ("--name", args.name),
+                        ("--version", args.version), ("--json", args.json)):  # fmt: skip
+        if value:
+            raise UsageError(f"{flag} is only for init --from SOURCE")
+
     target = args.dir / AUTHORING_FILE
     if target.exists() and not args.force:
         raise UsageError(f"{target}: already exists (use --force to overwrite)")
@@ -128,6 +153,40 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise UsageError(f"{exc.filename}: {exc.strerror}") from None
     print(f"wrote {target}")
     return 0
+
+
+def _init_from(args: argparse.Namespace) -> int:
+    from appimg.services.authoring.init_from import init_from
+
+    if args.force:
+        raise UsageError("--force does not apply to --from: DIR must be new or empty")
+    result = init_from(args.dir, args.source, app_id=args.app_id, name=args.name,
+                       version=args.version)  # fmt: skip
+    if args.json:
+        print_json({
+            "dir": str(result.directory),
+            "manifest": result.manifest,
+            "decisions": [{"key": d.key, "value": d.value, "why": d.why}
+                          for d in result.decisions],
+        })  # fmt: skip
+        return 0
+    for d in result.decisions:
+        if d.key == "note":
+            print(f"  note: {d.why}")
+        elif d.key in ("network",):
+            print(f"  {d.key}: {d.why}")
+        else:
+            value = d.value if isinstance(d.value, str) else _short(d.value)
+            print(f"  {d.key}: {value} ({d.why})")
+    print(f"wrote {args.dir / 'appimg.toml'}; next: appimg pack {args.dir}")
+    return 0
+
+
+def _short(value: object) -> str:
+    if isinstance(value, dict):
+        parts = [f"{k} = {v}" for k, v in value.items()]
+        return ", ".join(parts) or "none"
+    return str(value)
 
 
 def default_output(app_dir: Path) -> Path:
