@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 from pathlib import Path
 
 from appimg.cli import options
@@ -103,6 +104,12 @@ def add_pack(commands: Subcommands, name: str, summary: str) -> None:
         default=[],
         metavar="KEYFILE",
         help="sign with this private key (repeatable)",
+    )
+    p.add_argument(
+        "--warn",
+        action="store_true",
+        help="pack even what install or run would refuse (a desktop file or icon, an unknown "
+        "profile, a dynamically linked entry point under profile none), reporting it",
     )
     options.JSON.add_to(p)
     p.set_defaults(func=cmd_pack)
@@ -206,6 +213,20 @@ def cmd_pack(args: argparse.Namespace) -> int:
     if not args.dir.is_dir():
         raise UsageError(f"{args.dir}: not a directory")
     output = args.output or default_output(args.dir)
+    findings = _pre_checks(args.dir)
+
+    def check(image: Path) -> None:
+        from appimg.services.authoring.checks import check_image
+
+        findings.extend(check_image(image))
+        errors = [f for f in findings if f.level == "error"]
+        if errors and not args.warn:
+            _report(findings)
+            raise FormatError(
+                f"{args.dir}: {len(errors)} problem(s) that appimg install or run would "
+                "refuse; nothing written (or pack with --warn)"
+            )
+
     options = packer.PackOptions(
         compressor=args.compression,
         level=args.level,
@@ -215,9 +236,11 @@ def cmd_pack(args: argparse.Namespace) -> int:
     )
     bar = ProgressBar("packing")
     try:
-        result = packer.pack(args.dir, output, options, dict(os.environ), bar)
+        result = packer.pack(args.dir, output, options, dict(os.environ), bar, check)
     finally:
         bar.finish()
+    if not args.json:
+        _report(findings)
     if args.json:
         print_json({
             "output": str(result.output),
@@ -226,11 +249,27 @@ def cmd_pack(args: argparse.Namespace) -> int:
             "root_hash": result.root_hash,
             "signatures": result.key_ids,
             "manifest": result.manifest,
+            "checks": [{"level": f.level, "message": f.message} for f in findings],
         })  # fmt: skip
     else:
         signed = f"signed by {', '.join(result.key_ids)}" if result.key_ids else "unsigned"
         print(f"wrote {output} ({human_size(result.size)}, {signed})")
     return 0
+
+
+def _pre_checks(app_dir: Path) -> list:
+    """What pack checks before packing (spec/manifest.md §8); the export rules follow
+    on the packed image."""
+    from appimg.format.manifest import compile_manifest
+    from appimg.host.dirs import UserDirs
+    from appimg.services.authoring.checks import check_tree
+
+    return check_tree(app_dir, compile_manifest(app_dir), UserDirs.from_env(os.environ))
+
+
+def _report(findings: list) -> None:
+    for finding in findings:
+        print(f"pack: {finding.level}: {finding.message}", file=sys.stderr)
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:

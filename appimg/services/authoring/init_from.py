@@ -546,7 +546,7 @@ def _init(target: Path, source: Path, control: dict[str, str], app_id: str | Non
                "GPU libraries")  # fmt: skip
     else:
         profile = "host"
-        head = tree.read(target, entrypoint, MAX_DATA_BYTES) or b""
+        head = tree.head(target, entrypoint)
         interp = head[2:].split(b"\n", 1)[0].strip().decode("utf-8", "replace")
         kind = f"a script for {interp}" if head.startswith(b"#!") else "not an ELF program"
         decide("profile", profile, f"{entrypoint} is {kind}: it runs with the host's /usr")

@@ -64,6 +64,18 @@ def read(root: Path, rel: str, cap: int) -> bytes | None:
         return None
 
 
+def head(root: Path, rel: str, size: int = 4096) -> bytes:
+    """The first ``size`` bytes of a regular file of the tree (b"" if there is none)."""
+    path = resolve(root, rel)
+    try:
+        if path is None or not path.is_file():
+            return b""
+        with path.open("rb") as f:
+            return f.read(size)
+    except OSError:
+        return b""
+
+
 def walk(root: Path) -> Iterator[str]:
     """Every entry that is not a directory, as a path relative to ``root``, sorted."""
     count = 0
