@@ -81,7 +81,8 @@ def _program_findings(app_dir: Path, key: str, rel: str, profile: str) -> list[F
         interp = head[2:].split(b"\n", 1)[0].split()
         program = interp[0].decode("utf-8", "replace") if interp else ""
         if program and tree.resolve(app_dir, program) is None:
-            return [Finding("error", f"{key}: {rel} is a script for {program}, which profile "
+            # A warning only: the script may be started some other way (a command of its own).
+            return [Finding("warning", f"{key}: {rel} is a script for {program}, which profile "
                                   '"none" does not show it: use profile = "host"')]  # fmt: skip
     return []
 
