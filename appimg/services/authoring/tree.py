@@ -76,14 +76,31 @@ def head(root: Path, rel: str, size: int = 4096) -> bytes:
         return b""
 
 
-def walk(root: Path) -> Iterator[str]:
-    """Every entry that is not a directory, as a path relative to ``root``, sorted."""
+def walk(root: Path, *, strict: bool = True) -> Iterator[str]:
+    """Every entry that is not a directory, as a path relative to ``root``, depth first.
+
+    Links to directories are listed, not followed. Iterative: a tree thousands of
+    levels deep must not exhaust the stack. Past :data:`MAX_WALK` entries, a
+    FormatError (``strict``) or the end of the listing."""
     count = 0
-    for top, dirs, files in os.walk(root):  # os.walk does not follow links to directories
-        dirs.sort()
-        base = Path(top).relative_to(root).as_posix()
-        for name in sorted(files + [d for d in dirs if Path(top, d).is_symlink()]):
+    stack = [""]
+    while stack:
+        base = stack.pop()
+        try:
+            with os.scandir(root / base if base else root) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            continue
+        folders = []
+        for entry in entries:
+            rel = f"{base}/{entry.name}" if base else entry.name
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(rel)
+                continue
             count += 1
             if count > MAX_WALK:
-                raise FormatError(f"{root}: more than {MAX_WALK} files")
-            yield name if base == "." else f"{base}/{name}"
+                if strict:
+                    raise FormatError(f"{root}: more than {MAX_WALK} files")
+                return
+            yield rel
+        stack.extend(reversed(folders))
