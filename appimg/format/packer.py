@@ -13,7 +13,7 @@ import hashlib
 import os
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,7 +82,10 @@ def pack(
     options: PackOptions,
     env: dict[str, str],
     progress: payload_writer.Progress | None = None,
+    check: Callable[[Path], None] | None = None,
 ) -> PackResult:
+    """Pack ``app_dir`` into ``output``. ``check``, if given, sees the finished image
+    under its temporary name and may raise to keep it from being renamed into place."""
     if not app_dir.is_dir():
         raise UsageError(f"{app_dir}: not a directory")
     manifest = compile_manifest(app_dir)
@@ -113,7 +116,7 @@ def pack(
         payload_fd = os.open(payload_path, os.O_RDONLY)
         try:
             result = assemble(
-                output, manifest, manifest_json, payload_fd, options.signing_keys, Path(tmp)
+                output, manifest, manifest_json, payload_fd, options.signing_keys, Path(tmp), check
             )
         finally:
             os.close(payload_fd)
@@ -127,6 +130,7 @@ def assemble(
     payload_fd: int,
     signing_keys: Sequence[Ed25519PrivateKey],
     tmp: Path,
+    check: Callable[[Path], None] | None = None,
 ) -> PackResult:
     """Write the image around a finished payload: verity, GPT, statement, signatures.
 
@@ -168,6 +172,8 @@ def assemble(
         out.flush()
         os.fsync(out.fileno())
     os.chmod(image_tmp, 0o755)
+    if check is not None:
+        check(image_tmp)
     os.replace(image_tmp, output)
     return PackResult(
         output=output,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 from pathlib import Path
 
 from appimg.cli import options
@@ -30,10 +31,28 @@ def add_init(commands: Subcommands, name: str, summary: str) -> None:
     p = commands.add_parser(
         name,
         help=summary,
-        description="Write a commented appimg.toml template into DIR (created if missing).",
+        description=(
+            "Write a commented appimg.toml template into DIR (created if missing). With "
+            "--from SOURCE (a .deb or an installed tree such as a `make install DESTDIR=` "
+            "result), copy the program into DIR (which must be new or empty) and write an "
+            "appimg.toml that packs and runs without edits: id, entry point, profile and "
+            "permissions guessed from its desktop entry, metainfo and ELF headers, its "
+            "desktop files and icons renamed to the app id. Each decision is printed."
+        ),
     )
     p.add_argument("dir", type=Path, metavar="DIR")
     p.add_argument("--force", action="store_true", help="overwrite an existing appimg.toml")
+    p.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        metavar="SOURCE",
+        help="a Debian package (.deb) or a directory holding an installed tree",
+    )
+    p.add_argument("--id", dest="app_id", metavar="ID", help="the app id (with --from)")
+    p.add_argument("--name", metavar="NAME", help="the app's name (with --from)")
+    p.add_argument("--version", metavar="VERSION", help="the app's version (with --from)")
+    options.JSON.add_to(p)
     p.set_defaults(func=cmd_init)
 
 
@@ -86,6 +105,12 @@ def add_pack(commands: Subcommands, name: str, summary: str) -> None:
         metavar="KEYFILE",
         help="sign with this private key (repeatable)",
     )
+    p.add_argument(
+        "--warn",
+        action="store_true",
+        help="pack even what install or run would refuse (a desktop file or icon, an unknown "
+        "profile, a dynamically linked entry point under profile none), reporting it",
+    )
     options.JSON.add_to(p)
     p.set_defaults(func=cmd_pack)
 
@@ -118,6 +143,13 @@ def add_sign(commands: Subcommands, name: str, summary: str) -> None:
 def cmd_init(args: argparse.Namespace) -> int:
     from appimg.format.manifest import AUTHORING_FILE, template
 
+    if args.source is not None:
+        return _init_from(args)
+    for flag, value in (("--id", args.app_id), ("--name", args.name),
+                        ("--version", args.version), ("--json", args.json)):  # fmt: skip
+        if value:
+            raise UsageError(f"{flag} is only for init --from SOURCE")
+
     target = args.dir / AUTHORING_FILE
     if target.exists() and not args.force:
         raise UsageError(f"{target}: already exists (use --force to overwrite)")
@@ -128,6 +160,40 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise UsageError(f"{exc.filename}: {exc.strerror}") from None
     print(f"wrote {target}")
     return 0
+
+
+def _init_from(args: argparse.Namespace) -> int:
+    from appimg.services.authoring.init_from import init_from
+
+    if args.force:
+        raise UsageError("--force does not apply to --from: DIR must be new or empty")
+    result = init_from(args.dir, args.source, app_id=args.app_id, name=args.name,
+                       version=args.version)  # fmt: skip
+    if args.json:
+        print_json({
+            "dir": str(result.directory),
+            "manifest": result.manifest,
+            "decisions": [{"key": d.key, "value": d.value, "why": d.why}
+                          for d in result.decisions],
+        })  # fmt: skip
+        return 0
+    for d in result.decisions:
+        if d.key == "note":
+            print(f"  note: {d.why}")
+        elif d.key in ("network",):
+            print(f"  {d.key}: {d.why}")
+        else:
+            value = d.value if isinstance(d.value, str) else _short(d.value)
+            print(f"  {d.key}: {value} ({d.why})")
+    print(f"wrote {args.dir / 'appimg.toml'}; next: appimg pack {args.dir}")
+    return 0
+
+
+def _short(value: object) -> str:
+    if isinstance(value, dict):
+        parts = [f"{k} = {v}" for k, v in value.items()]
+        return ", ".join(parts) or "none"
+    return str(value)
 
 
 def default_output(app_dir: Path) -> Path:
@@ -147,6 +213,20 @@ def cmd_pack(args: argparse.Namespace) -> int:
     if not args.dir.is_dir():
         raise UsageError(f"{args.dir}: not a directory")
     output = args.output or default_output(args.dir)
+    findings = _pre_checks(args.dir)
+
+    def check(image: Path) -> None:
+        from appimg.services.authoring.checks import check_image
+
+        findings.extend(check_image(image))
+        errors = [f for f in findings if f.level == "error"]
+        if errors and not args.warn:
+            _report(findings)
+            raise FormatError(
+                f"{args.dir}: {len(errors)} problem(s) that appimg install or run would "
+                "refuse; nothing written (or pack with --warn)"
+            )
+
     options = packer.PackOptions(
         compressor=args.compression,
         level=args.level,
@@ -156,9 +236,11 @@ def cmd_pack(args: argparse.Namespace) -> int:
     )
     bar = ProgressBar("packing")
     try:
-        result = packer.pack(args.dir, output, options, dict(os.environ), bar)
+        result = packer.pack(args.dir, output, options, dict(os.environ), bar, check)
     finally:
         bar.finish()
+    if not args.json:
+        _report(findings)
     if args.json:
         print_json({
             "output": str(result.output),
@@ -167,11 +249,27 @@ def cmd_pack(args: argparse.Namespace) -> int:
             "root_hash": result.root_hash,
             "signatures": result.key_ids,
             "manifest": result.manifest,
+            "checks": [{"level": f.level, "message": f.message} for f in findings],
         })  # fmt: skip
     else:
         signed = f"signed by {', '.join(result.key_ids)}" if result.key_ids else "unsigned"
         print(f"wrote {output} ({human_size(result.size)}, {signed})")
     return 0
+
+
+def _pre_checks(app_dir: Path) -> list:
+    """What pack checks before packing (spec/manifest.md §8); the export rules follow
+    on the packed image."""
+    from appimg.format.manifest import compile_manifest
+    from appimg.host.dirs import UserDirs
+    from appimg.services.authoring.checks import check_tree
+
+    return check_tree(app_dir, compile_manifest(app_dir), UserDirs.from_env(os.environ))
+
+
+def _report(findings: list) -> None:
+    for finding in findings:
+        print(f"pack: {finding.level}: {finding.message}", file=sys.stderr)
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
