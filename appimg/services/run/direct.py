@@ -14,6 +14,13 @@ which starts a new session, drops its capabilities, loads the syscall filter
 Bind destinations are created one component at a time relative to directory
 file descriptors, never following a symlink: the image is hostile by assumption
 and its symlinks must not steer a mount (or a mkdir) onto the host.
+
+Without FUSE (spec/run.md, "Without FUSE") the root is the app's extracted tree
+alone, and the granted host rules (:class:`~appimg.services.run.sandbox.Merge`)
+are merged over it here, in the new mount namespace, with overlayfs (which
+bubblewrap cannot mount): :func:`_merged_view` builds the view the FUSE server
+would show on a private tmpfs beside the new root, then the root is built from
+it as from a mount.
 """
 
 from __future__ import annotations
