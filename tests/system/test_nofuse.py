@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import time
@@ -170,17 +171,120 @@ def test_uninstall_removes_the_copy(tmp_path: Path, setup: Setup) -> None:
     assert not setup.cache.exists()
 
 
-def test_host_rules_that_need_the_view_are_refused_with_a_way_out(
+HELLO = Path(__file__).resolve().parents[1] / "fixtures" / "hello"
+HOST_APP = r"""#!/app/bin/busybox sh
+# Lists what the merged view shows, the same way with and without FUSE.
+B=/app/bin/busybox
+case "$1" in
+  list)
+    for d in / /etc /run /run/host /run/host/fonts /usr; do echo "== $d"; $B ls -1A "$d"; done
+    for l in /lib64 /sbin /lib; do echo "== $l"; $B readlink "$l"; done ;;
+  cat) shift; for f in "$@"; do echo "== $f"; $B cat "$f"; done ;;
+  look) shift; for p in "$@"; do [ -e "$p" ] && echo "sees $p" || echo "no $p"; done ;;
+esac
+"""
+
+
+def host_app_image(tmp_path: Path, setup: Setup, extra: dict[str, str] | None = None,
+                   links: dict[str, str] | None = None) -> Path:  # fmt: skip
+    """A ``host``-profile app whose tools are its own static busybox (under /app/bin, out
+    of the host's /bin and /usr); ``extra`` files and ``links`` are laid in its tree."""
+    tree = tmp_path / "host-tree"
+    (tree / "app" / "bin").mkdir(parents=True)
+    shutil.copy2(BUSYBOX, tree / "app" / "bin" / "busybox")  # type: ignore[arg-type]
+    (tree / "app" / "bin" / "app").write_text(HOST_APP)
+    (tree / "app" / "bin" / "app").chmod(0o755)
+    for rel, text in (extra or {}).items():
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text(text)
+        (tree / rel).chmod(0o755)
+    for rel, target in (links or {}).items():
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, tree / rel)
+    (tree / "appimg.toml").write_text(
+        f'id = "{APP_ID}"\nname = "Box"\nversion = "1"\nentrypoint = "app/bin/app"\n'
+        'profile = "host"\n'
+    )
+    image = pack(tree, user_tmpdir(setup.user) / "host.appimg")
+    image.chmod(0o644)
+    return image
+
+
+def test_the_bundled_hello_app_runs_without_fuse_as_with_it(tmp_path: Path, setup: Setup) -> None:
+    image = pack(HELLO, user_tmpdir(setup.user) / "hello.appimg")
+    image.chmod(0o644)
+    setup.install(image)
+    with_fuse = appimg_as(setup.user, setup.env, "run", "org.example.Hello", "a", text=True)
+    assert with_fuse.returncode == 0, with_fuse.stderr
+    without = setup.run("run", "org.example.Hello", "a")
+    assert without.returncode == 0, without.stderr
+    assert without.stderr.count(NOTICE) == 1, without.stderr
+    assert without.stdout == with_fuse.stdout == "Hello from demo appimg! args: a\n"
+
+
+def test_the_merged_root_shows_what_the_fuse_view_shows(tmp_path: Path, setup: Setup) -> None:
+    image = host_app_image(tmp_path, setup, {"etc/resolv.conf": "nameserver 192.0.2.66\n",
+                                             "etc/app.conf": "the app's\n"})  # fmt: skip
+    setup.install(image)
+    args = ("run", APP_ID, "list")
+    with_fuse = appimg_as(setup.user, setup.env, *args, text=True)
+    assert with_fuse.returncode == 0, with_fuse.stderr
+    without = setup.run(*args)
+    assert without.returncode == 0, without.stderr
+    assert without.stdout == with_fuse.stdout
+    assert "== /etc\napp.conf\n" in without.stdout and "\npasswd\n" in without.stdout
+
+
+def test_over_rules_show_the_hosts_file_and_under_rules_the_apps(
     tmp_path: Path, setup: Setup
 ) -> None:
-    image = box_image(tmp_path, setup, profile="host")
+    image = host_app_image(tmp_path, setup, {
+        "usr/bin/x": "#!/bin/sh\necho the image's x\n",
+        "etc/resolv.conf": "nameserver 192.0.2.66\n",
+        "etc/passwd": "root:x:0:0:forged:/:/bin/sh\n",
+    })  # fmt: skip
     setup.install(image)
-    refused = setup.run("run", APP_ID)
-    assert refused.returncode == 6, refused.stderr
-    assert "need the merged view" in refused.stderr and "--no-host" in refused.stderr
-    alone = setup.run("run", "--no-host", APP_ID)
-    assert alone.returncode == 0, alone.stderr
-    assert alone.stdout == "hello from the sandbox\n"
+    result = setup.run("run", APP_ID, "cat", "/usr/bin/x", "/etc/resolv.conf", "/etc/passwd")
+    assert result.returncode == 0, result.stderr
+    host_resolv = Path("/etc/resolv.conf").read_text()
+    assert result.stdout == (
+        "== /usr/bin/x\n#!/bin/sh\necho the image's x\n"
+        f"== /etc/resolv.conf\n{host_resolv}== /etc/passwd\n{Path('/etc/passwd').read_text()}"
+    )
+    seen = setup.run("run", APP_ID, "look", "/usr/bin/env", "/usr/lib/os-release")
+    assert seen.stdout == "sees /usr/bin/env\nsees /usr/lib/os-release\n", seen.stderr
+
+
+def test_a_users_deny_entry_inside_usr_stays_hidden(tmp_path: Path, setup: Setup) -> None:
+    image = host_app_image(tmp_path, setup)
+    setup.install(image)
+    home = Path(setup.env["HOME"])
+    config = Path(setup.env.get("XDG_CONFIG_HOME", home / ".config"))
+    policy = config / "appimg" / "host-paths.d"
+    policy.mkdir(parents=True, exist_ok=True)
+    (policy / "private.toml").write_text('deny = ["/usr/share/doc", "/usr/bin/env"]\n')
+    for path in (config, config / "appimg", policy, policy / "private.toml"):
+        os.chown(path, setup.user.pw_uid, setup.user.pw_gid)
+    assert any(Path("/usr/share/doc").iterdir()) and Path("/usr/bin/env").exists()
+    result = setup.run("run", APP_ID, "look", "/usr/share/doc/adduser", "/usr/bin/cat")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "no /usr/share/doc/adduser\nsees /usr/bin/cat\n"
+    # A hidden file is covered by /dev/null, as the sandbox's other hidden paths are.
+    covered = setup.run("run", APP_ID, "cat", "/usr/bin/env")
+    assert covered.returncode == 0, covered.stderr
+    assert covered.stdout == "== /usr/bin/env\n"
+
+
+def test_an_image_symlink_where_a_mount_point_goes_does_not_steer_it(
+    tmp_path: Path, setup: Setup
+) -> None:
+    victim = user_tmpdir(setup.user, "victim-")
+    image = host_app_image(tmp_path, setup, links={"etc": str(victim), "run": str(victim)})
+    setup.install(image)
+    result = setup.run("run", APP_ID, "cat", "/etc/passwd")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"== /etc/passwd\n{Path('/etc/passwd').read_text()}"
+    assert list(victim.iterdir()) == []  # nothing made or mounted through the image's links
 
 
 def test_kill_9_mid_extraction_leaves_no_usable_half_copy(tmp_path: Path, setup: Setup) -> None:

@@ -23,9 +23,12 @@ runs; the store's prune removes a copy only with it exclusive) and ``.ROOT.fill`
 store's next change (:func:`appimg.services.store.extracted_cache.prune`),
 unless a run still uses it.
 
-The copy holds the app's files only: a view with granted host rules that the
-sandbox cannot bind directly needs FUSE (or the kernel backend), and is refused
-here with a message that says how to run without them (``--no-host``).
+The copy holds the app's files only. The granted host rules of the view (the
+``host`` profile's ``/usr`` ``under``, ``/etc/...`` ``over``, ...) are merged over
+it by the sandbox itself, with overlayfs in its own mount namespace
+(:func:`appimg.services.run.launcher.merged_rules`,
+:mod:`appimg.services.run.direct`); :func:`needs_view` tells those from the rules
+the sandbox binds directly anyway.
 """
 
 from __future__ import annotations
@@ -43,7 +46,6 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from appimg.errors import PolicyError
 from appimg.host.dirs import UserDirs
 from appimg.services.mount.state import MountInfo
 from appimg.services.store.extracted_cache import cache_root, remove_copy
@@ -67,7 +69,8 @@ def fuse_unavailable() -> str | None:
 
 
 def needs_view(path: str, at: str) -> bool:
-    """Does a granted host rule need the merged view (FUSE)? Sockets and paths under
+    """Does a granted host rule need the merged view (FUSE, or without it the sandbox's
+    own overlay of the copy)? Sockets and paths under
     /tmp are bound directly by the sandbox anyway (see
     :func:`appimg.services.run.environment.socket_binds`); everything else is merged."""
     try:
@@ -109,14 +112,6 @@ def run_root(
     prep = prepare(path, dirs, strict=strict, allow_untrusted=allow_untrusted,
                    allow_unsigned=allow_unsigned, pinned=pinned, no_host=no_host)  # fmt: skip
     try:
-        merged = [rule.at for rule in prep.rules if needs_view(rule.path, rule.at)]
-        if merged:
-            shown = ", ".join(merged[:4]) + (", ..." if len(merged) > 4 else "")
-            raise PolicyError(
-                f"FUSE is not available here ({why}), and this app's host rules ({shown}) "
-                "need the merged view it serves; run it with --no-host to see only its "
-                "own files, or make /dev/fuse usable"
-            )
         reference, tree = ensure(prep.image, prep.root_hash, dirs)
         image = prep.image
         info = MountInfo(

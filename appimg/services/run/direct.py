@@ -15,6 +15,13 @@ which starts a new session, drops its capabilities, loads the syscall filter
 Bind destinations are created one component at a time relative to directory
 file descriptors, never following a symlink: the image is hostile by assumption
 and its symlinks must not steer a mount (or a mkdir) onto the host.
+
+Without FUSE (spec/run.md, "Without FUSE") the root is the app's extracted tree
+alone, and the granted host rules (:class:`~appimg.services.run.sandbox.Merge`)
+are merged over it here, in the new mount namespace, with overlayfs (which
+bubblewrap cannot mount): :func:`_merged_view` builds the view the FUSE server
+would show on a private tmpfs beside the new root, then the root is built from
+it as from a mount.
 """
 
 from __future__ import annotations
@@ -25,11 +32,13 @@ import errno
 import os
 import signal
 import stat
+from dataclasses import dataclass
+from pathlib import Path
 
-from appimg.errors import ToolError
+from appimg.errors import PolicyError, ToolError
 from appimg.services.run import seccomp
 from appimg.services.run.grants import open_nofollow
-from appimg.services.run.sandbox import Bind, Hide, Sandbox, SignalForwarder
+from appimg.services.run.sandbox import Bind, Hide, Merge, Sandbox, SignalForwarder
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -57,6 +66,8 @@ SYS_PIVOT_ROOT = 155  # x86_64
 PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
+#: Marks a refusal (PolicyError) on the setup status pipe, as opposed to a failure.
+POLICY = "policy: "
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 #: The symlinks of the minimal /dev, the same as bubblewrap's --dev makes.
 DEV_LINKS = (
@@ -296,6 +307,261 @@ def _hide(root_fd: int, hide: Hide) -> None:
         os.close(parent)
 
 
+# -- host rules merged into the root (spec/run.md, "Without FUSE") ---------------------------
+
+_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR = _PATH | os.O_DIRECTORY
+
+
+@dataclass
+class _Entry:
+    """One side of a rule at its ``at``: an open entry (never reached through a symlink)."""
+
+    fd: int  # O_PATH, not following the last component
+    kind: int  # stat.S_IFMT of it
+    target: str | None = None  # a symlink's text
+
+
+def _lookup(base_fd: int, path: str) -> _Entry | None:
+    """``path`` below ``base_fd``, directories only on the way and none of them a symlink
+    (the last component may be one: it is shown as a symlink); None if there is none."""
+    parts = [p for p in path.split("/") if p]
+    fd = os.dup(base_fd)
+    try:
+        for index, name in enumerate(parts):
+            last = index == len(parts) - 1
+            try:
+                child = os.open(name, _PATH if last else _DIR, dir_fd=fd)
+            except (FileNotFoundError, NotADirectoryError, OSError):
+                return None  # missing, or through a symlink or file: nothing there
+            if last:
+                mode = os.fstat(child).st_mode
+                target = os.readlink(name, dir_fd=fd) if stat.S_ISLNK(mode) else None
+                os.close(fd)
+                fd = -1
+                return _Entry(child, stat.S_IFMT(mode), target)
+            os.close(fd)
+            fd = child
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    return _Entry(os.dup(base_fd), stat.S_IFDIR)
+
+
+def _shown(rule: Merge, app: _Entry | None, host: _Entry | None) -> list[_Entry]:
+    """What the view shows at ``rule.at`` (overlay-rules.md §6): the top entry decides;
+    a directory merges with the directories below it, down to the first non-directory."""
+    if rule.mode == "replace":
+        layers = [host]
+    else:
+        layers = [app, host] if rule.mode == "under" else [host, app]
+    shown: list[_Entry] = []
+    for entry in layers:
+        if entry is None:
+            continue
+        if shown and (entry.kind != stat.S_IFDIR or shown[0].kind != stat.S_IFDIR):
+            break
+        shown.append(entry)
+        if entry.kind != stat.S_IFDIR:
+            break
+    return shown
+
+
+class _ViewBuilder:
+    """Lays the granted rules over the app's tree in ``work`` (a tmpfs of this namespace).
+
+    Every directory a rule shows is an overlayfs mount (its lower layers the app's and
+    the host's directories, ordered by the mode) with an upper layer on the tmpfs, so
+    that the mount points of rules below it can be made without writing to the host;
+    each is made read-only once all are laid. Destinations are walked one component at
+    a time from the view's root without following a symlink: an image symlink in the
+    way is replaced by a directory in the view (as the FUSE view synthesizes one), never
+    followed."""
+
+    def __init__(self, work: str) -> None:
+        self.work = work
+        self.count = 0
+        self.readonly: list[str] = []  # view paths of the overlays, made read-only last
+
+    def overlay(self, lowers: list[int], target: str) -> None:
+        self.count += 1
+        layer = f"{self.work}/layers/{self.count}"
+        os.makedirs(f"{layer}/upper")
+        os.mkdir(f"{layer}/work")
+        lower = ":".join(f"/proc/self/fd/{fd}" for fd in lowers)
+        options = f"lowerdir={lower},upperdir={layer}/upper,workdir={layer}/work,userxattr"
+        _mount("overlay", target, "overlay", MS_NOSUID | MS_NODEV, options)
+
+    def parent(self, view_fd: int, at: str) -> tuple[int, str]:
+        """The view directory holding ``at`` (made where missing, a non-directory replaced
+        by one), as an fd, and the last name."""
+        parts = [p for p in at.split("/") if p]
+        fd = os.dup(view_fd)
+        try:
+            for index, name in enumerate(parts[:-1]):
+                try:
+                    child = os.open(name, _DIR, dir_fd=fd)
+                except (FileNotFoundError, NotADirectoryError, OSError) as exc:
+                    if not isinstance(exc, FileNotFoundError):
+                        self.clear(fd, name, "/" + "/".join(parts[: index + 1]))
+                    self.mkdir(fd, name, "/" + "/".join(parts[: index + 1]), at)
+                    child = os.open(name, _DIR, dir_fd=fd)
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, parts[-1]
+
+    @staticmethod
+    def mkdir(parent: int, name: str, where: str, at: str) -> None:
+        try:
+            os.mkdir(name, 0o755, dir_fd=parent)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot make {where} for the host rule at {at} without "
+                                     f"FUSE: {exc.strerror}") from None  # fmt: skip
+
+    @staticmethod
+    def clear(parent: int, name: str, where: str) -> None:
+        """Remove what the view has at ``name`` (in the overlay: a whiteout, the host and
+        the cache are untouched); a directory only if it is empty."""
+        try:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        try:
+            if stat.S_ISDIR(st.st_mode):
+                os.rmdir(name, dir_fd=parent)
+            else:
+                os.unlink(name, dir_fd=parent)
+        except OSError as exc:
+            raise OSError(exc.errno, f"{where} of the view cannot be replaced without FUSE: "
+                                     f"{exc.strerror}") from None  # fmt: skip
+
+    def lay(self, view_fd: int, rule: Merge, shown: list[_Entry]) -> None:
+        parent, name = self.parent(view_fd, rule.at)
+        try:
+            self._lay(parent, name, rule, shown)
+        finally:
+            os.close(parent)
+
+    def _lay(self, parent: int, name: str, rule: Merge, shown: list[_Entry]) -> None:
+        at = rule.at
+        try:
+            mode: int | None = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
+        except FileNotFoundError:
+            mode = None
+        top = shown[0].kind if shown else None
+        keep = stat.S_ISDIR if top == stat.S_IFDIR else stat.S_ISREG if top is not None else None
+        if mode is not None and (keep is None or top == stat.S_IFLNK or not keep(mode)):
+            self.clear(parent, name, at)
+            mode = None
+        if top is None:
+            return  # neither side has it: the rule shows nothing
+        if top == stat.S_IFLNK:
+            os.symlink(shown[0].target, name, dir_fd=parent)  # type: ignore[arg-type]
+            return
+        if top == stat.S_IFDIR:
+            if mode is None:
+                self.mkdir(parent, name, at, at)
+            fd = os.open(name, _DIR, dir_fd=parent)
+            try:
+                self.overlay([e.fd for e in shown], f"/proc/self/fd/{fd}")
+            finally:
+                os.close(fd)
+            self.readonly.append(at)
+            return
+        # A file (or fifo, device): bound onto a file of the view.
+        if mode is None:
+            os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o644, dir_fd=parent))  # fmt: skip
+        fd = os.open(name, _PATH, dir_fd=parent)
+        try:
+            _mount(f"/proc/self/fd/{shown[0].fd}", f"/proc/self/fd/{fd}", None, MS_BIND)
+        finally:
+            os.close(fd)
+        top_fd = os.open(name, _PATH, dir_fd=parent)
+        try:
+            _remount_readonly(f"/proc/self/fd/{top_fd}")
+        finally:
+            os.close(top_fd)
+
+    @staticmethod
+    def hide(view_fd: int, rule: Merge, shown: list[_Entry], host: _Entry | None) -> None:
+        """Cover the whitelist's deny entries inside the rule's host directory where the
+        view shows them (the Hide mechanism: an empty read-only tmpfs, /dev/null)."""
+        if host is None or host.kind != stat.S_IFDIR or not any(e is host for e in shown):
+            return
+        for secret in rule.hidden:
+            if not secret.startswith(rule.path.rstrip("/") + "/"):
+                continue
+            where = rule.at.rstrip("/") + secret[len(rule.path.rstrip("/")) :]
+            found = _lookup(view_fd, where)
+            if found is None:
+                continue
+            try:
+                if found.kind == stat.S_IFDIR:
+                    _mount("tmpfs", f"/proc/self/fd/{found.fd}", "tmpfs",
+                           MS_NOSUID | MS_NODEV | MS_RDONLY, "mode=0755")  # fmt: skip
+                elif found.kind != stat.S_IFLNK:
+                    _mount("/dev/null", f"/proc/self/fd/{found.fd}", None, MS_BIND)
+                    again = _lookup(view_fd, where)
+                    if again is not None:
+                        try:
+                            _remount_readonly(f"/proc/self/fd/{again.fd}")
+                        finally:
+                            os.close(again.fd)
+            finally:
+                os.close(found.fd)
+
+
+def _merged_view(sandbox: Sandbox, work: str) -> str:
+    """Build the app's view in this mount namespace: an overlayfs of the app's tree
+    (``sandbox.root``) with the granted rules of ``sandbox.merge`` laid over it,
+    parents first; return its path (a read-only mount)."""
+    tree = os.open(sandbox.root, _DIR)
+    opened: list[int] = [tree]
+    try:
+        # The host's entries are opened before anything is mounted (the work tmpfs
+        # may cover a host path).
+        host = [_lookup_host(rule.path) for rule in sandbox.merge]
+        opened += [e.fd for e in host if e is not None]
+        _mount("tmpfs", work, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700")
+        builder = _ViewBuilder(work)
+        view = f"{work}/view"
+        os.mkdir(view, 0o755)
+        builder.overlay([tree], view)
+        view_fd = os.open(view, _DIR)
+        opened.append(view_fd)
+        for rule, host_entry in zip(sandbox.merge, host, strict=True):
+            app = _lookup(tree, rule.at)
+            if app is not None:
+                opened.append(app.fd)
+            shown = _shown(rule, app, host_entry)
+            builder.lay(view_fd, rule, shown)
+            builder.hide(view_fd, rule, shown, host_entry)
+        for at in reversed(builder.readonly):
+            found = _lookup(view_fd, at)
+            if found is not None:
+                try:
+                    _remount_readonly(f"/proc/self/fd/{found.fd}")
+                finally:
+                    os.close(found.fd)
+        _remount_readonly(view)
+        return view
+    finally:
+        for fd in opened:
+            os.close(fd)
+
+
+def _lookup_host(path: str) -> _Entry | None:
+    root = os.open("/", _DIR)
+    try:
+        return _lookup(root, path)
+    finally:
+        os.close(root)
+
+
 def _loopback_up() -> None:
     """Bring ``lo`` of the new network namespace up (as bwrap's --unshare-net does)."""
     import fcntl
@@ -371,6 +637,12 @@ def _init(sandbox: Sandbox, status_fd: int, filt: object) -> None:
         _die_with_parent(None)  # and when pid 1 dies, the kernel kills the namespace
         _mount("none", "/", None, MS_REC | MS_PRIVATE)
         new_root = _staging_dir(sandbox)
+        if sandbox.merge:
+            # The view is assembled beside the new root, on the staging directory.
+            sandbox.root = Path(_merged_view(sandbox, new_root))
+            sandbox.check_binds()  # against the view the app will see
+            new_root += "/root"
+            os.mkdir(new_root, 0o755)
         _build_root(sandbox, new_root)
         os.chdir(new_root)
         _check(_libc.syscall(SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
@@ -378,6 +650,9 @@ def _init(sandbox: Sandbox, status_fd: int, filt: object) -> None:
         os.chdir(sandbox.cwd)
     except OSError as exc:
         os.write(status_fd, f"sandbox setup failed: {exc.strerror or exc}".encode())
+        os._exit(126)
+    except PolicyError as exc:
+        os.write(status_fd, f"{POLICY}{exc}".encode())
         os._exit(126)
     os.close(status_fd)
     app = os.fork()
@@ -397,7 +672,8 @@ def _init(sandbox: Sandbox, status_fd: int, filt: object) -> None:
 
 def run_direct(sandbox: Sandbox) -> int:
     """Run the sandbox with unshare/mount/pivot_root; return the app's exit status."""
-    sandbox.check_binds()
+    if not sandbox.merge:
+        sandbox.check_binds()  # else in the namespace, once the view is built
     filt = seccomp.build_filter()  # before forking: a missing libseccomp is reported here
     uid, gid = os.getuid(), os.getgid()
     parent = os.getpid()
@@ -445,6 +721,8 @@ def run_direct(sandbox: Sandbox) -> int:
                 break
             except InterruptedError:
                 continue
+    if message.startswith(POLICY):
+        raise PolicyError(message[len(POLICY) :])
     if message:
         raise ToolError(message)
     code = os.waitstatus_to_exitcode(status)

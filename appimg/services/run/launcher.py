@@ -24,11 +24,12 @@ from appimg.format.permissions import Permissions
 from appimg.host.dirs import UserDirs
 from appimg.host.trust import CONSENTED, decide
 from appimg.services.run.environment import app_environment, data_dir, data_name, socket_binds
-from appimg.services.run.sandbox import Bind, Sandbox, bwrap_path, run_bwrap
+from appimg.services.run.sandbox import Bind, Merge, Sandbox, bwrap_path, run_bwrap
 from appimg.services.run.sockets import SocketGrants, sandbox_runtime_dir, socket_grants
 
 if TYPE_CHECKING:
     from appimg.host.overrides import Override
+    from appimg.services.mount.state import MountInfo
     from appimg.services.run.grants import Grants
 
 
@@ -145,6 +146,21 @@ def is_installed_app(image: Image, dirs: UserDirs, by_id: bool) -> bool:
     return bool(verdict.pinned)
 
 
+def merged_rules(mount: MountInfo) -> list[Merge]:
+    """The granted host rules the sandbox merges into its root itself: those of a run
+    from the extraction cache (no mount serves the view) that it does not bind directly
+    anyway (sockets, paths under /tmp); outermost ``at`` first."""
+    from appimg.host.rules import GRANTED
+    from appimg.services.mount.extracted import BACKEND, needs_view
+
+    if mount.backend != BACKEND:
+        return []
+    rules = [Merge(r["path"], r["at"], r["mode"], tuple(r.get("hidden", ())))
+             for r in mount.rules
+             if r["status"] == GRANTED and needs_view(r["path"], r["at"])]  # fmt: skip
+    return sorted(rules, key=lambda r: (r.at.count("/"), r.at))
+
+
 def run_app(
     target: str,
     args: Sequence[str],
@@ -207,6 +223,7 @@ def run_app(
         granted = [(r["path"], r["at"], tuple(r.get("hidden", ())))
                    for r in mount.rules if r["status"] == GRANTED]  # fmt: skip
         rule_binds = socket_binds(granted)
+        merge = merged_rules(mount)
         with sandbox_grants(allowed.permissions, dirs, rule_binds) as grants:
             for warning in grants.warnings:
                 print(f"appimg run: warning: {warning}", file=sys.stderr)
@@ -221,8 +238,11 @@ def run_app(
                 share_network=grants.share_network,
                 share_ipc=grants.share_ipc,
                 host_dev=grants.host_dev,
+                merge=merge,
             )
-            bwrap = bwrap_path()
+            # bubblewrap (0.8) cannot mount overlayfs: a root with host rules merged
+            # into it is built by the direct backend.
+            bwrap = None if merge else bwrap_path()
             with _with_sockets(sandbox, allowed.permissions, dirs, caller_env, manifest["id"],
                                bwrap):  # fmt: skip
                 if bwrap:
@@ -230,8 +250,12 @@ def run_app(
                 else:
                     from appimg.services.run.direct import run_direct
 
-                    why = ("APPIMG_NO_BWRAP is set" if os.environ.get("APPIMG_NO_BWRAP")
-                           else "bubblewrap (bwrap) is not installed")  # fmt: skip
+                    if merge:
+                        why = "host rules are merged without FUSE (bubblewrap cannot)"
+                    elif os.environ.get("APPIMG_NO_BWRAP"):
+                        why = "APPIMG_NO_BWRAP is set"
+                    else:
+                        why = "bubblewrap (bwrap) is not installed"
                     print(f"appimg run: note: {why}: the sandbox is made with the kernel "
                           "calls directly", file=sys.stderr)  # fmt: skip
                     status = run_direct(sandbox)

@@ -7,7 +7,8 @@ namespaces it shares, from :mod:`appimg.services.run.grants`; sockets from
 :mod:`appimg.services.run.sockets`), its own runtime directory (a private tmpfs
 at ``/run/user/UID`` in a /run of its own that keeps the view's /run entries),
 plus a cleared environment. It is
-started with bubblewrap where installed, else by :mod:`appimg.services.run.direct` with
+started with bubblewrap where installed (and no host rule is to be merged
+into the root, :class:`Merge`), else by :mod:`appimg.services.run.direct` with
 the kernel calls directly. Both give user + mount + pid + IPC + network
 namespaces (network and IPC unless shared), a new
 session (no controlling terminal) and the syscall filter of
@@ -74,6 +75,19 @@ class Link:
     dest: str
 
 
+@dataclass(frozen=True)
+class Merge:
+    """A granted host rule the sandbox lays into its root itself (spec/run.md, "Without
+    FUSE"): the host's ``path`` at ``at`` by ``mode`` (replace, under, over) over the
+    app's own tree, with ``hidden`` (the whitelist's deny entries inside ``path``)
+    covered. Only the direct backend can (:mod:`appimg.services.run.direct`)."""
+
+    path: str
+    at: str
+    mode: str
+    hidden: tuple[str, ...] = ()
+
+
 def _depth(item: Bind | Hide) -> int:
     return item.dest.strip("/").count("/")
 
@@ -92,6 +106,9 @@ class Sandbox:
     share_network: bool = False  # else a network namespace of its own, loopback only
     share_ipc: bool = False
     host_dev: bool = False  # the host's whole /dev instead of the minimal one
+    #: Host rules merged over ``root`` in the sandbox's own mount namespace (``root`` is
+    #: then the app's tree alone, e.g. its extraction); outermost ``at`` first.
+    merge: list[Merge] = field(default_factory=list)
 
     def mounts(self) -> list[Bind | Hide]:
         """Binds and hidden paths in the order to mount them: a parent before what
