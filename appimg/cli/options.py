@@ -3,7 +3,9 @@
 A command adds one with ``options.JSON.add_to(parser)``; ``run`` also reads the
 flag names from here to accept them after FILE|ID. Options that only look alike
 (``install --strict`` is about exports, ``verify --key`` takes a public key and
-``sign --key`` a private one) stay with their command.
+``sign --key`` a private one) stay with their command. One idea has one spelling
+in every command; a spelling it replaced stays accepted as a hidden alias (not in
+``--help``), so scripts written for it keep working.
 """
 
 from __future__ import annotations
@@ -23,8 +25,13 @@ class Flag(NamedTuple):
     def dest(self) -> str:
         return self.flag.lstrip("-").replace("-", "_")
 
-    def add_to(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(self.flag, action="store_true", help=self.help)
+    def add_to(self, parser: argparse.ArgumentParser, help_text: str | None = None,
+               aliases: tuple[str, ...] = ()) -> None:  # fmt: skip
+        """Add the flag (``help_text`` replaces the shared help where a command means more
+        by it); each of ``aliases`` sets the same ``dest`` and is left out of ``--help``."""
+        parser.add_argument(self.flag, action="store_true", help=help_text or self.help)
+        for alias in aliases:
+            parser.add_argument(alias, action="store_true", dest=self.dest, help=argparse.SUPPRESS)
 
 
 JSON = Flag("--json", "print JSON for programs")

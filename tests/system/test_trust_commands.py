@@ -16,7 +16,7 @@ from ..helpers import appimg, assert_one_line_error
 COMMANDS = [
     ("verify",),
     ("verify", "--full"),
-    ("install", "--allow-unsigned", "--trust"),
+    ("install", "--allow-unsigned", "--allow-untrusted"),
     ("run", "--allow-untrusted", "--allow-unsigned"),
     ("mount", "--allow-untrusted", "--allow-unsigned"),
     ("mount", "--allow-untrusted", "--allow-unsigned", "--backend", "fuse"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +65,14 @@ def test_parse_errors_become_format_errors() -> None:
 def test_stub_fits_the_boot_code_area() -> None:
     assert len(gpt.STUB) <= 440
     assert gpt.STUB.startswith(b"#!/bin/sh\n")
+
+
+def test_the_stub_is_the_one_spec_format_md_gives() -> None:
+    """§2.1 gives the stub's bytes, their count and the zero padding after them."""
+    text = (Path(__file__).resolve().parents[2] / "spec" / "format.md").read_text("utf-8")
+    section = text[text.index("### 2.1 The stub") :]
+    shown = section[section.index("```sh\n") + 6 :]
+    assert shown[: shown.index("```")].encode("ascii") == gpt.STUB
+    count = f"exactly these {len(gpt.STUB)} bytes"
+    padding = f"followed by {440 - len(gpt.STUB)} zero bytes"
+    assert count in section and padding in section

@@ -43,10 +43,11 @@ def _install_parser(commands: Subcommands, name: str, summary: str) -> argparse.
         "images signed by keys that are not trusted are refused unless allowed explicitly.",
     )
     options.image_file(p)
-    p.add_argument("--allow-unsigned", action="store_true", help="install an unsigned image")
-    p.add_argument("--trust", action="store_true",
-                   help="accept valid signatures by keys that are not in the trust store "
-                   "(later updates signed by the same key are accepted too)")  # fmt: skip
+    options.ALLOW_UNSIGNED.add_to(p, help_text="install an unsigned image")
+    # --trust: this flag's spelling before it matched run and mount.
+    options.ALLOW_UNTRUSTED.add_to(p, aliases=("--trust",),
+        help_text="accept valid signatures by keys that are not in the trust store "
+        "(later updates signed by the same key are accepted too)")  # fmt: skip
     p.add_argument("--strict", action="store_true",
                    help="fail instead of installing if any export is refused")  # fmt: skip
     options.JSON.add_to(p)
@@ -235,7 +236,7 @@ def _install(args: argparse.Namespace, update: bool) -> int:
 
     dirs = _dirs()
     outcome = ops.install(dirs, args.file, allow_unsigned=args.allow_unsigned,
-                          trust=args.trust, update=update, strict=args.strict,
+                          allow_untrusted=args.allow_untrusted, update=update, strict=args.strict,
                           allow_downgrade=getattr(args, "allow_downgrade", False),
                           accept_permissions=getattr(args, "accept_permissions", False),
                           program_path=_program_path(), step=step_hook(os.environ))  # fmt: skip

@@ -77,12 +77,17 @@ class _Header:
     partition_entry_array_crc32: int
 
 
-STUB = b"""#!/bin/sh
-# This file is an appimg image: a disk image holding an app. See appimg(1).
-if command -v appimg >/dev/null 2>&1; then exec appimg run "$0" -- "$@"; fi
-echo "$0: appimg is not installed; install it (pip install appimg) to run this app" >&2
-exit 127
-"""
+#: The boot code (§2.1): runs the image through ``appimg run``, found on PATH or where
+#: the README's ``pipx install`` (or ``pip install --user``) puts it, else says how to get it.
+STUB = (
+    b"#!/bin/sh\n"
+    b"# This file is an appimg image: a disk image holding an app. See appimg(1).\n"
+    b"a=$(command -v appimg) || a=$HOME/.local/bin/appimg\n"
+    b'[ -x "$a" ] && exec "$a" run "$0" -- "$@"\n'
+    b'echo "$0: appimg is not on PATH or in ~/.local/bin; to run this app, install appimg '
+    b'(from its source tree: pipx install --system-site-packages .; see its README)" >&2\n'
+    b"exit 127\n"
+)
 assert len(STUB) <= 440
 
 

@@ -287,7 +287,7 @@ def install(
     source: Path,
     *,
     allow_unsigned: bool = False,
-    trust: bool = False,
+    allow_untrusted: bool = False,
     update: bool = False,
     allow_downgrade: bool = False,
     accept_permissions: bool = False,
@@ -311,9 +311,9 @@ def install(
 
     def check_signatures(image: Image, pinned: list[str]) -> dict[str, Any]:
         """The trust rule, as install and update apply it (spec/xdg-index.md §4)."""
-        verdict = decide(image, dirs, allow_unsigned=allow_unsigned, allow_untrusted=trust,
-                         pinned=pinned, replacing=update,
-                         untrusted_flag="--trust")  # fmt: skip
+        verdict = decide(image, dirs, allow_unsigned=allow_unsigned,
+                         allow_untrusted=allow_untrusted, pinned=pinned,
+                         replacing=update)  # fmt: skip
         return verdict.to_json()
 
     with Image.open(source) as image:  # refuse early, before copying anything
