@@ -76,3 +76,30 @@ def test_the_stub_is_the_one_spec_format_md_gives() -> None:
     count = f"exactly these {len(gpt.STUB)} bytes"
     padding = f"followed by {440 - len(gpt.STUB)} zero bytes"
     assert count in section and padding in section
+
+
+def test_an_image_with_an_earlier_v1_stub_still_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Images packed before the stub changed keep opening and verifying (§2.1): the
+    reader takes every stub v1 writers have written, and nothing else."""
+    from appimg.format import packer
+    from appimg.format.image import Image
+
+    from ..helpers import appimg, write_app
+
+    monkeypatch.setattr(gpt, "STUB", gpt.EARLIER_STUBS[0])
+    image = tmp_path / "old.appimg"
+    packer.pack(write_app(tmp_path / "tree"), image, packer.PackOptions(),
+                {"SOURCE_DATE_EPOCH": "0"})  # fmt: skip
+    monkeypatch.undo()
+    assert image.read_bytes().startswith(gpt.EARLIER_STUBS[0])
+    with Image.open(image) as opened:
+        assert opened.manifest["name"] == "Tree"
+    assert appimg("verify", "--full", image).returncode == 0  # a fresh process, today's stub
+    # Any other boot code is refused, whatever the statement says of the head.
+    data = bytearray(image.read_bytes())
+    data[200:201] = b"X"
+    image.write_bytes(bytes(data))
+    with pytest.raises(FormatError, match="not as a v1 writer writes them"):
+        Image.open(image)

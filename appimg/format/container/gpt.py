@@ -89,6 +89,16 @@ STUB = (
     b"exit 127\n"
 )
 assert len(STUB) <= 440
+#: The stub the first v1 writers wrote (§2.1): readers accept it, writers no longer
+#: write it, so that images packed before the stub changed still open.
+EARLIER_STUBS = (
+    b"#!/bin/sh\n"
+    b"# This file is an appimg image: a disk image holding an app. See appimg(1).\n"
+    b'if command -v appimg >/dev/null 2>&1; then exec appimg run "$0" -- "$@"; fi\n'
+    b'echo "$0: appimg is not installed; install it (pip install appimg) to run this app" >&2\n'
+    b"exit 127\n",
+)
+_BOOT_CODES = {stub.ljust(440, b"\0") for stub in (STUB, *EARLIER_STUBS)}
 
 
 def align(value: int, to: int = ALIGNMENT) -> int:
@@ -281,7 +291,9 @@ def read_layout(head: bytes, tail: bytes, file_size: int) -> DiskLayout:
     # §3.3 step 12: everything else in the head and tail (the stub, MBR records 1-3,
     # reserved fields, attributes, name padding, the backup PartitionEntryLBA, the zero
     # gaps) has exactly one v1 value; rebuilding is simpler than checking each field.
-    if head[: layout.head_size] != head_bytes(layout):
+    # The boot code may be any stub v1 writers have written (§2.1).
+    expected = head_bytes(layout)
+    if head[:440] not in _BOOT_CODES or head[440 : layout.head_size] != expected[440:]:
         raise FormatError("protective MBR or primary GPT: not as a v1 writer writes them")
     if tail[-TAIL_SIZE:] != tail_bytes(layout)[-TAIL_SIZE:]:
         raise FormatError("backup GPT: not as a v1 writer writes it")
