@@ -34,7 +34,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appimg.atomic import replace_file
-from appimg.errors import IntegrityError, PolicyError, StoreError, UsageError
+from appimg.errors import (
+    FormatError,
+    IntegrityError,
+    PolicyError,
+    SignatureError,
+    StoreError,
+    UsageError,
+)
 from appimg.host.dirs import UserDirs
 from appimg.services.store import index as index_mod
 from appimg.services.store import installed_state
@@ -352,7 +359,7 @@ def install(
                 source = tx.staging / "image.appimg"
                 remote.download(source)
                 step("image-downloaded")
-                with Image.open(source) as image:
+                with _named(source, remote.name), Image.open(source) as image:
                     manifest = image.manifest
                     app_id = manifest["id"]
                     root_hash = image.verity.root_hash.hex()
@@ -500,6 +507,15 @@ def rollback(
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _named(path: Path, name: str) -> Iterator[None]:
+    """Errors about a downloaded file name where it came from, not the staging file."""
+    try:
+        yield
+    except (UsageError, FormatError, IntegrityError, SignatureError, PolicyError) as exc:
+        raise type(exc)(str(exc).replace(str(path), name)) from None
 
 
 def check_bus_names(dirs: UserDirs, app_id: str) -> None:
