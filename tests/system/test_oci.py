@@ -136,7 +136,7 @@ class Proxy:
                     for start in range(0, len(body), 4096):
                         self.wfile.write(body[start : start + 4096])
                         self.wfile.flush()
-                        time.sleep(0.05)
+                        time.sleep(0.2)
                 elif not head:
                     self.wfile.write(body)
                 conn.close()
@@ -366,7 +366,7 @@ def test_kill_during_update_keeps_the_old_version(registry: RegistryServer, prox
     as_user(user, env, "install", proxy.ref(repo, "v"), "--plain-http")
     push(images["2.0"], registry.ref(repo, "v"))
     before = state(home)
-    proxy.mode = "slow"  # ~120 KiB at 80 KiB/s
+    proxy.mode = "slow"  # ~120 KiB at 20 KiB/s: several seconds to kill it in
     try:
         proc = spawn_as(user, [*user_python(user), "-m", "appimg", "update", APP], env,
                         start_new_session=True)  # fmt: skip
