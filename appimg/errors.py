@@ -68,6 +68,12 @@ class ToolError(AppimgError):
     exit_code = 8
 
 
+class RegistryError(AppimgError):
+    """An OCI registry cannot be reached, refuses a request or has no such image."""
+
+    exit_code = 10
+
+
 class PathError(AppimgError, OSError):
     """A path inside an image cannot be resolved; carries an errno for FUSE."""
 

@@ -33,6 +33,7 @@ COMMANDS: dict[str, Command] = {
     "pack": Command("build", "turn an app directory into one image file"),
     "keygen": Command("build", "make an Ed25519 signing key"),
     "sign": Command("build", "add a signature to an image"),
+    "push": Command("registry", "publish an image to an OCI registry"),
     # reading images
     "inspect": Command("read", "show an image's partitions, manifest, verity and signatures"),
     "verify": Command("read", "check an image's integrity and signatures"),

@@ -31,8 +31,13 @@ def _program_path() -> str:
     return os.environ.get("PATH", "")
 
 
+PLAIN_HTTP = options.Flag(
+    "--plain-http", "talk to the registry over plain HTTP (a local or test registry only)"
+)
+
+
 def _install_parser(commands: Subcommands, name: str, summary: str) -> argparse.ArgumentParser:
-    """install and update take the same arguments."""
+    """install and update take the same options."""
     p = commands.add_parser(
         name,
         help=summary,
@@ -42,7 +47,6 @@ def _install_parser(commands: Subcommands, name: str, summary: str) -> argparse.
         "is reported with the reason), and the change is atomic. Unsigned images and "
         "images signed by keys that are not trusted are refused unless allowed explicitly.",
     )
-    options.image_file(p)
     options.ALLOW_UNSIGNED.add_to(p, help_text="install an unsigned image")
     # --trust: this flag's spelling before it matched run and mount.
     options.ALLOW_UNTRUSTED.add_to(p, aliases=("--trust",),
@@ -50,16 +54,27 @@ def _install_parser(commands: Subcommands, name: str, summary: str) -> argparse.
         "(later updates signed by the same key are accepted too)")  # fmt: skip
     p.add_argument("--strict", action="store_true",
                    help="fail instead of installing if any export is refused")  # fmt: skip
+    PLAIN_HTTP.add_to(p)
     options.JSON.add_to(p)
     return p
 
 
 def add_install(commands: Subcommands, name: str, summary: str) -> None:
-    _install_parser(commands, name, summary).set_defaults(func=cmd_install)
+    p = _install_parser(commands, name, summary)
+    p.add_argument("file", metavar="FILE|oci://HOST[:PORT]/REPO[:TAG]",
+                   help="an image file, or an image in an OCI registry (its tag is "
+                   "followed by appimg update)")  # fmt: skip
+    p.set_defaults(func=cmd_install)
 
 
 def add_update(commands: Subcommands, name: str, summary: str) -> None:
     p = _install_parser(commands, name, summary)
+    p.add_argument("targets", nargs="*", metavar="FILE|ID|oci://REF",
+                   help="an image file or oci:// reference (the new version), or the ids "
+                   "of apps installed from a registry, whose tags are followed (none: every "
+                   "such app)")  # fmt: skip
+    p.add_argument("--check", action="store_true",
+                   help="only list what the registries offer; change nothing")  # fmt: skip
     p.epilog = (
         "An update must be signed by a key the app is pinned to (a new key only "
         "together with a pinned one), raise the version (spec/xdg-index.md §4) and ask "
@@ -229,27 +244,103 @@ def _print_permissions(permissions: dict[str, Any]) -> None:
         print(f"  permissions: {danger}")
 
 
-def _install(args: argparse.Namespace, update: bool) -> int:
+def _source(text: str, args: argparse.Namespace) -> Any:
+    """A file (a Path) or an oci:// reference (an ops.Remote, its manifest resolved)."""
+    from appimg.services.oci.reference import Reference, is_reference
+
+    if not is_reference(text):
+        return Path(text)
+    from appimg.services.oci import fetch
+
+    ref = Reference.parse(text)
+    found = fetch.resolve(ref, plain_http=args.plain_http, env=os.environ)
+    return fetch.remote(ref, found, plain_http=args.plain_http, env=os.environ,
+                        progress=_progress(ref))  # fmt: skip
+
+
+def _progress(ref: Any) -> Any:
+    from appimg.services.oci.client import ProgressMeter
+
+    return ProgressMeter(f"appimg: downloading {ref}", sys.stderr, tty=sys.stderr.isatty())
+
+
+def _install(args: argparse.Namespace, source: Any, update: bool) -> Any:
     from appimg.services.store import ops
     from appimg.services.store.transaction import step_hook
     from appimg.services.xdgpath.env import placement_notes
 
     dirs = _dirs()
-    outcome = ops.install(dirs, args.file, allow_unsigned=args.allow_unsigned,
+    outcome = ops.install(dirs, source, allow_unsigned=args.allow_unsigned,
                           allow_untrusted=args.allow_untrusted, update=update, strict=args.strict,
                           allow_downgrade=getattr(args, "allow_downgrade", False),
                           accept_permissions=getattr(args, "accept_permissions", False),
                           program_path=_program_path(), step=step_hook(os.environ))  # fmt: skip
     outcome.notes += placement_notes(dirs, outcome.exported)
-    return _report(outcome, args, "updated" if update else "installed")
+    return outcome
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    return _install(args, update=False)
+    return _report(_install(args, _source(args.file, args), update=False), args, "installed")
+
+
+def _is_app_id(target: str) -> bool:
+    return not target.startswith("oci://") and "/" not in target \
+        and not target.endswith(".appimg") and not os.path.exists(target)  # fmt: skip
 
 
 def cmd_update(args: argparse.Namespace) -> int:
-    return _install(args, update=True)
+    from appimg.errors import UsageError
+
+    ids = [t for t in args.targets if _is_app_id(t)]
+    if len(ids) != len(args.targets):
+        if len(args.targets) != 1 or args.check:
+            raise UsageError("update takes one FILE or oci:// reference, or app ids "
+                             "(--check: app ids only)")  # fmt: skip
+        outcome = _install(args, _source(args.targets[0], args), update=True)
+        return _report(outcome, args, "updated")
+    return _follow(args, ids)
+
+
+def _follow(args: argparse.Namespace, ids: list[str]) -> int:
+    """Update apps installed from a registry from the tags they follow (or, with
+    --check, say what the tags offer)."""
+    from appimg.services.oci import fetch
+
+    dirs = _dirs()
+    rows: list[dict[str, Any]] = []
+    outcomes: list[dict[str, Any]] = []
+    for app_id, app, ref in fetch.followed(dirs, ids):
+        plain_http = bool(app["origin"].get("plain_http"))
+        found = fetch.resolve(ref, plain_http=plain_http, env=os.environ)
+        active = app["versions"][0]
+        current = found.layer.digest == fetch.installed_digest(dirs, active)
+        row = {"id": app_id, "reference": str(ref), "installed": active["version"],
+               "available": found.version or None, "manifest": found.digest,
+               "image": found.layer.digest, "size": found.layer.size,
+               "update": not current}  # fmt: skip
+        rows.append(row)
+        if args.check or current:
+            if not args.check and not args.json:
+                print(f"{app_id} {active['version']} is up to date ({ref})")
+            continue
+        source = fetch.remote(ref, found, plain_http=plain_http, env=os.environ,
+                              progress=_progress(ref))  # fmt: skip
+        outcome = _install(args, source, update=True)
+        if args.json:
+            outcomes.append(outcome.to_json())
+        else:
+            _report(outcome, args, "updated")
+    if args.check:
+        if args.json:
+            print_json(rows)
+        for row in [] if args.json else rows:
+            offer = f"{row['available'] or '?'} available" if row["update"] else "up to date"
+            print(f"{row['id']:<40} {row['installed']:<12} {offer}  {row['reference']}")
+        if not rows and not args.json:
+            print("no apps installed from a registry")
+    elif args.json:
+        print_json(outcomes)
+    return 0
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:

@@ -96,12 +96,31 @@ def valid_image_file(rel: object) -> bool:
     return len(parts) == 3 and parts[0] == "images" and parts[2].endswith(".appimg")
 
 
+_SHA256 = re.compile(r"sha256:[0-9a-f]{64}\Z")
+
+
+def valid_origin(origin: object) -> bool:
+    """An app's ``origin`` (spec/xdg-index.md §2): the oci:// reference its updates
+    come from, whether over plain HTTP, and the manifest digest last installed."""
+    return (
+        isinstance(origin, dict)
+        and isinstance(origin.get("reference"), str)
+        and origin["reference"].startswith("oci://")
+        and len(origin["reference"]) <= MAX_PATH
+        and "\x00" not in origin["reference"]
+        and isinstance(origin.get("plain_http", False), bool)
+        and (origin.get("manifest") is None or bool(_SHA256.match(str(origin["manifest"]))))
+    )
+
+
 def _check_paths(app_id: str, app: dict[str, Any], where: str) -> None:
     """Every path the store would write or delete stays inside it (a crafted index must
     never make ``uninstall`` delete a file of the user)."""
     bad = None
     if not valid_rel(app_id) or "/" in app_id:
         bad = f"app id {app_id!r}"
+    if "origin" in app and not valid_origin(app["origin"]):
+        bad = "origin"
     for rel in app["exported"]:
         if bad is None and not valid_rel(rel):
             bad = f"exported path {rel!r}"
@@ -111,6 +130,9 @@ def _check_paths(app_id: str, app: dict[str, Any], where: str) -> None:
         if not isinstance(version, dict) or not valid_image_file(version.get("file")):
             shown = version.get("file") if isinstance(version, dict) else version
             bad = f"image path {shown!r}"
+            break
+        if "digest" in version and not _SHA256.match(str(version["digest"])):
+            bad = "image digest"
             break
         xdg = version.get("xdg_files", {})
         if not isinstance(xdg, dict):

@@ -28,13 +28,20 @@ import shlex
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appimg.atomic import replace_file
-from appimg.errors import IntegrityError, PolicyError, StoreError, UsageError
+from appimg.errors import (
+    FormatError,
+    IntegrityError,
+    PolicyError,
+    SignatureError,
+    StoreError,
+    UsageError,
+)
 from appimg.host.dirs import UserDirs
 from appimg.services.store import index as index_mod
 from appimg.services.store import installed_state
@@ -282,9 +289,22 @@ def maybe_recover(dirs: UserDirs, *, program_path: str = "") -> list[str]:
 # --- operations ------------------------------------------------------------------------------
 
 
+@dataclass
+class Remote:
+    """An image that is downloaded into the store's staging area rather than copied
+    from a file: an OCI registry's (spec/distribution.md §5). ``download`` writes the
+    new file it is given, complete and checked against ``digest``, or raises and
+    leaves nothing; ``origin`` is recorded as the app's (spec/xdg-index.md §2)."""
+
+    name: str
+    digest: str
+    origin: dict[str, Any]
+    download: Callable[[Path], None]
+
+
 def install(
     dirs: UserDirs,
-    source: Path,
+    source: Path | Remote,
     *,
     allow_unsigned: bool = False,
     allow_untrusted: bool = False,
@@ -301,13 +321,14 @@ def install(
     (:func:`check_version`; ``allow_downgrade`` lets it lower it), and ask for no
     permission the installed version does not have (:func:`check_permissions`;
     ``accept_permissions`` allows more). With ``strict``, a refused export fails
-    the whole operation."""
+    the whole operation. A :class:`Remote` source is downloaded while the lock is
+    held, into the transaction's staging area, and judged there."""
     from appimg.format.image import Image
     from appimg.host.trust import decide
     from appimg.services.exports.plan import scan_xdg_files
 
     op = "update" if update else "install"
-    source = Path(os.path.abspath(source))
+    remote = source if isinstance(source, Remote) else None
 
     def check_signatures(image: Image, pinned: list[str]) -> dict[str, Any]:
         """The trust rule, as install and update apply it (spec/xdg-index.md §4)."""
@@ -316,36 +337,54 @@ def install(
                          replacing=update)  # fmt: skip
         return verdict.to_json()
 
-    with Image.open(source) as image:  # refuse early, before copying anything
-        manifest = image.manifest
-        app_id = manifest["id"]
-        root_hash = image.verity.root_hash.hex()
-        pinned = installed_state(dirs, app_id)[0] if update else []
+    def early_checks(image: Image, pinned: list[str] | None) -> None:
+        """Refuse before copying anything (or, downloaded, before judging it further)."""
         if pinned is None:
-            raise UsageError(f"{app_id} is not installed (use appimg install)")
+            raise UsageError(f"{image.manifest['id']} is not installed (use appimg install)")
         check_signatures(image, pinned)
-        check_bus_names(dirs, app_id)
+        check_bus_names(dirs, image.manifest["id"])
+
+    if remote is None:
+        source = Path(os.path.abspath(source))  # type: ignore[arg-type]
+        with Image.open(source) as image:
+            manifest = image.manifest
+            app_id = manifest["id"]
+            root_hash = image.verity.root_hash.hex()
+            early_checks(image, installed_state(dirs, app_id)[0] if update else [])
     with locked(dirs, program_path=program_path, step=step) as (layout, step, notes):
         index = index_mod.load(layout)
-        existing = index["apps"].get(app_id)
-        key = version_key(manifest["version"], root_hash)
-        if update and existing is None:
-            raise UsageError(f"{app_id} is not installed (use appimg install)")
-        if not update and existing is not None:
-            active = index_mod.active_version(existing)["version"]
-            raise UsageError(f"{app_id} {active} is already installed (use appimg update)")
-        if existing and any(v["key"] == key for v in existing["versions"]):
-            raise UsageError(f"{app_id} {manifest['version']} is already installed")
-        if existing:
-            active = index_mod.active_version(existing)
-            check_version(app_id, manifest["version"], active,
-                          allow_downgrade=allow_downgrade)  # fmt: skip
-            if not accept_permissions:
-                check_permissions(layout, manifest, active)
-        pinned = existing.get("pinned_keys", []) if existing else []
-        rel = f"images/{app_id}/{key}.appimg"
-        with Transaction(layout, op, app_id, step, rerenderer(layout, dirs, program_path)) as tx:
-            staged = tx.stage_image(source)
+        tx = Transaction(layout, op, "", step, rerenderer(layout, dirs, program_path))
+        with tx:
+            if remote is not None:
+                source = tx.staging / "image.appimg"
+                remote.download(source)
+                step("image-downloaded")
+                with _named(source, remote.name), Image.open(source) as image:
+                    manifest = image.manifest
+                    app_id = manifest["id"]
+                    root_hash = image.verity.root_hash.hex()
+                    installed = index["apps"].get(app_id)
+                    pinned = installed.get("pinned_keys", []) if installed else None
+                    early_checks(image, pinned if update else [])
+            tx.app_id = app_id
+            existing = index["apps"].get(app_id)
+            key = version_key(manifest["version"], root_hash)
+            if update and existing is None:
+                raise UsageError(f"{app_id} is not installed (use appimg install)")
+            if not update and existing is not None:
+                active = index_mod.active_version(existing)["version"]
+                raise UsageError(f"{app_id} {active} is already installed (use appimg update)")
+            if existing and any(v["key"] == key for v in existing["versions"]):
+                raise UsageError(f"{app_id} {manifest['version']} is already installed")
+            if existing:
+                active = index_mod.active_version(existing)
+                check_version(app_id, manifest["version"], active,
+                              allow_downgrade=allow_downgrade)  # fmt: skip
+                if not accept_permissions:
+                    check_permissions(layout, manifest, active)
+            pinned = existing.get("pinned_keys", []) if existing else []
+            rel = f"images/{app_id}/{key}.appimg"
+            staged = tx.staging / "image.appimg" if remote else tx.stage_image(source)
             with Image.open(staged) as image:
                 # The copy is what will run: check it, not the source, which may change.
                 image.check_tree()
@@ -364,6 +403,8 @@ def install(
                     "xdg_files": xdg_files,
                     "xdg_truncated": truncated,
                 }
+                if remote is not None:
+                    version["digest"] = remote.digest
                 plan = _render(image, layout, dirs, index, version, program_path)
             notes += plan.notes
             if strict and plan.refused:
@@ -384,6 +425,11 @@ def install(
                 "refused": plan.refused,
                 "pinned_keys": signature["key_ids"],
             }
+            # Where updates come from: the registry installed from, kept across updates
+            # from files (spec/xdg-index.md §2, spec/distribution.md §5).
+            origin = remote.origin if remote else (existing or {}).get("origin")
+            if origin:
+                new_index["apps"][app_id]["origin"] = origin
             obsolete = [v["file"] for v in older[keep:]]
             withdrawn = _withdraw(new_index, app_id, notes)
             tx.commit(
@@ -461,6 +507,15 @@ def rollback(
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _named(path: Path, name: str) -> Iterator[None]:
+    """Errors about a downloaded file name where it came from, not the staging file."""
+    try:
+        yield
+    except (UsageError, FormatError, IntegrityError, SignatureError, PolicyError) as exc:
+        raise type(exc)(str(exc).replace(str(path), name)) from None
 
 
 def check_bus_names(dirs: UserDirs, app_id: str) -> None:
