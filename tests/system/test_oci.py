@@ -370,14 +370,17 @@ def test_kill_during_update_keeps_the_old_version(registry: RegistryServer, prox
     try:
         proc = spawn_as(user, [*user_python(user), "-m", "appimg", "update", APP], env,
                         start_new_session=True)  # fmt: skip
-        partial = None
+        # The download goes into the transaction's staging directory, in chunks that
+        # may reach the file only when full: kill once staging has begun, well within
+        # the seconds the trickled blob takes.
+        staging = None
         deadline = time.monotonic() + 20
-        while partial is None and time.monotonic() < deadline:
-            found = list((store(home) / "tmp").glob("*/image.appimg"))
-            if found and found[0].stat().st_size > 0:
-                partial = found[0]
+        while staging is None and time.monotonic() < deadline:
+            staging = next(iter((store(home) / "tmp").glob("*")), None)
             time.sleep(0.02)
-        assert partial is not None, "the download did not start"
+        assert staging is not None, "the update did not start"
+        time.sleep(0.5)
+        assert proc.poll() is None, "the update ended before it could be killed"
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     finally:
