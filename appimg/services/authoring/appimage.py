@@ -43,15 +43,6 @@ class AppImageInfo:
     has_key: bool  # .sig_key holds a key
 
 
-def is_elf(path: Path) -> bool:
-    """Whether a regular file starts with the ELF magic: the one sign of an AppImage."""
-    try:
-        with path.open("rb") as f:
-            return f.read(4) == ELF_MAGIC
-    except OSError:
-        return False
-
-
 def _section_text(elf: object, name: str) -> bytes:
     section = elf.get_section_by_name(name)  # type: ignore[attr-defined]
     if section is None or section["sh_type"] == "SHT_NOBITS":
