@@ -33,8 +33,9 @@ def add_init(commands: Subcommands, name: str, summary: str) -> None:
         help=summary,
         description=(
             "Write a commented appimg.toml template into DIR (created if missing). With "
-            "--from SOURCE (a .deb or an installed tree such as a `make install DESTDIR=` "
-            "result), copy the program into DIR (which must be new or empty) and write an "
+            "--from SOURCE (a .deb, a type 2 AppImage or an installed tree such as a `make "
+            "install DESTDIR=` result), copy the program into DIR (which must be new or "
+            "empty) and write an "
             "appimg.toml that packs and runs without edits: id, entry point, profile and "
             "permissions guessed from its desktop entry, metainfo and ELF headers, its "
             "desktop files and icons renamed to the app id. Each decision is printed."
@@ -47,7 +48,7 @@ def add_init(commands: Subcommands, name: str, summary: str) -> None:
         dest="source",
         type=Path,
         metavar="SOURCE",
-        help="a Debian package (.deb) or a directory holding an installed tree",
+        help="a Debian package (.deb), a type 2 AppImage or a directory holding an installed tree",
     )
     p.add_argument("--id", dest="app_id", metavar="ID", help="the app id (with --from)")
     p.add_argument("--name", metavar="NAME", help="the app's name (with --from)")

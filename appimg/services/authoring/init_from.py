@@ -2,10 +2,12 @@
 (spec/manifest.md §7 Starting from an existing program).
 
 SOURCE is a Debian package (unpacked with ``dpkg-deb``, its control file read
-for the name and version) or a directory holding an installed tree (a
-``make install DESTDIR=...`` result: ``usr/bin``, ``usr/share/...``, or a prefix
-such as ``opt/foo``). The tree is copied into DIR as it is, and an
-``appimg.toml`` is written that packs and runs without edits:
+for the name and version), a type 2 AppImage (its SquashFS filesystem read by
+:mod:`.appimage`, never run; ``AppRun`` the entry point, the desktop file at its
+root the main entry, ``APPDIR`` set to the image's root) or a directory holding
+an installed tree (a ``make install DESTDIR=...`` result: ``usr/bin``,
+``usr/share/...``, or a prefix such as ``opt/foo``). The tree is copied into DIR
+as it is, and an ``appimg.toml`` is written that packs and runs without edits:
 
 * the id, entry point, profile and permissions are guessed from the package's
   AppStream metainfo, desktop entries and the entry point's ELF headers;
@@ -16,9 +18,10 @@ such as ``opt/foo``). The tree is copied into DIR as it is, and an
   out, with the reason.
 
 Every decision is returned with the reason for it, for the summary the CLI
-prints. Nothing is written outside DIR: a package is read through
-:mod:`tarfile`'s extraction filter, and the tree is read only through
-:mod:`.tree`, which never follows a link out of it.
+prints. Nothing is written outside DIR: a package's members are checked one by
+one before they are written, an AppImage's filesystem goes through appimg's own
+safe extractor, and the tree is read only through :mod:`.tree`, which never
+follows a link out of it.
 """
 
 from __future__ import annotations
@@ -29,13 +32,14 @@ import re
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from appimg.errors import AppimgError, FormatError, ToolError, UsageError
 from appimg.format.manifest import AUTHORING_FILE, compile_manifest, validate_app_id
-from appimg.services.authoring import elf, tree
+from appimg.services.authoring import appimage, elf, tree
 from appimg.services.exports import Refused, exec_line, keyfile
 from appimg.services.exports.icons import HICOLOR_SIZES, check_icon, png_size
 from appimg.services.exports.plan import Context, owned_name, rewrite_desktop
@@ -78,7 +82,9 @@ class _Entry:
     rel: str  # path of the desktop entry in the tree
     stem: str
     data: keyfile.KeyFile
-    program: str | None = None  # path of its Exec program in the tree
+    program: str | None = None  # path of the program it launches in the tree
+    named: str | None = None  # path of its Exec program in the tree (an AppImage's
+    # entries launch AppRun, whatever their Exec names)
     icon: str | None = None
 
 
@@ -271,6 +277,29 @@ def copy_tree(source: Path, target: Path, notes: list[str]) -> None:
         raise UsageError(f"{exc.filename or source}: {exc.strerror}") from None
 
 
+def _launch_apprun(entry: _Entry, entrypoint: str) -> None:
+    """Point every ``Exec`` of an AppImage's desktop file at its entry point: the AppImage
+    runs AppRun whatever program the file names (appimaged rewrites them the same way)."""
+    for group in entry.data.groups:
+        raw = group.get("Exec")
+        if raw is None or not (group.name == "Desktop Entry" or
+                               group.name.startswith("Desktop Action ")):  # fmt: skip
+            continue
+        args = exec_line.split_exec(keyfile.unescape(raw))
+        if args:
+            line = " ".join([exec_line.literal_arg(entrypoint), exec_line.join(args[1:])])
+            group.set("Exec", keyfile.escape(line.rstrip()))
+
+
+def _apprun(target: Path, source: Path) -> str:
+    """An AppImage's entry point: ``AppRun``, or the program it links to."""
+    real = tree.resolve(target, "AppRun")
+    if real is None or not real.is_file() or not real.stat().st_mode & 0o111:
+        raise UsageError(f"{source}: refused: no executable AppRun at the AppImage's root")
+    rel = real.relative_to(target).as_posix()
+    return rel if (target / "AppRun").is_symlink() else "AppRun"
+
+
 # --- what the tree holds ----------------------------------------------------------------
 
 
@@ -302,11 +331,16 @@ def _find_program(root: Path, program: str, bins: list[str]) -> str | None:
     return None
 
 
-def _desktop_entries(root: Path, files: list[str], bins: list[str],
-                     notes: list[str]) -> list[_Entry]:  # fmt: skip
+def _desktop_entries(root: Path, files: list[str], bins: list[str], notes: list[str],
+                     launcher: str | None = None) -> list[_Entry]:  # fmt: skip
+    """The visible application entries of the tree; with ``launcher`` (an AppImage's
+    entry point), the ones at its root, each launching ``launcher``."""
     entries = []
     for rel in files:
-        if "share/applications/" not in rel or not rel.endswith(".desktop"):
+        if launcher is not None:
+            if "/" in rel or not rel.endswith(".desktop"):
+                continue
+        elif "share/applications/" not in rel or not rel.endswith(".desktop"):
             continue
         data = tree.read(root, rel, MAX_DESKTOP_BYTES)
         if data is None:
@@ -333,7 +367,8 @@ def _desktop_entries(root: Path, files: list[str], bins: list[str],
             notes.append(f"{rel}: {exc}; left out")
             continue
         if args:
-            entry.program = _find_program(root, args[0].literal(), bins)
+            entry.named = _find_program(root, args[0].literal(), bins)
+        entry.program = launcher or entry.named
         if entry.program is None:
             notes.append(f"{rel}: its Exec program is not in the tree; left out")
             continue
@@ -395,7 +430,7 @@ def _render_toml(manifest: dict[str, Any], header: list[str]) -> str:
     for key in ("id", "name", "version", "summary", "homepage", "entrypoint", "profile"):
         if key in manifest:
             lines.append(f"{key} = {_toml_value(manifest[key])}")
-    for table in ("commands", "permissions", "exports"):
+    for table in ("commands", "env", "permissions", "exports"):
         if manifest.get(table):
             lines += ["", f"[{table}]"]
             for key, value in manifest[table].items():
@@ -416,7 +451,8 @@ def _write(target: Path, rel: str, data: bytes) -> None:
 
 def init_from(target: Path, source: Path, *, app_id: str | None = None,
               name: str | None = None, version: str | None = None) -> InitResult:  # fmt: skip
-    """Write ``target`` from ``source`` (a ``.deb`` or a directory); see the module doc."""
+    """Write ``target`` from ``source`` (a ``.deb``, an AppImage or a directory); see the
+    module doc."""
     if not source.exists():
         raise UsageError(f"{source}: no such file or directory")
     if app_id is not None:
@@ -424,18 +460,23 @@ def init_from(target: Path, source: Path, *, app_id: str | None = None,
             validate_app_id(app_id)
         except FormatError as exc:
             raise UsageError(f"--id: {exc}") from None
-    is_deb = source.is_file()
-    if is_deb:
+    is_deb, image = False, None
+    if source.is_file():
         with source.open("rb") as f:
-            if f.read(8) != b"!<arch>\n":
-                raise UsageError(f"{source}: not a Debian package (.deb) nor a directory")
+            magic = f.read(8)
+        is_deb = magic == b"!<arch>\n"
+        if not is_deb and magic[:4] != appimage.ELF_MAGIC:
+            raise UsageError(f"{source}: not a Debian package (.deb), an AppImage nor a "
+                             "directory")  # fmt: skip
     elif not source.is_dir():
-        raise UsageError(f"{source}: not a Debian package (.deb) nor a directory")
+        raise UsageError(f"{source}: not a Debian package (.deb), an AppImage nor a directory")
     created = _check_target(target)
     control = read_control(source) if is_deb else {}
+    if source.is_file() and not is_deb:
+        image = appimage.probe(source)  # before DIR is made: a refusal leaves nothing
     try:
         target.mkdir(parents=True, exist_ok=True)
-        return _init(target, source, control, app_id, name, version)
+        return _init(target, source, control, image, app_id, name, version)
     except BaseException:
         # Leave DIR as it was found: absent, or empty.
         if created:
@@ -449,7 +490,8 @@ def init_from(target: Path, source: Path, *, app_id: str | None = None,
         raise
 
 
-def _init(target: Path, source: Path, control: dict[str, str], app_id: str | None,
+def _init(target: Path, source: Path, control: dict[str, str],
+          image: appimage.AppImageInfo | None, app_id: str | None,
           name: str | None, version: str | None) -> InitResult:  # fmt: skip
     notes: list[str] = []
     decisions: list[Decision] = []
@@ -457,15 +499,30 @@ def _init(target: Path, source: Path, control: dict[str, str], app_id: str | Non
     def decide(key: str, value: Any, why: str) -> None:
         decisions.append(Decision(key, value, why))
 
+    launcher = None  # an AppImage's entry point
+    env: dict[str, str] = {}
     if control:
         unpack_deb(source, target)
         origin = f"package {control['Package']} {control.get('Version', '')}".strip()
+    elif image is not None:
+        compression = appimage.unpack(source, image, target, notes)
+        origin = f"the AppImage {source.name}"
+        decide("source", "AppImage", f"type 2, {compression} SquashFS at offset "
+                                     f"{image.offset}")  # fmt: skip
+        launcher = _apprun(target, source)
     else:
         copy_tree(source, target, notes)
         origin = f"the tree {source}"
     files = [f for f in tree.walk(target) if f != AUTHORING_FILE]
     bins = _bin_dirs(files)
-    entries = _desktop_entries(target, files, bins, notes)
+    entries = _desktop_entries(target, files, bins, notes, launcher)
+    if launcher is not None:
+        found = [rel for rel in files if "/" not in rel and rel.endswith(".desktop")]
+        if len(found) != 1:
+            raise UsageError(f"{source}: refused: {len(found)} desktop files at the AppImage's "
+                             "root (an AppImage has one)")  # fmt: skip
+        if not entries:  # the one note _desktop_entries wrote about it says why
+            raise UsageError(f"{source}: refused: {notes[-1]}")
     metas = _metainfo(target, files)
     package = control.get("Package", "")
 
@@ -515,7 +572,11 @@ def _init(target: Path, source: Path, control: dict[str, str], app_id: str | Non
                 break
 
     # --- entry point
-    if main is not None:
+    if launcher is not None:
+        entrypoint = launcher
+        how = "AppRun" if launcher == "AppRun" else f"AppRun, a link to {launcher},"
+        decide("entrypoint", entrypoint, f"{how} is what the AppImage runs")
+    elif main is not None:
         entrypoint = main.program
         decide("entrypoint", entrypoint, f"the Exec program of {main.rel}")
     else:
@@ -550,7 +611,26 @@ def _init(target: Path, source: Path, control: dict[str, str], app_id: str | Non
         interp = head[2:].split(b"\n", 1)[0].strip().decode("utf-8", "replace")
         kind = f"a script for {interp}" if head.startswith(b"#!") else "not an ELF program"
         decide("profile", profile, f"{entrypoint} is {kind}: it runs with the host's /usr")
-        decide("permissions", {}, "not inferred from a script: add them by hand")
+        if launcher is None or main is None or main.named in (None, entrypoint):
+            decide("permissions", {}, "not inferred from a script: add them by hand")
+    if launcher is not None and main is not None and main.named not in (None, entrypoint):
+        # AppRun only sets the scene: what the app talks to is what its program links.
+        named = tree.resolve(target, main.named or "")
+        if named is not None and elf.is_elf(named):
+            info = elf.read_elf(named)
+            if info.interp and profile == "none":
+                profile = "host"
+                decide("profile", profile, f"{main.named} is dynamically linked (PT_INTERP "
+                                           f"{info.interp}): it needs the host's /usr")  # fmt: skip
+            perms, why = permissions_for(info.needed)
+            said = "; ".join(why) or "links none of the display, sound or GPU libraries"
+            decide("permissions", perms, f"{main.named}, the program {main.rel} names: {said}")
+        else:
+            decide("permissions", {}, f"{main.named} is not an ELF program: add them by hand")
+    if launcher is not None:
+        env["APPDIR"] = "/"
+        decide("env", {"APPDIR": "/"}, "AppRun and the app find their files from $APPDIR, "
+                                       "the image's root")  # fmt: skip
     decide("network", False, 'never inferred: add share = ["network"] if the app needs it')
 
     # --- renamed exports
@@ -561,7 +641,8 @@ def _init(target: Path, source: Path, control: dict[str, str], app_id: str | Non
     for index, entry in enumerate(entries):
         if entry.icon and "/" not in entry.icon and entry.icon not in icon_names:
             icon_names[entry.icon] = app_id if index == 0 else f"{app_id}-{entry.icon}"
-    exports_icons = _export_icons(target, files, app_id, icon_names, entries, notes)
+    exports_icons = _export_icons(target, files, app_id, icon_names, entries, notes,
+                                  at_root=launcher is not None)  # fmt: skip
     icons_exported = {key.split("/", 1)[0] for key in exports_icons}
     manifest_stub = {"id": app_id, "entrypoint": entrypoint, "commands": commands}
     ctx = Context(app_id=app_id, version="0", launcher="/usr/bin/appimg",
@@ -580,6 +661,12 @@ def _init(target: Path, source: Path, control: dict[str, str], app_id: str | Non
                 group.remove("Icon")
                 notes.append(f"{entry.rel}: its icon {entry.icon!r} is not in the tree; "
                              "Icon= removed")  # fmt: skip
+        if launcher is not None:
+            try:
+                _launch_apprun(entry, entrypoint)
+            except Refused as exc:
+                raise UsageError(f"{source}: refused: its desktop file {entry.rel}: "
+                                 f"{exc}") from None  # fmt: skip
         if entry.program != entrypoint and entry.program is not None:
             command = entry.program.rsplit("/", 1)[-1]
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", command):
@@ -590,6 +677,9 @@ def _init(target: Path, source: Path, control: dict[str, str], app_id: str | Non
         try:
             rewrite_desktop(data, manifest_stub, ctx, (), new)
         except Refused as exc:
+            if launcher is not None and index == 0:
+                raise UsageError(f"{source}: refused: its desktop file {entry.rel}: "
+                                 f"{exc}") from None  # fmt: skip
             commands.pop((entry.program or "").rsplit("/", 1)[-1], None)
             notes.append(f"{entry.rel}: appimg install would refuse it ({exc}); left out")
             continue
@@ -638,10 +728,15 @@ def _init(target: Path, source: Path, control: dict[str, str], app_id: str | Non
         decide("name", name, "the desktop entry's Name" if raw else "the package name")
     else:
         decide("name", name, "given with --name")
-    if version is None:
+    stamped = main.data.groups[0].get("X-AppImage-Version") if main and launcher else None
+    if version is None and stamped:
+        version = keyfile.unescape(stamped)
+        decide("version", version, f"X-AppImage-Version of {main.rel if main else ''}")
+    elif version is None:
         version = control.get("Version") or "0.0.0"
         decide("version", version, "the package's Version" if control.get("Version")
-               else "unknown for a tree: set it with --version")  # fmt: skip
+               else f"unknown for {'an AppImage' if launcher else 'a tree'}: set it with "
+               "--version")  # fmt: skip
     else:
         decide("version", version, "given with --version")
 
@@ -654,6 +749,8 @@ def _init(target: Path, source: Path, control: dict[str, str], app_id: str | Non
     manifest.update(entrypoint=entrypoint, profile=profile)
     if commands:
         manifest["commands"] = commands
+    if env:
+        manifest["env"] = env
     if perms:
         manifest["permissions"] = perms
     manifest["exports"] = exports
@@ -665,15 +762,33 @@ def _init(target: Path, source: Path, control: dict[str, str], app_id: str | Non
         compiled = compile_manifest(target)
     except AppimgError as exc:
         raise FormatError(f"the appimg.toml written for {source} does not compile: {exc}") from None
+    if image is not None:
+        _report_appimage(image, decide)
     for note in notes:
         decide("note", None, note)
     return InitResult(target, compiled, decisions)
 
 
+def _report_appimage(image: appimage.AppImageInfo, decide: Callable[[str, Any, str], None]) -> None:
+    """What the AppImage's runtime carried, and what becomes of it here."""
+    if image.update_info:
+        decide("update-info", image.update_info, "the AppImage's .upd_info: appimg does not "
+               "update from it; publish new images where your users install them from")  # fmt: skip
+    if image.signed:
+        key = " and its key (.sig_key)" if image.has_key else ""
+        decide("signature", "not kept", f"the AppImage's GPG signature (.sha256_sig){key} "
+               "is not an appimg signature and is not trusted: sign the image anew with "
+               "appimg sign")  # fmt: skip
+    else:
+        decide("signature", "none", "the AppImage was not signed: sign the image with appimg sign")
+
+
 def _export_icons(target: Path, files: list[str], app_id: str, names: dict[str, str],
-                  entries: list[_Entry], notes: list[str]) -> dict[str, str]:  # fmt: skip
+                  entries: list[_Entry], notes: list[str], *,
+                  at_root: bool = False) -> dict[str, str]:  # fmt: skip
     """Copy the icons the desktop entries name into ``share/icons/hicolor``, renamed;
-    return ``{"NEW-NAME/SIZE/CONTEXT": payload path}``."""
+    return ``{"NEW-NAME/SIZE/CONTEXT": payload path}``. ``at_root``: an AppImage's, whose
+    root holds ``ICON.png`` or ``ICON.svg`` and ``.DirIcon``."""
     out: dict[str, str] = {}
     for rel in files:
         match = re.search(r"(?:^|/)share/icons/hicolor/([^/]+)/([^/]+)/([^/]+)\Z", rel)
@@ -713,6 +828,8 @@ def _export_icons(target: Path, files: list[str], app_id: str, names: dict[str, 
             for prefix in ("usr/", "usr/local/", "")
             for ext in (".png", ".svg")
         ]  # fmt: skip
+        if at_root and entry is entries[0] and "/" not in entry.icon:
+            candidates = [f"{entry.icon}.png", f"{entry.icon}.svg", ".DirIcon", *candidates]
         for rel in candidates:
             data = tree.read(target, rel, MAX_DATA_BYTES)
             if data is None:
@@ -721,7 +838,8 @@ def _export_icons(target: Path, files: list[str], app_id: str, names: dict[str, 
                 new = app_id if entry is entries[0] else f"{app_id}-{entry.stem}"
                 names[entry.icon] = new
             try:
-                if rel.endswith(".svg"):
+                svg = rel.endswith(".svg") or (rel == ".DirIcon" and data[:1] == b"<")
+                if svg:  # a .DirIcon says what it is only by its bytes
                     dest = f"share/icons/hicolor/scalable/apps/{new}.svg"
                 else:
                     width, height = png_size(data)
