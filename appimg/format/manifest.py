@@ -32,7 +32,9 @@ AUTHORING_FILE = "appimg.toml"
 #: Cap on the authoring file: its canonical JSON may hold at most 256 KiB, comments aside.
 MAX_AUTHORING_BYTES = 1 << 20
 HOST_MODES = ("replace", "under", "over")
-EXPORT_KINDS = ("desktop", "icons", "metainfo", "mime", "dbus")
+#: ``search-providers`` (GNOME Shell and KRunner): exported only when the user enables
+#: them (spec/xdg-index.md §3.7); an ancillary kind, which older readers ignore.
+EXPORT_KINDS = ("desktop", "icons", "metainfo", "mime", "dbus", "search-providers")
 
 # Reverse DNS as Flatpak and D-Bus define it: at least three elements of
 # [A-Za-z0-9_-], none starting with a digit; '-' is not allowed in the last one.
@@ -246,6 +248,8 @@ def _discover_exports(app_dir: Path, app_id: str) -> dict[str, list[str]]:
         "appdata": ("metainfo", (".xml",)),
         "mime/packages": ("mime", (".xml",)),
         "dbus-1/services": ("dbus", (".service",)),
+        "gnome-shell/search-providers": ("search-providers", (".ini",)),
+        "krunner/dbusplugins": ("search-providers", (".desktop",)),
     }
     for sub, (kind, suffixes) in kinds.items():
         folder = share / sub
@@ -364,8 +368,9 @@ profile = "none"
 # mode = "replace"
 
 # Optional: what `appimg install` exports to the desktop. By default every file
-# under share/applications, share/icons, share/metainfo, share/mime/packages and
-# share/dbus-1/services whose name starts with the id.
+# under share/applications, share/icons, share/metainfo, share/mime/packages,
+# share/dbus-1/services, share/gnome-shell/search-providers and share/krunner/dbusplugins
+# whose name starts with the id (search providers stay off until the user enables them).
 # [exports]
 # desktop = ["share/applications/{app_id}.desktop"]
 """

@@ -15,8 +15,13 @@ TOML: one list per category, a revocation written with a leading ``!``::
     sockets = ["x11", "!wayland"]
     filesystems = ["xdg-download:ro", "!home"]
     talk = ["org.example.Service", "!org.freedesktop.secrets"]
+    search-provider = true
 
-It is written atomically (:mod:`appimg.atomic`) and read without following a
+``search-provider`` is not a permission: it is the user's choice to export the app's
+search providers (spec/xdg-index.md §3.7), off unless said; :func:`search_provider_on`
+reads it and :func:`set_search_provider` changes it.
+
+The file is written atomically (:mod:`appimg.atomic`) and read without following a
 symlink, size-capped; a malformed file is a :class:`~appimg.errors.PolicyError`
 naming it, never a silently different grant.
 """
@@ -61,6 +66,8 @@ BUS_FLAGS = {
     for flag, granted in ((FLAG_OF[cat], True), (f"no-{FLAG_OF[cat]}", False))
 }
 FILESYSTEM_FLAGS = ("filesystem", "nofilesystem")
+#: The stored key of ``--search-provider=on|off`` (not a permission: no ``!`` form).
+SEARCH_PROVIDER_KEY = "search-provider"
 FLAGS = (*NAMED_FLAGS, *BUS_FLAGS, *FILESYSTEM_FLAGS)
 _SINGULAR = {"sockets": "socket", "devices": "device", "share": "share",
              **{cat: FLAG_OF[cat] for cat in BUS}}  # fmt: skip
@@ -83,13 +90,16 @@ class Override:
     own: dict[str, bool] = field(default_factory=dict)
     see: dict[str, bool] = field(default_factory=dict)
     system_talk: dict[str, bool] = field(default_factory=dict)
+    #: ``--search-provider=on|off``: export the app's search providers; None: not said (off)
+    search_provider: bool | None = None
 
     def changes(self, category: str) -> dict[str, bool]:
         """The grants (True) and revocations (False) of a category of :data:`SETS`."""
         return getattr(self, category.replace("-", "_"))
 
     def __bool__(self) -> bool:
-        return bool(self.filesystems or any(self.changes(cat) for cat in SETS))
+        return bool(self.filesystems or any(self.changes(cat) for cat in SETS)
+                    or self.search_provider is not None)  # fmt: skip
 
     def apply(self, base: Permissions) -> Permissions:
         """``base`` with this override's grants added and its revocations removed."""
@@ -111,6 +121,8 @@ class Override:
     def merged(self, later: Override) -> Override:
         """This override with ``later``'s entries on top (the later one wins per entry)."""
         merged = Override(filesystems={**self.filesystems, **later.filesystems})
+        merged.search_provider = (self.search_provider if later.search_provider is None
+                                  else later.search_provider)  # fmt: skip
         for category in SETS:
             merged.changes(category).update({**self.changes(category),
                                              **later.changes(category)})  # fmt: skip
@@ -128,11 +140,14 @@ class Override:
                 out.append(f"--nofilesystem={location}")
             else:
                 out.append(f"--filesystem={location}" + ("" if mode == "rw" else f":{mode}"))
+        if self.search_provider is not None:
+            out.append(f"--search-provider={'on' if self.search_provider else 'off'}")
         return out
 
-    def to_table(self) -> dict[str, list[str]]:
-        """The stored form: per category, entries with ``!`` for revocations."""
-        table: dict[str, list[str]] = {}
+    def to_table(self) -> dict[str, list[str] | bool]:
+        """The stored form: per category, entries with ``!`` for revocations; and
+        ``search-provider``, a boolean, if the user said."""
+        table: dict[str, list[str] | bool] = {}
         for category in SETS:
             items = sorted(self.changes(category).items())
             if items:
@@ -142,6 +157,8 @@ class Override:
                 f"!{loc}" if mode is None else (loc if mode == "rw" else f"{loc}:{mode}")
                 for loc, mode in sorted(self.filesystems.items())
             ]
+        if self.search_provider is not None:
+            table[SEARCH_PROVIDER_KEY] = self.search_provider
         return table
 
 
@@ -193,10 +210,16 @@ def from_table(table: object, source: str) -> Override:
     """The stored form back into an :class:`Override`; anything wrong: PolicyError."""
     if not isinstance(table, dict):
         raise PolicyError(f"{source}: not a table")
-    unknown = set(table) - {*SETS, "filesystems"}
+    unknown = set(table) - {*SETS, "filesystems", SEARCH_PROVIDER_KEY}
     if unknown:
         raise PolicyError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}")
     override = Override()
+    table = dict(table)
+    if SEARCH_PROVIDER_KEY in table:
+        choice = table.pop(SEARCH_PROVIDER_KEY)
+        if not isinstance(choice, bool):
+            raise PolicyError(f"{source}: {SEARCH_PROVIDER_KEY} must be true or false")
+        override.search_provider = choice
     for category, values in table.items():
         if not isinstance(values, list) or len(values) > 1024:
             raise PolicyError(f"{source}: {category} must be a list of at most 1024 entries")
@@ -289,7 +312,10 @@ def dumps(override: Override, app_id: str) -> bytes:
 
     lines = [f"# appimg override {app_id} (spec/permissions.md); '!' revokes.\n"]
     for key, values in override.to_table().items():
-        lines.append(f"{key} = [{', '.join(json.dumps(v) for v in values)}]\n")
+        if isinstance(values, bool):
+            lines.append(f"{key} = {json.dumps(values)}\n")
+        else:
+            lines.append(f"{key} = [{', '.join(json.dumps(v) for v in values)}]\n")
     return "".join(lines).encode()
 
 
@@ -327,3 +353,25 @@ def reset(dirs: UserDirs, app_id: str) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+# --- search providers ----------------------------------------------------------------------
+
+
+def parse_search_provider(value: str) -> bool:
+    """``--search-provider=on|off``."""
+    if value not in ("on", "off"):
+        raise UsageError(f"--search-provider={value}: must be on or off")
+    return value == "on"
+
+
+def search_provider_on(dirs: UserDirs, app_id: str) -> bool:
+    """Has the user enabled the search providers of ``app_id``? (Off unless they said so.)"""
+    return load(dirs, app_id).search_provider is True
+
+
+def set_search_provider(dirs: UserDirs, app_id: str, on: bool) -> Path:
+    """Store the user's choice for the search providers of ``app_id``, keeping the rest of
+    the override; ``off`` is recorded as said (``search-provider = false``)."""
+    change = Override(search_provider=on)
+    return save(dirs, app_id, load(dirs, app_id).merged(change))

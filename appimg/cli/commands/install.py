@@ -44,7 +44,8 @@ def _install_parser(commands: Subcommands, name: str, summary: str) -> argparse.
         description=summary[0].upper() + summary[1:] + ". The image is copied into "
         "$XDG_DATA_HOME/appimg/images, its desktop entries, icons, metainfo, MIME and "
         "D-Bus files are exported under the rules of spec/xdg-index.md (anything refused "
-        "is reported with the reason), and the change is atomic. Unsigned images and "
+        "is reported with the reason; search providers only once enabled with appimg "
+        "override ID --search-provider=on), and the change is atomic. Unsigned images and "
         "images signed by keys that are not trusted are refused unless allowed explicitly.",
     )
     options.ALLOW_UNSIGNED.add_to(p, help_text="install an unsigned image")
@@ -223,6 +224,11 @@ def _report(outcome: Any, args: argparse.Namespace, verb: str) -> int:
         print(f"  mime types: {'; '.join(parts)}")
     if outcome.permissions is not None:
         _print_permissions(outcome.permissions)
+    if outcome.search_provider == "off":
+        print(f"  search provider: off, not exported (it would see every query typed; "
+              f"enable with appimg override {outcome.app_id} --search-provider=on)")  # fmt: skip
+    elif outcome.search_provider == "on":
+        print("  search provider: on (enabled by your override)")
     command = args.command
     for item in outcome.refused:
         print(f"appimg {command}: refused {item['path']}: {item['reason']}", file=sys.stderr)

@@ -40,7 +40,8 @@ def add_override(commands: Subcommands, name: str, summary: str) -> None:
             "of 'flatpak override'. Changes are added to what is stored already\n"
             "($XDG_CONFIG_HOME/appimg/overrides/ID.toml); --reset removes the stored\n"
             "override first. With no change, print the stored override. The host's\n"
-            "policy still refuses what it denies."
+            "policy still refuses what it denies. --search-provider=on exports the app's\n"
+            "search providers (off by default: they see every query typed)."
         ),
         epilog="examples: appimg override org.example.Hello --nosocket=x11 "
         "--filesystem=xdg-music:ro\n"
@@ -49,6 +50,10 @@ def add_override(commands: Subcommands, name: str, summary: str) -> None:
     )
     options.app_id(p)
     options.permission_changes(p)
+    p.add_argument("--search-provider", metavar="on|off", dest="search_provider",
+                   help="export the app's GNOME Shell and KRunner search providers (on), or "
+                   "withdraw them (off, the default: a search provider sees every query "
+                   "typed); applied to the installed app at once")  # fmt: skip
     p.add_argument("--reset", action="store_true", help="remove the stored override of ID")
     p.add_argument("--show", action="store_true",
                    help="print the stored override (the default without changes)")  # fmt: skip
@@ -81,6 +86,7 @@ def cmd_permissions(args: argparse.Namespace) -> int:
         "installed": installed,
         "override_file": str(override_file(dirs, manifest["id"])) if installed else None,
         **result.to_json(),
+        "search_provider": _search_provider_state(manifest, dirs, installed),
     }
     if args.json:
         print_json(report)
@@ -99,7 +105,23 @@ def cmd_permissions(args: argparse.Namespace) -> int:
             print(_row(item, "reason", ""))
     for danger in report["dangers"]:
         print(f"warning: {danger}")
+    if report["search_provider"] == "off":
+        print(f"search provider: off (enable with appimg override {manifest['id']} "
+              "--search-provider=on)")  # fmt: skip
+    elif report["search_provider"] == "on":
+        print(f"search provider: on (disable with appimg override {manifest['id']} "
+              "--search-provider=off)")  # fmt: skip
     return 0
+
+
+def _search_provider_state(manifest: dict[str, Any], dirs: Any, installed: bool) -> str | None:
+    """``on`` or ``off`` if the app ships a search provider (spec/xdg-index.md §3.7), else None;
+    only the installed app's are ever exported, so a file's is always off."""
+    from appimg.host.overrides import search_provider_on
+
+    if not manifest.get("exports", {}).get("search-providers"):
+        return None
+    return "on" if installed and search_provider_on(dirs, manifest["id"]) else "off"
 
 
 def cmd_override(args: argparse.Namespace) -> int:
@@ -109,6 +131,8 @@ def cmd_override(args: argparse.Namespace) -> int:
     # The id is checked before any path is built from it (no '../' into other files).
     app_id = overrides.check_app_id(args.app_id)
     change = overrides.from_flags(args.permission_changes)
+    if args.search_provider is not None:
+        change.search_provider = overrides.parse_search_provider(args.search_provider)
     dirs = UserDirs.from_env(os.environ)
     path = overrides.override_file(dirs, app_id)
     if args.reset:
@@ -118,12 +142,19 @@ def cmd_override(args: argparse.Namespace) -> int:
     if change:
         # After --reset, what is stored is empty: the changes replace the old override.
         overrides.save(dirs, app_id, overrides.load(dirs, app_id).merged(change))
+    applied = None
+    if args.reset or change.search_provider is not None:
+        applied = _apply_search_provider(dirs, app_id, quiet=args.json)
     if args.reset and not change and not args.json:
         return 0
     stored = overrides.load(dirs, app_id)
     if args.json:
-        print_json({"id": app_id, "file": str(path), "flags": stored.flags(),
-                    "table": stored.to_table()})  # fmt: skip
+        report = {"id": app_id, "file": str(path), "flags": stored.flags(),
+                  "table": stored.to_table()}  # fmt: skip
+        if applied is not None:
+            report["search_provider"] = {"state": applied.state, "exported": applied.exported,
+                                         "removed": applied.removed}  # fmt: skip
+        print_json(report)
         return 0
     if not stored:
         print(f"{app_id}: no override")
@@ -132,3 +163,25 @@ def cmd_override(args: argparse.Namespace) -> int:
     for flag in stored.flags():
         print(f"  {flag}")
     return 0
+
+
+def _apply_search_provider(dirs: Any, app_id: str, *, quiet: bool) -> Any:
+    """Export or withdraw the installed app's search providers as the stored choice now
+    says, at once (spec/xdg-index.md §3.7); say what changed unless ``quiet``."""
+    import sys
+
+    from appimg.services.store import installed_state, ops
+    from appimg.services.store.transaction import step_hook
+
+    if installed_state(dirs, app_id)[0] is None:
+        return None  # applied when it is installed
+    change = ops.apply_search_provider(dirs, app_id, program_path=os.environ.get("PATH", ""),
+                                       step=step_hook(os.environ))  # fmt: skip
+    if not quiet:
+        for rel in change.exported:
+            print(f"  exported {rel}")
+        for rel in change.removed:
+            print(f"  removed {rel}")
+        for note in change.notes:
+            print(f"appimg override: note: {note}", file=sys.stderr)
+    return change

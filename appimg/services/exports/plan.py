@@ -3,6 +3,9 @@
 :func:`plan_exports` decides, for every path the manifest's ``exports`` lists,
 whether it is exported and with which bytes (desktop entries and D-Bus services
 are rewritten to start the app through ``appimg run``), or refused and why.
+Search providers (GNOME Shell, KRunner; §3.7) are checked and rendered like the
+rest but held apart in :attr:`ExportPlan.search_providers`: the store exports
+them only when the user has enabled them.
 :func:`scan_xdg_files` lists every XDG data file the payload holds, exported or
 not, for the index. Both only read the payload through the verified reader.
 """
@@ -15,7 +18,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from appimg.errors import PathError
+from appimg.errors import FormatError, PathError
 from appimg.format.payload.paths import resolve
 from appimg.format.squashfs import Inode, SquashfsReader
 from appimg.services.exports import Refused, exec_line, keyfile
@@ -24,14 +27,27 @@ from appimg.services.exports.icons import check_icon
 from appimg.services.exports.xmlcheck import root_element
 
 #: XDG data directories (relative to ``share/``) recorded in the index.
-XDG_DIRS = ("applications", "icons", "metainfo", "appdata", "mime/packages", "dbus-1/services")
+XDG_DIRS = (
+    "applications",
+    "icons",
+    "metainfo",
+    "appdata",
+    "mime/packages",
+    "dbus-1/services",
+    "gnome-shell/search-providers",
+    "krunner/dbusplugins",
+)
 #: Export kind -> ((payload directory, required suffix, size cap), ...); icons are separate.
 KIND_RULES: dict[str, tuple[tuple[str, str, int], ...]] = {
     "desktop": (("share/applications/", ".desktop", 64 << 10),),
     "metainfo": (("share/metainfo/", ".xml", 1 << 20), ("share/appdata/", ".xml", 1 << 20)),
     "mime": (("share/mime/packages/", ".xml", 1 << 20),),
     "dbus": (("share/dbus-1/services/", ".service", 16 << 10),),
-}
+    "search-providers": (("share/gnome-shell/search-providers/", ".ini", 16 << 10),
+                         ("share/krunner/dbusplugins/", ".desktop", 64 << 10)),
+}  # fmt: skip
+#: Where exported search providers go (under ``share/``): the shell reads every file there.
+SEARCH_PROVIDER_DIRS = ("gnome-shell/search-providers/", "krunner/dbusplugins/")
 MAX_ICON_READ = 1 << 20
 MAX_EXPORT_FILES = 512
 MAX_EXPORT_BYTES = 32 << 20
@@ -85,6 +101,9 @@ class ExportPlan:
     notes: list[str] = field(default_factory=list)
     opens: set[str] = field(default_factory=set)  # MimeType= of the exported desktop entries
     defines: set[str] = field(default_factory=set)  # types of the exported MIME packages
+    #: search providers, checked and rendered (rel -> bytes) but not in ``files``: they see
+    #: every query typed, so the store exports them only if the user enabled them
+    search_providers: dict[str, bytes] = field(default_factory=dict)
 
     def mime_json(self) -> dict[str, list[str]]:
         return {"opens": sorted(self.opens), "defines": sorted(self.defines)}
@@ -313,6 +332,109 @@ def rewrite_dbus(data: bytes, manifest: Mapping[str, Any], ctx: Context, stem: s
     return kf.dump()
 
 
+_OBJECT_PATH = re.compile(r"/\Z|(/[A-Za-z0-9_]+)+\Z")
+
+
+def _provider_bus_name(raw: str | None, key: str, manifest: Mapping[str, Any],
+                       *, pattern: bool = False) -> str:  # fmt: skip
+    """The bus name a search provider is reached at: one the app may own (§3.3's rule),
+    never the host's ``org.freedesktop.*``; ``pattern`` allows KRunner's ``PREFIX.*``."""
+    from appimg.format.permissions import parse_bus_name
+
+    if raw is None:
+        raise Refused(f"no {key} key")
+    name = keyfile.unescape(raw)
+    try:
+        parse_bus_name(name, key)
+    except FormatError as exc:
+        raise Refused(str(exc)) from None
+    if name.endswith(".*") and not pattern:
+        raise Refused(f"{key}: {name!r} must be one bus name, not a pattern")
+    if name.startswith("org.freedesktop.") or not may_own(manifest, name):
+        raise Refused(f"{key}: the app may not own the bus name {name}")
+    return name
+
+
+def _object_path(raw: str | None, key: str) -> None:
+    if raw is None:
+        raise Refused(f"no {key} key")
+    if not _OBJECT_PATH.match(keyfile.unescape(raw)):
+        raise Refused(f"{key}: {keyfile.unescape(raw)!r} is not a D-Bus object path")
+
+
+#: Keys of ``[Shell Search Provider]`` GNOME Shell reads; the rest is removed.
+_GNOME_PROVIDER_KEYS = ("DesktopId", "BusName", "ObjectPath", "Version", "DefaultDisabled")
+
+
+def rewrite_gnome_provider(data: bytes, manifest: Mapping[str, Any], ctx: Context,
+                           exported: Collection[str], name: str,
+                           notes: list[str] | None = None) -> bytes:  # fmt: skip
+    """A GNOME Shell search provider: the shell lists its results under ``DesktopId`` and
+    sends it every query typed in the overview, over the bus at ``BusName``."""
+    kf = keyfile.parse_keyfile(data)
+    if len(kf.groups) != 1 or kf.groups[0].name != "Shell Search Provider":
+        raise Refused("a search provider has exactly one group, [Shell Search Provider]")
+    group = kf.groups[0]
+    raw = group.get("DesktopId")
+    if raw is None:
+        raise Refused("no DesktopId key")
+    desktop_id = keyfile.unescape(raw)
+    if not (desktop_id.endswith(".desktop") and owned_name(desktop_id, ctx.app_id)):
+        raise Refused(f"DesktopId {desktop_id!r} is not the app's own desktop entry "
+                      f"({ctx.app_id}.desktop or {ctx.app_id}.NAME.desktop)")  # fmt: skip
+    if f"applications/{desktop_id}" not in exported:
+        raise Refused(f"DesktopId {desktop_id}: the image exports no such desktop entry")
+    _provider_bus_name(group.get("BusName"), "BusName", manifest)
+    _object_path(group.get("ObjectPath"), "ObjectPath")
+    version = group.get("Version")
+    if version is None or not version.isdigit():
+        raise Refused("Version must be a number (GNOME Shell reads version 2)")
+    dropped = [key for key, _ in group.entries if key not in _GNOME_PROVIDER_KEYS]
+    for key in dropped:
+        group.remove(key)
+    if dropped and notes is not None:
+        notes.append(f"{name}: removed {', '.join(dropped)} "
+                     f"(only {', '.join(_GNOME_PROVIDER_KEYS)} are kept)")  # fmt: skip
+    return kf.dump()
+
+
+#: Keys of a KRunner D-Bus plugin that are kept (with their localised variants): the rest
+#: (an Exec, a library to load, KDE's run-as-another-user keys) is removed.
+_KRUNNER_KEYS = frozenset({"Name", "GenericName", "Comment", "Keywords", "Icon", "Type",
+                           "X-KDE-ServiceTypes", "X-Plasma-API",
+                           "X-Plasma-API-Minimum-Version"})  # fmt: skip
+_KRUNNER_PREFIXES = ("X-KDE-PluginInfo-", "X-Plasma-DBusRunner-", "X-Plasma-Runner-")
+
+
+def rewrite_krunner_plugin(data: bytes, manifest: Mapping[str, Any], name: str,
+                           notes: list[str] | None = None) -> bytes:  # fmt: skip
+    """A KRunner D-Bus plugin: KRunner sends every query typed to the service named by
+    ``X-Plasma-DBusRunner-Service`` (``PREFIX.*``: every instance below it)."""
+    kf = keyfile.parse_keyfile(data)
+    if len(kf.groups) != 1 or kf.groups[0].name != "Desktop Entry":
+        raise Refused("a KRunner plugin has exactly one group, [Desktop Entry]")
+    group = kf.groups[0]
+    if group.get("Name") is None:
+        raise Refused("no Name key")
+    api = group.get("X-Plasma-API")
+    if api is not None and keyfile.unescape(api) != "DBus":
+        raise Refused("X-Plasma-API must be DBus (KRunner loads nothing else from here)")
+    _provider_bus_name(group.get("X-Plasma-DBusRunner-Service"), "X-Plasma-DBusRunner-Service",
+                       manifest, pattern=True)  # fmt: skip
+    _object_path(group.get("X-Plasma-DBusRunner-Path"), "X-Plasma-DBusRunner-Path")
+    _check_localised(group)  # Icon is a name; X-Appimg-* and KDE's run-as keys go
+    dropped = []
+    for key, _ in list(group.entries):
+        base = key.partition("[")[0]
+        if base not in _KRUNNER_KEYS and not base.startswith(_KRUNNER_PREFIXES):
+            group.remove(key)
+            dropped.append(key)
+    if dropped and notes is not None:
+        notes.append(f"{name}: removed {', '.join(dropped)} (a KRunner D-Bus plugin "
+                     "keeps its name, icon, X-KDE-PluginInfo-* and X-Plasma-* keys)")  # fmt: skip
+    return kf.dump()
+
+
 def _check_mime(data: bytes, ctx: Context) -> list[str]:
     return mime_rules.check_package(
         data, ctx.app_id, host_types=ctx.host_types, host_globs=ctx.host_globs,
@@ -347,8 +469,9 @@ def plan_exports(reader: SquashfsReader, manifest: Mapping[str, Any], ctx: Conte
     exports: Mapping[str, list[str]] = manifest.get("exports", {})
     total = 0
     dbus_names: set[str] = set()
-    # D-Bus services first: a desktop entry keeps DBusActivatable only if its service is exported.
-    order = ("dbus", "desktop", "icons", "metainfo", "mime")
+    # D-Bus services first: a desktop entry keeps DBusActivatable only if its service is
+    # exported; desktop entries before search providers, whose DesktopId must be exported.
+    order = ("dbus", "desktop", "search-providers", "icons", "metainfo", "mime")
     for kind in order:
         for path in exports.get(kind, []):
             notes: list[str] = []
@@ -363,9 +486,9 @@ def plan_exports(reader: SquashfsReader, manifest: Mapping[str, Any], ctx: Conte
                     raise Refused(f"the name belongs to the installed app {owner}")
                 if rel in ctx.taken:
                     raise Refused(f"already exported by {ctx.taken[rel]}")
-                if rel in plan.files:
+                if rel in plan.files or rel in plan.search_providers:
                     raise Refused("listed twice")
-                if len(plan.files) >= MAX_EXPORT_FILES:
+                if len(plan.files) + len(plan.search_providers) >= MAX_EXPORT_FILES:
                     raise Refused(f"more than {MAX_EXPORT_FILES} exported files")
                 if kind == "icons":
                     data = read_confined(reader, path, MAX_ICON_READ)
@@ -379,6 +502,11 @@ def plan_exports(reader: SquashfsReader, manifest: Mapping[str, Any], ctx: Conte
                     elif kind == "dbus":
                         data = rewrite_dbus(data, manifest, ctx, stem, notes)
                         dbus_names.add(stem)
+                    elif kind == "search-providers" and name.endswith(".ini"):
+                        data = rewrite_gnome_provider(data, manifest, ctx, plan.files, name,
+                                                      notes)  # fmt: skip
+                    elif kind == "search-providers":
+                        data = rewrite_krunner_plugin(data, manifest, name, notes)
                     else:
                         root = root_element(data)
                         if root not in _DESKTOP_ROOTS[kind]:
@@ -397,8 +525,11 @@ def plan_exports(reader: SquashfsReader, manifest: Mapping[str, Any], ctx: Conte
                 plan.defines.update(defined)
             plan.notes += notes
             total += len(data)
-            plan.files[rel] = data
             plan.sources[rel] = path
+            if kind == "search-providers":
+                plan.search_providers[rel] = data  # held back: the store decides
+            else:
+                plan.files[rel] = data
     return plan
 
 

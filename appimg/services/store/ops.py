@@ -11,6 +11,11 @@ an update must also be signed by a key the app is pinned to and raise its
 version (:mod:`appimg.format.version`, spec/xdg-index.md §4.1), and ask for no
 permission the installed version lacks unless accepted (spec/permissions.md §4).
 
+Search providers (spec/xdg-index.md §3.7) are rendered with the other exports but
+exported only if the user's override enables them (:func:`_search_choice`), at
+install, update and rollback, and at once when the choice changes
+(:func:`apply_search_provider`).
+
 The operations take the user's :class:`~appimg.host.dirs.UserDirs` and, since
 rendering an export (also during recovery) names the ``appimg`` launcher, the
 caller's ``PATH`` as ``program_path``; they read nothing from the environment.
@@ -80,10 +85,12 @@ class Outcome:
     #: install, update, rollback: the MIME types its exports declare (``opens``: the
     #: desktop entries' MimeType) and define (``defines``: its MIME packages)
     mime: dict[str, list[str]] | None = None
+    #: install, update, rollback: "on" or "off" if the app ships a search provider
+    search_provider: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = dict(self.__dict__)
-        for key in ("permissions", "mime"):
+        for key in ("permissions", "mime", "search_provider"):
             if out[key] is None:
                 del out[key]
         return out
@@ -218,7 +225,8 @@ def rerenderer(layout: StoreLayout, dirs: UserDirs, program_path: str) -> Any:
         with _open_installed(layout, version) as image:
             plan = _render(image, layout, dirs, index, version, program_path)
         exported = set(index["apps"][app_id]["exported"])
-        return {rel: data for rel, data in plan.files.items() if rel in exported}
+        rendered = {**plan.files, **plan.search_providers}  # the latter if the user enabled them
+        return {rel: data for rel, data in rendered.items() if rel in exported}
 
     return rerender
 
@@ -407,6 +415,7 @@ def install(
                     version["digest"] = remote.digest
                 plan = _render(image, layout, dirs, index, version, program_path)
             notes += plan.notes
+            search = _search_choice(plan, dirs, app_id, notes)
             if strict and plan.refused:
                 first = plan.refused[0]
                 raise PolicyError(f"{len(plan.refused)} export(s) refused, first "
@@ -449,7 +458,7 @@ def install(
             notes.append(f"cannot tell the permissions it will get: {exc}")
         return Outcome(op, app_id, manifest["version"], str(layout.image_file(rel)), signature,
                        sorted(plan.files), plan.refused, notes, granted,
-                       plan.mime_json())  # fmt: skip
+                       plan.mime_json(), search)  # fmt: skip
 
 
 def uninstall(
@@ -489,6 +498,7 @@ def rollback(
                          rerenderer(layout, dirs, program_path)) as tx:  # fmt: skip
             with _open_installed(layout, previous) as image:
                 plan = _render(image, layout, dirs, index, previous, program_path)
+            search = _search_choice(plan, dirs, app_id, notes)
             new_index = _copy(index)
             entry = new_index["apps"][app_id]
             entry["versions"] = [previous, current]
@@ -503,7 +513,54 @@ def rollback(
         return Outcome("rollback", app_id, previous["version"],
                        str(layout.image_file(previous["file"])), previous["signature"],
                        sorted(plan.files), plan.refused, notes,
-                       mime=plan.mime_json())  # fmt: skip
+                       mime=plan.mime_json(), search_provider=search)  # fmt: skip
+
+
+@dataclass
+class SearchProviderChange:
+    """What :func:`apply_search_provider` did."""
+
+    app_id: str
+    #: "on" or "off" as applied; None if the app is not installed or ships no search provider
+    state: str | None
+    exported: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def apply_search_provider(
+    dirs: UserDirs, app_id: str, *, program_path: str = "", step: StepHook | None = None
+) -> SearchProviderChange:
+    """Export or withdraw the search providers of the installed ``app_id`` as the user's
+    stored choice now says (``appimg override --search-provider``), in one transaction;
+    its other exports are left as they are."""
+    from appimg.services.exports.plan import SEARCH_PROVIDER_DIRS
+
+    with locked(dirs, program_path=program_path, step=step) as (layout, step, notes):
+        index = index_mod.load(layout)
+        app = index["apps"].get(app_id)
+        if app is None:
+            return SearchProviderChange(app_id, None, notes=notes)
+        version = index_mod.active_version(app)
+        with _open_installed(layout, version) as image:
+            plan = _render(image, layout, dirs, index, version, program_path)
+        state = _search_choice(plan, dirs, app_id, notes)
+        wanted = {rel: plan.files[rel] for rel in plan.search_providers if rel in plan.files}
+        current = sorted(rel for rel in app["exported"] if rel.startswith(SEARCH_PROVIDER_DIRS))
+        digests = {rel: index_mod.digest(data) for rel, data in wanted.items()}
+        change = SearchProviderChange(app_id, state, sorted(set(wanted) - set(current)),
+                                      sorted(set(current) - set(wanted)), notes)  # fmt: skip
+        if digests == {rel: app["exported"][rel] for rel in current}:
+            return change  # nothing to do (and no transaction left half begun)
+        new_index = _copy(index)
+        entry = new_index["apps"][app_id]
+        for rel in current:
+            del entry["exported"][rel]
+        entry["exported"].update(digests)
+        with Transaction(layout, "search-provider", app_id, step,
+                         rerenderer(layout, dirs, program_path)) as tx:  # fmt: skip
+            tx.commit(new_index, new_files=wanted, old_exported=current)
+        return change
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -516,6 +573,24 @@ def _named(path: Path, name: str) -> Iterator[None]:
         yield
     except (UsageError, FormatError, IntegrityError, SignatureError, PolicyError) as exc:
         raise type(exc)(str(exc).replace(str(path), name)) from None
+
+
+def _search_choice(plan: ExportPlan, dirs: UserDirs, app_id: str,
+                   notes: list[str]) -> str | None:  # fmt: skip
+    """Add the search providers ``plan`` holds back to its files if the user enabled them
+    (spec/xdg-index.md §3.7: they see every query typed). "on" or "off"; None if none."""
+    from appimg.host.overrides import search_provider_on
+
+    if not plan.search_providers:
+        return None
+    try:
+        on = search_provider_on(dirs, app_id)
+    except PolicyError as exc:  # the override is malformed: the safe side
+        notes.append(f"search provider left off: {exc}")
+        on = False
+    if on:
+        plan.files.update(plan.search_providers)
+    return "on" if on else "off"
 
 
 def check_bus_names(dirs: UserDirs, app_id: str) -> None:
