@@ -69,9 +69,13 @@ def user_env(user: pwd.struct_passwd, home: Path | None = None, **extra: str) ->
         "PYTHONDONTWRITEBYTECODE": "1",
         "APPIMG_MOUNT_GRACE": "0",  # mounts go with the run, as the tests check
     }
-    runtime = Path(f"/tmp/appimg-test-runtime-{user.pw_uid}")
-    runtime.mkdir(mode=0o700, exist_ok=True)
-    os.chown(runtime, user.pw_uid, user.pw_gid)
+    # This test session's own: another session's sockets, mounts and run directories
+    # (a second checkout's suite running beside it) must not be in the way.
+    runtime = Path(f"/tmp/appimg-test-runtime-{user.pw_uid}-{os.getpid()}")
+    if not runtime.is_dir():
+        runtime.mkdir(mode=0o700)
+        os.chown(runtime, user.pw_uid, user.pw_gid)
+        CREATED_DIRS.append(runtime)
     env["XDG_RUNTIME_DIR"] = str(runtime)
     env.update(extra)
     return env
