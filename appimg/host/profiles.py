@@ -11,9 +11,7 @@ itself: its rules pass through the host whitelist like the app's own.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from appimg.errors import FormatError, PolicyError
@@ -36,7 +34,14 @@ class Profile:
     source: str
 
 
+#: The profiles shipped with appimg (package data, read as plain files: importlib.resources
+#: would cost the launch path a few milliseconds of imports).
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "data" / "profiles"
+
+
 def parse_profile(name: str, data: bytes, source: str) -> Profile:
+    import tomllib  # not at import: an app without a profile never parses one
+
     try:
         table = tomllib.loads(data.decode("utf-8"))
         unknown = set(table) - {"description", "host"}
@@ -80,12 +85,12 @@ def load_profile(
         data = _read(folder / f"{name}.toml")
         if data is not None:
             return parse_profile(name, data, str(folder / f"{name}.toml"))
-    shipped = resources.files("appimg").joinpath("data", "profiles", f"{name}.toml")
+    shipped = SHIPPED_DIR / f"{name}.toml"
     if shipped.is_file():
         return parse_profile(name, shipped.read_bytes(), f"appimg's default profile {name}")
     return None
 
 
 def shipped_profiles() -> list[str]:
-    folder = resources.files("appimg").joinpath("data", "profiles")
+    folder = SHIPPED_DIR
     return sorted(f.name[:-5] for f in folder.iterdir() if f.name.endswith(".toml"))
