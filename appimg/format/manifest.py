@@ -14,9 +14,7 @@ appimg lacks is refused first, by :mod:`appimg.format.features`).
 
 from __future__ import annotations
 
-import difflib
 import os
-import platform
 import posixpath
 import re
 from pathlib import Path
@@ -211,6 +209,8 @@ def _check(manifest: object) -> tuple[dict[str, Any], list[str]]:
 
 
 def host_arch() -> str:
+    import platform  # not at import: it costs start-up time on the launch path
+
     machine = platform.machine().lower()
     return _ARCHES.get(machine, machine)
 
@@ -273,6 +273,8 @@ def compile_manifest(app_dir: Path) -> dict[str, Any]:
     authored = load_authoring(app_dir)
     unknown = sorted(set(authored) - AUTHORING_KEYS)
     if unknown:  # a typo here: the image would silently lack what was meant
+        import difflib  # only for an error message
+
         close = difflib.get_close_matches(unknown[0], sorted(AUTHORING_KEYS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise FormatError(f"{app_dir / AUTHORING_FILE}: unknown key(s) {', '.join(unknown)}{hint}")

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from appimg.errors import PolicyError
 from appimg.host.dirs import UserDirs
-from appimg.host.profiles import load_profile, shipped_profiles
+from appimg.host.profiles import compiled_cache_dir, load_profile, shipped_profiles
 from appimg.host.rules import DENIED, GRANTED, SHADOWED, SKIPPED, UNAVAILABLE, resolve
 from appimg.host.whitelist import HostPolicy, covers, load_policy, normalise, parse_whitelist
 
@@ -113,6 +113,36 @@ def test_user_profile_overrides_and_is_validated(tmp_path: Path) -> None:
     (folder / "bad.toml").write_text('[[host]]\npath = "/opt"\nmode = "sideways"\n')
     with pytest.raises(PolicyError):
         load_profile("bad", NO_DIRS, system_dir=None, user_dir=folder)
+
+
+def test_a_launch_reads_the_compiled_profile_and_a_changed_file_is_parsed_again(
+    tmp_path: Path,
+) -> None:
+    dirs = UserDirs(tmp_path / "home", cache_home=tmp_path / "cache")
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    (folder / "mine.toml").write_text('[[host]]\npath = "/opt"\n')
+    first = load_profile("mine", dirs, system_dir=None, user_dir=folder)
+    assert first is not None and first.rules == ({"path": "/opt", "at": "/opt", "mode": "replace"},)
+    (compiled,) = compiled_cache_dir(dirs).iterdir()
+    again = load_profile("mine", dirs, system_dir=None, user_dir=folder)
+    assert again == first  # read back from the compiled form
+    # A changed profile is another key: parsed again, never the stale form.
+    (folder / "mine.toml").write_text('[[host]]\npath = "/srv"\nmode = "under"\n')
+    changed = load_profile("mine", dirs, system_dir=None, user_dir=folder)
+    assert changed is not None and changed.rules == (
+        {"path": "/srv", "at": "/srv", "mode": "under"},
+    )
+    assert len(list(compiled_cache_dir(dirs).iterdir())) == 2
+    # A damaged or hostile compiled form is checked like the TOML, and else ignored.
+    (folder / "mine.toml").write_text('[[host]]\npath = "/opt"\n')
+    for junk in ("{", '{"description": "", "host": [{"path": "relative"}]}', "[]"):
+        compiled.write_text(junk)
+        assert load_profile("mine", dirs, system_dir=None, user_dir=folder) == first
+    (folder / "bad.toml").write_text('[[host]]\npath = "/opt"\nmode = "sideways"\n')
+    for _ in range(2):  # a refused profile is never cached as good
+        with pytest.raises(PolicyError):
+            load_profile("bad", dirs, system_dir=None, user_dir=folder)
 
 
 # -- rules ------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from pathlib import Path
 from appimg.errors import UsageError
 from appimg.host.dirs import UserDirs
 from appimg.services.mount import state
-from appimg.services.mount.daemon import spawn
 from appimg.services.mount.prepare import Prepared, choose_backend
 from appimg.services.mount.state import MountInfo, MountStatus
 from appimg.services.mount.table import detach_stale, is_mountpoint, mount_root, ready_place
@@ -127,6 +126,7 @@ def create(
     # and the server starts with the payload's superblock and tables already read.
     from appimg.services import view  # noqa: F401
     from appimg.services.mount import fuse_ops  # noqa: F401
+    from appimg.services.mount.daemon import spawn  # not at import: a reuse needs no server
 
     prep.image.payload  # noqa: B018 - a cached property: reads the superblock and tables
     return spawn(dirs, info, "fuse", prep.image)
@@ -149,6 +149,8 @@ def _create_kernel(prep: Prepared, dirs: UserDirs, info: MountInfo) -> MountInfo
         return info
     try:
         # Someone has to unmount when the last reference goes: a small watcher process.
+        from appimg.services.mount.daemon import spawn
+
         return spawn(dirs, info, "kernel-watch", None)
     except BaseException:
         kernel.unmount(info.kernel, info.mountpoint, lazy=True)

@@ -37,7 +37,7 @@ from typing import Any
 from appimg.errors import ToolError, UsageError
 from appimg.format.image import Image
 from appimg.host.dirs import UserDirs
-from appimg.services.mount import daemon, lifecycle, state
+from appimg.services.mount import lifecycle, state
 from appimg.services.mount.prepare import BACKENDS, Prepared, prepare
 from appimg.services.mount.state import MountInfo, MountStatus
 from appimg.services.mount.table import (
@@ -185,6 +185,8 @@ def mount_foreground(
     if on_ready is not None:
         callback = on_ready
         on_ready = lambda: callback(info)  # noqa: E731
+    from appimg.services.mount import daemon
+
     daemon.setup_logging()
     return daemon.serve_fuse(dirs, info, on_ready=on_ready, debug=debug)
 
