@@ -146,7 +146,7 @@ class Proxy:
                 length = resp.getheader("Content-Length") if head else str(len(body))
                 self.send_header("Content-Length", length or "0")
                 self.end_headers()
-                if blob and proxy.mode == "slow":
+                if (blob or ranged) and proxy.mode == "slow":
                     for start in range(0, len(body), 4096):
                         self.wfile.write(body[start : start + 4096])
                         self.wfile.flush()

@@ -1,7 +1,8 @@
 """A client of the OCI distribution HTTP API (spec/distribution.md §2).
 
 Only what pushing and fetching one image artifact needs: manifests by tag or
-digest, blob existence, monolithic blob upload (POST then PUT with the digest),
+digest, referrers (the API, or the referrers tag where a registry lacks it), blob
+existence, monolithic blob upload (POST then PUT with the digest),
 blob download (whole or by byte ranges) and the token flow of the
 ``WWW-Authenticate`` challenge (Basic, or Bearer with a token from the realm,
 with the user's credentials when :mod:`.auth` has some). ``requests`` does the
