@@ -17,6 +17,7 @@ import http.server
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -98,7 +99,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServe
 
 class Proxy:
     """A proxy in front of the registry that can damage blob downloads: ``corrupt``
-    flips a byte, ``truncate`` announces and sends fewer bytes, ``slow`` trickles them."""
+    flips a byte, ``truncate`` announces and sends fewer bytes, ``slow`` trickles them;
+    ``corrupt-range`` flips a byte of range answers, ``norange`` drops the ``Range``
+    header (a server without ranges), ``noindex`` hides every referrer (no chunk index)."""
 
     def __init__(self, upstream: int) -> None:
         self.mode = ""
@@ -115,13 +118,24 @@ class Proxy:
                 self.forward(head=False)
 
             def forward(self, head: bool) -> None:
+                hidden = "/referrers/" in self.path or "/manifests/sha256-" in self.path
+                if proxy.mode == "noindex" and hidden:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 conn = http.client.HTTPConnection("127.0.0.1", upstream, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                if proxy.mode == "norange":
+                    headers.pop("Range", None)
                 conn.request(self.command, self.path, headers=headers)
                 resp = conn.getresponse()
                 body = b"" if head else resp.read()
                 blob = "/blobs/sha256:" in self.path and not head and resp.status == 200
                 if blob and proxy.mode == "corrupt":
+                    body = body[:100] + bytes([body[100] ^ 1]) + body[101:]
+                ranged = "/blobs/sha256:" in self.path and resp.status == 206
+                if ranged and proxy.mode == "corrupt-range" and len(body) > 100:
                     body = body[:100] + bytes([body[100] ^ 1]) + body[101:]
                 if blob and proxy.mode == "truncate":
                     body = body[: len(body) // 2]
@@ -132,7 +146,7 @@ class Proxy:
                 length = resp.getheader("Content-Length") if head else str(len(body))
                 self.send_header("Content-Length", length or "0")
                 self.end_headers()
-                if blob and proxy.mode == "slow":
+                if (blob or ranged) and proxy.mode == "slow":
                     for start in range(0, len(body), 4096):
                         self.wfile.write(body[start : start + 4096])
                         self.wfile.flush()
@@ -405,3 +419,108 @@ def test_bad_references_and_registries(tmp_path: Path, images: dict[str, Path]) 
         assert expect in lines[0], lines[0]
     missing = appimg("update", "org.example.Missing", env=env, check=False)
     assert missing.returncode == 2 and "not installed" in missing.stderr
+
+
+# --- delta updates (spec/distribution.md §7) -------------------------------------------------
+
+BIG = APP  # the Hello tree, grown with 40 MB of data
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory, keypair: tuple[Path, Path]) -> dict[str, Path]:
+    """A ~40 MB image of incompressible files, and version 2 with one small file changed."""
+    out = tmp_path_factory.mktemp("oci-big")
+    tree = shutil.copytree(HELLO, out / "tree")
+    toml = tree / "appimg.toml"
+    rng = __import__("random").Random(13)
+    data = tree / "share" / "data"
+    for i in range(40):
+        (data / f"{i:02d}").mkdir(parents=True)
+        (data / f"{i:02d}" / "blob.bin").write_bytes(rng.randbytes(1 << 20))
+        (data / f"{i:02d}" / "small.txt").write_bytes(rng.randbytes(3000))
+    found = {}
+    for version in ("1.0.0", "2.0.0"):
+        if version == "2.0.0":
+            toml.write_text(toml.read_text().replace('version = "1.0.0"', 'version = "2.0.0"'))
+            (data / "17" / "small.txt").write_bytes(rng.randbytes(3000))
+        image = out / f"big-{version}.appimg"
+        appimg("pack", tree, "-o", image, "--sign", keypair[0], "--level", "1")
+        found[version] = image
+    return found
+
+
+def served(registry: RegistryServer, since: int) -> int:
+    """Bytes of blob bodies the registry's access log shows after offset ``since``."""
+    text = registry.log.read_bytes()[since:].decode(errors="replace")
+    sizes = re.findall(r'"GET /v2/[^ "]*/blobs/sha256:[0-9a-f]+ HTTP/[0-9.]+" 20[06] (\d+)', text)
+    return sum(int(n) for n in sizes)
+
+
+def installed_big(user: pwd.struct_passwd, registry: RegistryServer, big: dict[str, Path],
+                  images: dict[str, Path], repo: str,
+                  via: str) -> tuple[Path, dict[str, str]]:  # fmt: skip
+    push(big["1.0.0"], registry.ref(repo, "v"))
+    home, env = _home(user)
+    trust(user, env, home, images["key.pub"])
+    as_user(user, env, "install", via, "--plain-http")
+    return home, env
+
+
+def test_delta_update_fetches_only_what_changed(registry: RegistryServer,
+                                                big: dict[str, Path], images: dict[str, Path],
+                                                user: pwd.struct_passwd) -> None:  # fmt: skip
+    repo = "apps/big"
+    home, env = installed_big(user, registry, big, images, repo, registry.ref(repo, "v"))
+    pushed = push(big["2.0.0"], registry.ref(repo, "v"))
+    assert pushed["chunk_index"].startswith("sha256:")
+    since = registry.log.stat().st_size
+    updated = json.loads(as_user(user, env, "update", BIG, "--json").stdout)
+    size = big["2.0.0"].stat().st_size
+    transfer = updated[0]["transfer"]
+    assert transfer["delta"] and transfer["size"] == size
+    assert transfer["fetched"] + transfer["reused"] == size
+    time.sleep(0.2)  # the access log is written as the registry answers
+    bytes_served = served(registry, since)
+    print(f"delta: served {bytes_served} of {size} bytes; {transfer}")
+    assert 0 < bytes_served < size // 4, (bytes_served, size, transfer)
+    assert transfer["fetched"] < size // 4
+    index = json.loads((store(home) / "index.json").read_text())
+    app = index["apps"][BIG]
+    assert [v["version"] for v in app["versions"]] == ["2.0.0", "1.0.0"]
+    assert (store(home) / app["versions"][0]["file"]).read_bytes() == big["2.0.0"].read_bytes()
+
+
+def test_delta_corrupt_chunk_is_refused(registry: RegistryServer, proxy: Proxy,
+                                        big: dict[str, Path], images: dict[str, Path],
+                                        user: pwd.struct_passwd) -> None:  # fmt: skip
+    repo = "apps/big-corrupt"
+    home, env = installed_big(user, registry, big, images, repo, proxy.ref(repo, "v"))
+    push(big["2.0.0"], registry.ref(repo, "v"))
+    before = state(home)
+    proxy.mode = "corrupt-range"
+    try:
+        line = one_line(as_user(user, env, "update", BIG, check=False))
+    finally:
+        proxy.mode = ""
+    assert "refused" in line and "does not match" in line, line
+    assert state(home) == before
+
+
+@pytest.mark.parametrize("mode", ["noindex", "norange"])
+def test_delta_falls_back_to_the_whole_image(registry: RegistryServer, proxy: Proxy,
+                                             big: dict[str, Path], images: dict[str, Path],
+                                             user: pwd.struct_passwd,
+                                             mode: str) -> None:  # fmt: skip
+    repo = f"apps/big-{mode}"
+    home, env = installed_big(user, registry, big, images, repo, proxy.ref(repo, "v"))
+    push(big["2.0.0"], registry.ref(repo, "v"))
+    proxy.mode = mode
+    try:
+        updated = json.loads(as_user(user, env, "update", BIG, "--json").stdout)
+    finally:
+        proxy.mode = ""
+    size = big["2.0.0"].stat().st_size
+    assert updated[0]["transfer"] == {"size": size, "fetched": size, "reused": 0,
+                                      "requests": 1, "delta": False}  # fmt: skip
+    app = json.loads((store(home) / "index.json").read_text())["apps"][BIG]
+    assert (store(home) / app["versions"][0]["file"]).read_bytes() == big["2.0.0"].read_bytes()

@@ -17,6 +17,7 @@ SECTIONS = {
     "run": "run",
     "launch": "launch",
     "mount": "mount",
+    "delta": "delta",
 }
 
 

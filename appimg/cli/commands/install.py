@@ -330,12 +330,19 @@ def _follow(args: argparse.Namespace, ids: list[str]) -> int:
                 print(f"{app_id} {active['version']} is up to date ({ref})")
             continue
         source = fetch.remote(ref, found, plain_http=plain_http, env=os.environ,
-                              progress=_progress(ref))  # fmt: skip
+                              progress=_progress(ref),
+                              base=fetch.installed_image(dirs, active))  # fmt: skip
         outcome = _install(args, source, update=True)
+        transfer = source.download.transfer
         if args.json:
-            outcomes.append(outcome.to_json())
+            outcomes.append({**outcome.to_json(), "transfer": transfer and transfer.to_json()})
         else:
             _report(outcome, args, "updated")
+            if transfer is not None and transfer.delta:
+                print(f"  delta: fetched {transfer.fetched} of {transfer.size} bytes "
+                      f"({100 * transfer.fetched / transfer.size:.1f}%) in "
+                      f"{transfer.requests} range request(s), reused {transfer.reused} "
+                      "from the installed version")  # fmt: skip
     if args.check:
         if args.json:
             print_json(rows)

@@ -49,4 +49,5 @@ def cmd_push(args: argparse.Namespace) -> int:
         print(f"pushed {result['id']} {result['version']} to {result['reference']}")
         print(f"  manifest {result['manifest_digest']}")
         print(f"  image    {result['image_digest']} ({result['size']} bytes)")
+        print(f"  chunks   {result['chunk_index']} (for delta updates)")
     return 0

@@ -126,3 +126,58 @@ def parse_manifest(data: bytes, digest: str, where: str) -> ImageArtifact:
     )  # fmt: skip
     layer = Descriptor(LAYER_TYPE, layer_digest, size, {})
     return ImageArtifact(digest, layer, annotations)
+
+
+def referrers_tag(digest: str) -> str:
+    """The referrers tag schema's tag for a manifest digest (distribution spec 1.1)."""
+    algorithm, _, hexdigest = digest.partition(":")
+    return f"{algorithm}-{hexdigest}"
+
+
+def referring_manifest(artifact_type: str, blob: Descriptor, subject: Descriptor) -> bytes:
+    """A manifest of type ``artifact_type`` carrying one blob, referring to ``subject``."""
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "artifactType": artifact_type,
+        "config": {"mediaType": EMPTY_TYPE, "digest": EMPTY_DIGEST, "size": len(EMPTY_BLOB)},
+        "layers": [blob.to_json()],
+        "subject": subject.to_json(),
+    }
+    return json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
+
+
+def index_manifests(data: bytes) -> list[dict[str, Any]]:
+    """The descriptors an image index lists (an empty list for anything else)."""
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return []
+    manifests = body.get("manifests") if isinstance(body, dict) else None
+    return [d for d in manifests if isinstance(d, dict)] if isinstance(manifests, list) else []
+
+
+def with_referrer(data: bytes | None, descriptor: dict[str, Any]) -> bytes:
+    """The referrers tag's image index with ``descriptor`` added (once)."""
+    manifests = [d for d in index_manifests(data or b"") if d.get("digest") != descriptor["digest"]]
+    body = {"schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": [*manifests, descriptor]}
+    return json.dumps(body, indent=2, sort_keys=True).encode() + b"\n"
+
+
+def blob_of(data: bytes, media_type: str, where: str) -> Descriptor:
+    """The one layer of type ``media_type`` of a referring manifest (FormatError else)."""
+    try:
+        manifest = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise FormatError(f"{where}: the manifest is not JSON") from None
+    layers = manifest.get("layers") if isinstance(manifest, dict) else None
+    found = [d for d in layers if isinstance(d, dict) and d.get("mediaType") == media_type] \
+        if isinstance(layers, list) else []  # fmt: skip
+    if len(found) != 1:
+        raise FormatError(f"{where}: the manifest must have exactly one {media_type} layer")
+    size, digest = found[0].get("size"), found[0].get("digest")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= MAX_IMAGE:
+        raise FormatError(f"{where}: the {media_type} layer has no valid size")
+    if not isinstance(digest, str) or not _DIGEST.match(digest):
+        raise FormatError(f"{where}: the {media_type} layer's digest is not sha256:<64 hex>")
+    return Descriptor(media_type, digest, size, {})

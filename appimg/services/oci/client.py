@@ -1,7 +1,8 @@
 """A client of the OCI distribution HTTP API (spec/distribution.md §2).
 
 Only what pushing and fetching one image artifact needs: manifests by tag or
-digest, blob existence, monolithic blob upload (POST then PUT with the digest),
+digest, referrers (the API, or the referrers tag where a registry lacks it), blob
+existence, monolithic blob upload (POST then PUT with the digest),
 blob download (whole or by byte ranges) and the token flow of the
 ``WWW-Authenticate`` challenge (Basic, or Bearer with a token from the realm,
 with the user's credentials when :mod:`.auth` has some). ``requests`` does the
@@ -36,6 +37,11 @@ TIMEOUT = 30
 CHUNK = 1 << 20
 #: Progress callback: bytes so far, bytes expected.
 Progress = Callable[[int, int], None]
+
+
+class RangeNotSupported(RegistryError):
+    """The server answered a range request with something else than 206 (a delta
+    falls back to the whole blob)."""
 
 
 def _no_progress(_done: int, _total: int) -> None:
@@ -156,12 +162,53 @@ class Registry:
                                  f"match {target}")  # fmt: skip
         return artifact.parse_manifest(data, digest, str(self.ref))
 
-    def put_manifest(self, data: bytes, tag: str) -> str:
+    def put_manifest(self, data: bytes, tag: str, media_type: str = artifact.MANIFEST_TYPE,
+                     headers: dict[str, str] | None = None) -> str:  # fmt: skip
+        """Put a manifest under a tag or its digest; ``headers`` receives the answer's."""
         resp = self._send("PUT", self.base + f"manifests/{tag}", push=True, data=data,
-                          headers={"Content-Type": artifact.MANIFEST_TYPE})  # fmt: skip
+                          headers={"Content-Type": media_type})  # fmt: skip
         if resp.status_code not in (200, 201):
             raise self._fail(resp, "the registry refused the manifest")
+        if headers is not None:
+            headers.update(resp.headers)
         return "sha256:" + hashlib.sha256(data).hexdigest()
+
+    def raw_manifest(self, target: str, accept: str) -> bytes | None:
+        """The bytes of a manifest or index (None if there is none), digest-checked when
+        ``target`` is a digest."""
+        resp = self._send("GET", self.base + f"manifests/{target}", stream=True,
+                          headers={"Accept": accept})  # fmt: skip
+        with resp:
+            if resp.status_code == 404:
+                return None
+            if not resp.ok:
+                raise self._fail(resp, f"cannot read the manifest {target}")
+            data = _read_capped(resp, artifact.MAX_MANIFEST, f"{self.ref}: {target}")
+        if target.startswith("sha256:") and "sha256:" + hashlib.sha256(data).hexdigest() != target:
+            raise IntegrityError(f"{self.ref}: the registry served a manifest that does not "
+                                 f"match {target}")  # fmt: skip
+        return data
+
+    def referrers(self, digest: str, artifact_type: str) -> list[dict[str, Any]]:
+        """Descriptors of the manifests whose ``subject`` is ``digest`` and whose artifact
+        type is ``artifact_type``: from the referrers API, or, where the registry lacks
+        it (distribution 2.8 answers 404), from the ``sha256-<hex>`` tag's index (the
+        distribution spec 1.1's referrers tag schema)."""
+        resp = self._send("GET", self.base + f"referrers/{digest}", stream=True,
+                          params={"artifactType": artifact_type},
+                          headers={"Accept": artifact.INDEX_TYPE})  # fmt: skip
+        with resp:
+            data = None
+            if resp.ok and resp.headers.get("Content-Type", "").startswith(artifact.INDEX_TYPE):
+                data = _read_capped(resp, artifact.MAX_MANIFEST, f"{self.ref}: referrers")
+            elif resp.status_code not in (404, 405, 400) and not resp.ok:
+                raise self._fail(resp, "cannot list the referrers")
+        if data is None:
+            data = self.raw_manifest(artifact.referrers_tag(digest), artifact.INDEX_TYPE)
+        if data is None:
+            return []
+        return [d for d in artifact.index_manifests(data)
+                if d.get("artifactType") == artifact_type]  # fmt: skip
 
     # --- blobs --------------------------------------------------------------------------
 
@@ -192,7 +239,7 @@ class Registry:
             raise RegistryError(f"{self.ref}: the registry has no blob {digest}")
         if byte_range and resp.status_code != 206:
             resp.close()
-            raise RegistryError(f"{self.ref}: the registry does not serve byte ranges "
+            raise RangeNotSupported(f"{self.ref}: the registry does not serve byte ranges "
                                 f"(HTTP {resp.status_code})")  # fmt: skip
         if not resp.ok:
             resp.close()
@@ -240,6 +287,33 @@ class Registry:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(target)
             raise
+
+    def read_blob(self, digest: str, size: int) -> bytes:
+        """A small blob (an index), whole: exactly ``size`` bytes with that digest."""
+        what = f"{self.ref}: {digest}"
+        with self._blob(digest) as resp:
+            data = _read_capped(resp, size, what)
+        self.blob_bytes += len(data)
+        if len(data) != size or "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            raise IntegrityError(f"{what}: the registry served bytes that do not match "
+                                 "the digest: refused")  # fmt: skip
+        return data
+
+    def iter_range(self, digest: str, start: int, end: int) -> Iterator[bytes]:
+        """Bytes ``start``..``end`` (exclusive) of a blob, as they arrive; exactly that
+        many or IntegrityError. A server that ignores ``Range`` is a RegistryError before
+        any byte is yielded. The caller verifies the content."""
+        what = f"{self.ref}: {digest}"
+        done = 0
+        with self._blob(digest, (start, end)) as resp:
+            for piece in self._chunks(resp, what):
+                done += len(piece)
+                if done > end - start:
+                    break
+                yield piece
+        if done != end - start:
+            raise IntegrityError(f"{what}: a range request returned {done} bytes, "
+                                 f"not {end - start}: refused")  # fmt: skip
 
     def read_range(self, digest: str, start: int, end: int) -> bytes:
         """Bytes ``start``..``end`` (exclusive) of a blob; the caller verifies them."""
