@@ -21,6 +21,11 @@ trip into the interpreter), so the mount spends them carefully:
   payload never changes) and ``host_ttl`` when host paths take part.
 * Hot callbacks (getattr, read, readdir) fill the C structures directly
   instead of going through fusepy's dict conversions (:class:`FastFUSE`).
+* A directory read again after its attributes went out is handed to libfuse
+  whole, without offsets: libfuse then answers its remaining requests (the
+  final empty one) in C. The kernel's own directory cache (FOPEN_CACHE_DIR)
+  would save the requests altogether, but libfuse 3.14's high-level API does
+  not pass ``cache_readdir`` from opendir on to the kernel.
 """
 
 from __future__ import annotations
@@ -346,6 +351,8 @@ class FastFUSE(fuse.FUSE):  # type: ignore[misc,name-defined]
         # a day, and a READDIRPLUS answered without them costs it (and libfuse) less.
         static = entries is self._static.get(text)
         plus = bool(flags & _READDIR_PLUS) and not (static and text in self._plussed)
+        if not plus and static and offset == 0:
+            return self._fill_unindexed(entries, buf, filler)
         # Attributes handed out so far without a gap, from offset 0.
         covered = self._covered.get(text, -1) if offset else 0
         st = fuse.c_stat()
@@ -374,6 +381,22 @@ class FastFUSE(fuse.FUSE):  # type: ignore[misc,name-defined]
         if len(self._listings) >= 1024:
             self._listings.clear()
         self._listings[text] = entries
+        return 0
+
+    @staticmethod
+    def _fill_unindexed(entries: list[tuple[bytes, Node]], buf: Any, filler: Any) -> int:
+        """Hand libfuse the whole listing without offsets: it keeps the list and answers
+        the directory's later requests (the rest of a large one, and the final empty
+        one) itself, without calling back into Python. Without offsets libfuse 3.14
+        sends no attributes; only a directory whose attributes went out before (the
+        kernel keeps them) is answered this way."""
+        st = fuse.c_stat()
+        address = ctypes.addressof(st)
+        memmove = ctypes.memmove
+        for name, node in entries:
+            memmove(address, node.packed or _packed(node), _STAT_SIZE)
+            if filler(buf, name, st, 0, 0):
+                break
         return 0
 
 
