@@ -24,7 +24,7 @@ from appimg.format.image import Image
 
 from .forge import break_signature, rewrite_signatures
 from .helpers import HELLO, appimg
-from .users import remove_created_dirs
+from .users import ensure_user, remove_created_dirs, user_env, user_tmpdir
 
 # `appimg run` keeps its mount for a grace period after the last run; the suite checks
 # that nothing is left mounted when a run returns, so it turns the grace period off
@@ -101,3 +101,11 @@ def signature_images(
     other_id = keys.key_id(keys.load_public(other_key))
     rewrite_signatures(out["mixed"], lambda b: break_signature(b, ids.index(other_id)))
     return out
+
+
+@pytest.fixture
+def user_home() -> tuple:
+    """The non-root test user, a fresh home of its own and a login-like environment."""
+    user = ensure_user()
+    home = user_tmpdir(user, "appimg-home-")
+    return user, home, user_env(user, home)

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from ..users import appimg_as, ensure_user, run_as, user_env, user_tmpdir
+from ..users import appimg_as, run_as, user_tmpdir
 from .test_install_desktop import needs
-from .test_install_store import home_snapshot, make_app, pack, store_dir
+from .test_install_store import home_snapshot, make_app, pack_for, store_dir
 
 pytestmark = pytest.mark.root
 
@@ -53,20 +53,6 @@ def app_tree(root: Path, app_id: str, *, service: str | None = None,
     return root
 
 
-@pytest.fixture
-def user_home() -> tuple[Any, Path, dict[str, str]]:
-    user = ensure_user()
-    home = user_tmpdir(user, "appimg-home-")
-    return user, home, user_env(user, home)
-
-
-def build(user: Any, tree: Path) -> Path:
-    shared = user_tmpdir(user, "appimg-images-")
-    image = pack(tree, shared / f"{tree.name}.appimg")
-    image.chmod(0o644)
-    return image
-
-
 def install(
     user: Any, env: dict[str, str], image: Path, *extra: str
 ) -> subprocess.CompletedProcess:
@@ -91,7 +77,7 @@ def test_an_app_id_over_a_host_bus_name_is_refused_whole(
     }
     before = home_snapshot(home)
     for app_id, clash in cases.items():
-        image = build(user, app_tree(tmp_path / app_id, app_id))
+        image = pack_for(user, app_tree(tmp_path / app_id, app_id))
         result = install(user, env, image)
         err = result.stderr.decode()
         assert result.returncode == 6, err
@@ -126,7 +112,7 @@ def test_hijacking_mime_packages_and_default_claims_are_not_exported(
         ),
     }
     for app_id, (package, reason) in hijacks.items():
-        image = build(user, app_tree(tmp_path / app_id, app_id, mime=package))
+        image = pack_for(user, app_tree(tmp_path / app_id, app_id, mime=package))
         before = home_snapshot(home)
         strict = install(user, env, image, "--strict")
         assert strict.returncode == 6, strict.stderr.decode()
@@ -148,7 +134,7 @@ def test_hijacking_mime_packages_and_default_claims_are_not_exported(
 
     # A browser claim: the entry is exported, without the claim, said in one line.
     app_id = "org.example.Browser"
-    image = build(user, app_tree(tmp_path / app_id, app_id, mime_types=(
+    image = pack_for(user, app_tree(tmp_path / app_id, app_id, mime_types=(
         "x-scheme-handler/http;x-scheme-handler/https;inode/directory;text/html;")))  # fmt: skip
     result = install(user, env, image)
     out, err = result.stdout.decode(), result.stderr.decode()
@@ -170,7 +156,7 @@ def test_own_mime_types_are_registered_and_reported(
     package = ('<mime-type type="application/x-org.example.notes+xml">'
                '<sub-class-of type="application/xml"/><glob pattern="*.orgexamplenotes"/>'
                "</mime-type>\n")  # fmt: skip
-    image = build(user, app_tree(tmp_path / app_id, app_id, mime=package,
+    image = pack_for(user, app_tree(tmp_path / app_id, app_id, mime=package,
                                  mime_types="application/x-org.example.notes+xml;"))  # fmt: skip
     result = install(user, env, image)
     assert result.returncode == 0, result.stderr.decode()
@@ -212,7 +198,7 @@ def test_an_apps_own_service_is_activated_by_a_real_bus_through_appimg_run(
     app_id = "org.example.Service"
     service = (f"[D-BUS Service]\nName={app_id}\nExec=/bin/app --service\n"
                "SystemdService=evil.service\nAssumedAppArmorLabel=unconfined\n")  # fmt: skip
-    image = build(user, app_tree(tmp_path / app_id, app_id, service=service))
+    image = pack_for(user, app_tree(tmp_path / app_id, app_id, service=service))
     result = install(user, env, image)
     err = result.stderr.decode()
     assert result.returncode == 0, err

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from ..helpers import FIXTURES, HELLO, appimg, assert_one_line_error, png
+from ..users import user_tmpdir
 
 #: Variables the tests control; empty means "unset" for the XDG base directory rules.
 CLEAN_XDG = {
@@ -48,6 +50,13 @@ def pack(tree: Path, out: Path, key: Path | None = None) -> Path:
     signing = [keys.load_private(key)] if key else []
     packer.pack(tree, out, packer.PackOptions(signing_keys=signing), {"SOURCE_DATE_EPOCH": "0"})
     return out
+
+
+def pack_for(user: pwd.struct_passwd, tree: Path) -> Path:
+    """Pack ``tree`` into a directory of ``user``'s, readable by them."""
+    image = pack(tree, user_tmpdir(user, "appimg-images-") / f"{tree.name}.appimg")
+    image.chmod(0o644)
+    return image
 
 
 def make_app(root: Path, app_id: str, version: str = "1.0", *, name: str | None = None) -> Path:

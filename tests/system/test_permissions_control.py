@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import pytest
 from appimg.errors import PolicyError, UsageError
 
 from ..helpers import assert_one_line_error
-from ..users import appimg_as, ensure_user, user_env, user_tmpdir
+from ..users import appimg_as, ensure_user, user_tmpdir
 from .test_install_store import assert_consistent, load_index, make_app, pack
 
 APP = "org.example.Perm"
@@ -44,13 +43,6 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         image.chmod(0o644)
         found[version] = image
     return found
-
-
-@pytest.fixture
-def user_home() -> tuple[pwd.struct_passwd, Path, dict[str, str]]:
-    user = ensure_user()
-    home = user_tmpdir(user, "appimg-perm-home-")
-    return user, home, user_env(user, home)
 
 
 def cli(user_home: tuple, *args: object, ok: bool = True):

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from ..users import appimg_as, ensure_user, user_env, user_tmpdir
-from .test_install_store import home_snapshot, load_index, make_app, pack, store_dir
+from ..users import appimg_as
+from .test_install_store import home_snapshot, load_index, make_app, pack_for, store_dir
 
 pytestmark = pytest.mark.root
 
@@ -50,19 +50,6 @@ def app_tree(root: Path, app_id: str, *, desktop: str | None = None,
         KRUNNER_DESKTOP.format(app=app_id, bus=krunner_bus or f"{app_id}.Runner")
     )
     return root
-
-
-@pytest.fixture
-def user_home() -> tuple[Any, Path, dict[str, str]]:
-    user = ensure_user()
-    home = user_tmpdir(user, "appimg-home-")
-    return user, home, user_env(user, home)
-
-
-def build(user: Any, tree: Path) -> Path:
-    image = pack(tree, user_tmpdir(user, "appimg-images-") / f"{tree.name}.appimg")
-    image.chmod(0o644)
-    return image
 
 
 def appimg(user: Any, env: dict[str, str], *args: object) -> subprocess.CompletedProcess:
@@ -101,7 +88,7 @@ def test_search_providers_are_off_until_enabled(
 ) -> None:
     user, home, env = user_home
     exports = store_dir(home) / "exports" / "share"
-    image = build(user, app_tree(tmp_path / APP, APP))
+    image = pack_for(user, app_tree(tmp_path / APP, APP))
     result = appimg(user, env, "install", "--allow-unsigned", image)
     out, err = result.stdout.decode(), result.stderr.decode()
     assert result.returncode == 0, err
@@ -148,7 +135,7 @@ def test_search_providers_are_off_until_enabled(
     (tmp_path / "v2").mkdir()
     tree = app_tree(tmp_path / "v2" / APP, APP)
     (tree / "appimg.toml").write_text((tree / "appimg.toml").read_text().replace("1.0", "2.0"))
-    result = appimg(user, env, "update", "--allow-unsigned", build(user, tree))
+    result = appimg(user, env, "update", "--allow-unsigned", pack_for(user, tree))
     assert result.returncode == 0, result.stderr.decode()
     assert "  search provider: on (enabled by your override)\n" in result.stdout.decode()
     assert (exports / GNOME).is_file() and (exports / KRUNNER).is_file()
@@ -191,7 +178,7 @@ def test_a_provider_for_another_app_is_refused(
     tree: dict[str, str], path: str, reason: str,
 ) -> None:  # fmt: skip
     user, home, env = user_home
-    image = build(user, app_tree(tmp_path / app_id, app_id, **tree))
+    image = pack_for(user, app_tree(tmp_path / app_id, app_id, **tree))
     before = home_snapshot(home)
     strict = appimg(user, env, "install", "--allow-unsigned", "--strict", image)
     err = strict.stderr.decode()
