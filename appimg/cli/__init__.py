@@ -104,4 +104,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def console_main() -> None:
     """The ``appimg`` console script and ``python -m appimg``."""
-    sys.exit(main())
+    status = main()
+    if _command_word(sys.argv[1:]) == "run":
+        # `appimg run` has released all it held before returning (the mount reference,
+        # with the unmount if it was the last; the sockets; the bus proxy): only the
+        # interpreter's teardown is left, which a launch need not wait for.
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass  # let the normal exit report or ignore it
+        else:
+            os._exit(status & 0xFF)
+    sys.exit(status)
