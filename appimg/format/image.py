@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from appimg.errors import FormatError, IntegrityError, UsageError
 from appimg.format import canonical
@@ -46,8 +45,9 @@ if TYPE_CHECKING:
     from appimg.format.squashfs import SquashfsReader
 
 
-@dataclass(frozen=True)
-class SignatureStatus:
+# A NamedTuple, not a frozen dataclass: defined at import on the launch path, it
+# costs ~70 us instead of ~500 us.
+class SignatureStatus(NamedTuple):
     key_id: str
     valid: bool
     trusted: bool

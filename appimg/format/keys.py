@@ -51,6 +51,26 @@ _SMALL_ORDER_Y = frozenset(
 )
 
 
+#: The DER of an Ed25519 SubjectPublicKeyInfo up to its 32 key bytes (RFC 8410 §4).
+_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
+_PEM_BEGIN, _PEM_END = b"-----BEGIN PUBLIC KEY-----", b"-----END PUBLIC KEY-----"
+
+
+def _plain_spki(text: bytes) -> bytes | None:
+    """The raw key of an Ed25519 public key in the one PEM form ``appimg keygen`` and
+    ``openssl pkey -pubout`` write (one canonical base64 line), else None (then the PEM
+    parser decides). Every launch reads the trusted keys: this spares it importing
+    ``serialization`` (~15 ms)."""
+    lines = text.split(b"\n")
+    if len(lines) != 3 or lines[0] != _PEM_BEGIN or lines[2] != _PEM_END:
+        return None
+    try:
+        der = b64decode_strict(lines[1], len(_SPKI_PREFIX) + 32)
+    except ValueError:
+        return None
+    return der[len(_SPKI_PREFIX) :] if der.startswith(_SPKI_PREFIX) else None
+
+
 def _serialization() -> ModuleType:
     # Imported on use: it costs ~10 ms, and checking signatures does not need it.
     from cryptography.hazmat.primitives import serialization
@@ -59,8 +79,7 @@ def _serialization() -> ModuleType:
 
 
 def raw_public(key: Ed25519PublicKey) -> bytes:
-    serialization = _serialization()
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return key.public_bytes_raw()  # not public_bytes(): that needs `serialization`
 
 
 def key_id(public: Ed25519PublicKey | bytes) -> str:
@@ -154,8 +173,14 @@ def parse_public(data: bytes, where: str) -> Ed25519PublicKey:
     Weak keys (small order, non-canonical: §8.3) are refused as not Ed25519 keys: no
     valid signature can be made with them, so trusting one would only be a trap.
     """
-    serialization = _serialization()
     text = data.strip()
+    plain = _plain_spki(text)
+    if plain is not None:
+        try:
+            return _checked_public(plain, where)
+        except ValueError:
+            raise SignatureError(f"{where}: not an Ed25519 public key (PEM or base64)") from None
+    serialization = _serialization()
     try:
         if b"PRIVATE KEY" in text:
             key = serialization.load_pem_private_key(text, password=None).public_key()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from appimg.errors import FormatError
 from appimg.format.limits import MAX_LIST_ITEMS, MAX_STRING_LENGTH
@@ -66,8 +66,9 @@ MODE_RANK = {"ro": 0, "rw": 1, "create": 2}
 _SEGMENT = re.compile(r"[^\x00-\x1f\x7f]+\Z")
 
 
-@dataclass(frozen=True, order=True)
-class Filesystem:
+# A NamedTuple, not a frozen dataclass: defined at import on the launch path, it
+# costs ~70 us instead of ~500 us.
+class Filesystem(NamedTuple):
     """One ``filesystems`` entry: a location and its access mode."""
 
     location: str

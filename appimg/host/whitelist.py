@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import os
 import posixpath
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from appimg.errors import PolicyError
 from appimg.files import read_capped
@@ -45,25 +45,24 @@ def covers(prefix: str, path: str) -> bool:
     return path == prefix or path.startswith(prefix + "/")
 
 
-@dataclass(frozen=True)
-class Entry:
+# NamedTuples, not frozen dataclasses: defined at import on the launch path, they
+# cost ~70 us each instead of ~500 us.
+class Entry(NamedTuple):
     path: str
     source: str  # the file it comes from, for messages
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     allowed: bool
     reason: str
     #: ``deny`` entries strictly below the path: hidden inside a granted subtree.
     hidden: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class HostPolicy:
+class HostPolicy(NamedTuple):
     allow: tuple[Entry, ...] = ()
     deny: tuple[Entry, ...] = ()
-    sources: tuple[str, ...] = field(default=())
+    sources: tuple[str, ...] = ()
 
     def check(self, path: str) -> Verdict:
         path = normalise(path)

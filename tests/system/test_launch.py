@@ -68,6 +68,18 @@ def test_run_of_an_installed_app_imports_neither_construct_nor_the_packer(
         assert not unwanted, f"{attempt}: {sorted(unwanted)}"
 
 
+def test_run_signed_by_a_trusted_key_reads_the_key_without_the_pem_parser(
+    installed: dict[str, str], keypair: tuple[Path, Path]
+) -> None:
+    """Every launch reads the user's trusted keys: a key file as ``appimg keygen``
+    writes it must not cost cryptography's ``serialization`` import (~15 ms)."""
+    appimg("trust", "add", keypair[1], env=installed)
+    env = {**installed, "PYTHONPROFILEIMPORTTIME": "1", "APPIMG_MOUNT_GRACE": "0"}
+    modules = _imported(appimg("run", APP_ID, env=env).stderr)
+    assert "appimg.format.keys" in modules  # the trusted key was read
+    assert "cryptography.hazmat.primitives.serialization" not in modules
+
+
 def _mounts(env: dict[str, str]) -> list[dict]:
     return json.loads(appimg("mounts", "--json", env=env).stdout)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -160,6 +162,36 @@ def test_public_key_from_any_of_its_spellings(key_path: Path) -> None:
     for where, data in spellings.items():
         assert keys.raw_public(keys.parse_public(data, where)) == raw, where
     assert keys.raw_public(keys.load_public(key_path)) == raw  # its public half
+
+
+def test_public_pem_read_without_the_pem_parser_is_the_same_key(key_path: Path) -> None:
+    """The one-line PEM form is read by hand (launch time); other layouts of the same
+    SubjectPublicKeyInfo go to the PEM parser, and all give the same key."""
+    pem = key_path.with_name("release.key.pub").read_bytes()
+    raw = keys.raw_public(keys.load_private(key_path).public_key())
+    body = pem.split(b"\n")[1]
+    layouts = {
+        "as written": pem,
+        "CRLF": pem.replace(b"\n", b"\r\n"),
+        "wrapped": b"\n".join([pem.split(b"\n")[0], body[:40], body[40:], pem.split(b"\n")[2]]),
+    }
+    for where, data in layouts.items():
+        assert keys.raw_public(keys.parse_public(data, where)) == raw, where
+    assert keys._plain_spki(pem.strip()) == raw
+    assert keys._plain_spki(layouts["wrapped"].strip()) is None
+
+
+def test_reading_a_public_key_file_needs_no_pem_parser(key_path: Path) -> None:
+    """A launch reads every trusted key: that must not import cryptography's
+    ``serialization`` (~15 ms)."""
+    code = (
+        "import sys; from pathlib import Path; from appimg.format import keys\n"
+        f"print(keys.key_id(keys.load_public(Path({str(key_path)!r} + '.pub'))))\n"
+        "assert 'cryptography.hazmat.primitives.serialization' not in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == keys.key_id(keys.load_private(key_path).public_key())
 
 
 WRONG_PUBLIC = {

@@ -50,6 +50,19 @@ RUN_FLAGS = (options.STRICT, options.ALLOW_UNTRUSTED, options.ALLOW_UNSIGNED, op
 CHANGE_FLAGS = {flag for flag, _, _ in options.PERMISSION_CHANGES}
 
 
+def plain_args(target: str, rest: list[str]) -> argparse.Namespace:
+    """What the parser of :func:`add_run` makes of ``run TARGET REST...`` (TARGET not an
+    option), without building it: REST is all ``args``, every option at its default.
+    (tests/unit/test_cli_run_args.py holds the two to the same result.)"""
+    args = argparse.Namespace(debug=False, command="run", target=target, app_command=None)
+    for flag in RUN_FLAGS:
+        setattr(args, flag.dest, False)
+    args.permission_changes = []
+    args.args = rest
+    args.func = cmd_run
+    return args
+
+
 def _take_options(args: argparse.Namespace, rest: list[str]) -> list[str]:
     """Options may also follow FILE|ID (``appimg run FILE --command X -- ARGS``).
 

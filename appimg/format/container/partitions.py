@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from typing import NamedTuple
 
 MANIFEST = "appimg-manifest"
 PAYLOAD = "appimg-payload"
@@ -26,8 +26,9 @@ NAMES_BY_TYPE = {guid: name for name, guid in TYPE_GUIDS.items()}
 ATTR_READ_ONLY = 1 << 60
 
 
-@dataclass(frozen=True)
-class Partition:
+# A NamedTuple, not a frozen dataclass: defined at import on the launch path, it
+# costs ~70 us instead of ~500 us.
+class Partition(NamedTuple):
     """A partition as located in an image file: byte offset and size."""
 
     name: str

@@ -44,11 +44,15 @@ import sys
 import time
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appimg.host.dirs import UserDirs
 from appimg.services.mount.state import MountInfo
 from appimg.services.store.extracted_cache import cache_root, remove_copy
+
+if TYPE_CHECKING:
+    from appimg.format.image import Image
+    from appimg.host.trust import Verdict
 
 #: The backend name a run from the cache is recorded with (never in the mount table).
 BACKEND = "extracted"
@@ -95,22 +99,26 @@ def run_root(
     pinned: Collection[str],
     no_host: bool,
     grace: float,
+    opened: tuple[Image, Verdict] | None = None,
 ) -> MountInfo:
     """The root ``appimg run`` builds the sandbox on: a (reused) mount of ``path``, or,
     where FUSE is not available or ``no_fuse``, its verified copy (said once on stderr).
 
-    The caller releases it with :func:`~.manager.release_and_unmount_if_last`."""
+    ``opened``: the image of ``path`` already open and judged with these allowances
+    (see :func:`.prepare.prepare`); it stays the caller's to close. The caller
+    releases the root with :func:`~.manager.release_and_unmount_if_last`."""
     from appimg.services.mount import manager
 
     why = "--no-fuse" if no_fuse else fuse_unavailable()
     if why is None:
         return manager.mount_image(path, dirs, strict=strict, allow_untrusted=allow_untrusted,
                                    allow_unsigned=allow_unsigned, pinned=pinned,
-                                   no_host=no_host, grace=grace)  # fmt: skip
+                                   no_host=no_host, grace=grace, opened=opened)  # fmt: skip
     from appimg.services.mount.prepare import prepare
 
     prep = prepare(path, dirs, strict=strict, allow_untrusted=allow_untrusted,
-                   allow_unsigned=allow_unsigned, pinned=pinned, no_host=no_host)  # fmt: skip
+                   allow_unsigned=allow_unsigned, pinned=pinned, no_host=no_host,
+                   opened=opened)  # fmt: skip
     try:
         reference, tree = ensure(prep.image, prep.root_hash, dirs)
         image = prep.image
@@ -125,7 +133,8 @@ def run_root(
         )  # fmt: skip
         info.reference = reference
     finally:
-        prep.image.close()
+        if opened is None:
+            prep.image.close()
     verb = "FUSE is not used (--no-fuse)" if no_fuse else f"FUSE is not available here ({why})"
     print(f"appimg run: {verb}; running from a verified copy in {tree}", file=sys.stderr)
     return info

@@ -32,7 +32,7 @@ import subprocess
 import time
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appimg.errors import ToolError, UsageError
 from appimg.format.image import Image
@@ -46,6 +46,9 @@ from appimg.services.mount.table import (
     ready_place,
     remove_default_place,
 )
+
+if TYPE_CHECKING:
+    from appimg.host.trust import Verdict
 
 #: Seconds a mount made by ``appimg run`` outlives its last run by default: none
 #: (spec/run.md, "The mount": released within two seconds), until launches are
@@ -84,6 +87,7 @@ def mount_image(
     no_host: bool = False,
     persistent: bool = False,
     grace: float = 0.0,
+    opened: tuple[Image, Verdict] | None = None,
 ) -> MountInfo:
     """Mount ``path`` read-only and return the ready mount (see the module docstring).
 
@@ -95,15 +99,19 @@ def mount_image(
     handed an inheritable duplicate (``os.dup``). Warnings (unsigned image,
     denied host rules, unverified kernel mount) are in ``info.warnings``.
     ``grace``: seconds the mount outlives its last reference (see the module docstring).
+    ``opened``: the image of ``path`` already open and judged (see :func:`.prepare.prepare`);
+    it stays the caller's to close.
     """
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r} (one of {', '.join(BACKENDS)})")
     prep = prepare(path, dirs, strict=strict, allow_untrusted=allow_untrusted,
-                   allow_unsigned=allow_unsigned, pinned=pinned, no_host=no_host)  # fmt: skip
+                   allow_unsigned=allow_unsigned, pinned=pinned, no_host=no_host,
+                   opened=opened)  # fmt: skip
     try:
         return _mount_prepared(prep, dirs, mountpoint, backend, persistent, grace)
     finally:
-        prep.image.close()
+        if opened is None:
+            prep.image.close()
 
 
 def _mount_prepared(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from appimg.errors import PolicyError, UsageError
 from appimg.format.image import Image
@@ -19,6 +20,9 @@ from appimg.host.app_rules import host_rules
 from appimg.host.dirs import UserDirs
 from appimg.host.rules import Resolution, Rule
 from appimg.host.trust import decide
+
+if TYPE_CHECKING:
+    from appimg.host.trust import Verdict
 
 BACKENDS = ("auto", "fuse", "kernel")
 
@@ -57,18 +61,29 @@ def prepare(
     allow_unsigned: bool = False,
     pinned: Collection[str] | None = None,
     no_host: bool = False,
+    opened: tuple[Image, Verdict] | None = None,
 ) -> Prepared:
     """Open the image and decide everything about its mount, without mounting.
 
     ``pinned``: the keys the installed app of the image's id is pinned to; None: look
-    them up in the user's store (an image signed by one needs no --allow-untrusted)."""
-    image = Image.open(path)
+    them up in the user's store (an image signed by one needs no --allow-untrusted).
+    ``opened``: the image of ``path``, already open, and the verdict
+    :func:`~appimg.host.trust.decide` gave it with these same allowances and
+    ``pinned`` (``appimg run`` judges it first, for the data directory): trust is
+    then not decided twice. The image stays the caller's to close (also on failure)."""
+    if opened is not None:
+        image, verdict = opened
+    else:
+        image, verdict = Image.open(path), None
     try:
-        if pinned is None:
-            from appimg.services.store import installed_state
+        if verdict is not None:
+            warnings = [verdict.warning] if verdict.warning else []
+        else:
+            if pinned is None:
+                from appimg.services.store import installed_state
 
-            pinned = installed_state(dirs, image.manifest["id"])[0] or ()
-        warnings = check_trust(image, dirs, allow_untrusted, allow_unsigned, pinned)
+                pinned = installed_state(dirs, image.manifest["id"])[0] or ()
+            warnings = check_trust(image, dirs, allow_untrusted, allow_unsigned, pinned)
         resolution = host_rules(image.manifest, dirs, no_host=no_host)
         refusals = resolution.refusals()
         if strict and refusals:
@@ -80,7 +95,8 @@ def prepare(
             name += f"-{resolution.fingerprint()[:8]}"
         return Prepared(image, root, resolution, warnings, name)
     except BaseException:
-        image.close()
+        if opened is None:
+            image.close()
         raise
 
 

