@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 import stat
+import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -388,3 +389,24 @@ def test_the_stored_override_is_the_installed_apps_only(
     assert report["installed"] is False and report["granted"]["share"] == []
     shown = appimg_as(user, env, "permissions", "--json", "org.example.Claimed")
     assert json.loads(shown.stdout)["granted"]["share"] == ["network"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_read_only_grant_is_read_only_in_its_submounts(
+    make_image, user, home: Path, backend: str
+) -> None:
+    """A folder granted :ro with a file system mounted inside it (a USB stick below
+    /media, a tmpfs below ~/Music) is read-only all the way down."""
+    stick = home / "Music/stick"
+    stick.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"mode=0777,uid={user.pw_uid}", "stick",
+                    stick], check=True)  # fmt: skip
+    try:
+        (stick / "song").write_text("on the stick")
+        image = make_image("Folders", 'filesystems = ["xdg-download", "xdg-music:ro"]')
+        out, err = sh(user, home, backend, image,
+                      f"cat {stick}/song; echo x > {stick}/planted || echo stick-ro")  # fmt: skip
+        assert "on the stick" in out and "stick-ro" in out, (out, err)
+        assert not (stick / "planted").exists()
+    finally:
+        subprocess.run(["umount", "-l", stick], check=False)
