@@ -30,6 +30,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import re
 import signal
 import stat
 from dataclasses import dataclass
@@ -63,6 +64,10 @@ MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 MNT_DETACH = 0x2
 SYS_PIVOT_ROOT = 155  # x86_64
+SYS_MOUNT_SETATTR = 442  # the same number on every architecture (Linux 5.12)
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
 PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -116,6 +121,37 @@ def _remount_readonly(target: str) -> None:
     current = os.statvfs(target).f_flag
     kept = sum(flag for st, flag in _KEPT_FLAGS.items() if current & st)
     _mount("none", target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | kept)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]  # fmt: skip
+
+
+def _readonly_tree(fd: int) -> None:
+    """Make the mount at ``fd`` read-only and every mount below it too.
+
+    A recursive bind brings along what is mounted inside the source (a stick below
+    /media, a FUSE mount in a granted folder); a remount changes only the top one, so
+    a ``:ro`` grant would leave those writable. bubblewrap's ``--ro-bind`` is
+    recursive in the same way.
+    """
+    attr = _MountAttr(attr_set=MOUNT_ATTR_RDONLY)
+    result = _libc.syscall(SYS_MOUNT_SETATTR, fd, b"", AT_EMPTY_PATH | AT_RECURSIVE,
+                           ctypes.byref(attr), ctypes.sizeof(attr))  # fmt: skip
+    if result == 0:
+        return
+    if ctypes.get_errno() != errno.ENOSYS:
+        _check(result, "mount_setattr")
+    # An older kernel: each mount at or below it, outermost first.
+    top = os.readlink(f"/proc/self/fd/{fd}")
+    with open("/proc/self/mountinfo") as handle:
+        # Spaces, tabs, newlines and backslashes are written as octal escapes (\040).
+        points = [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), line.split()[4])
+                  for line in handle]  # fmt: skip
+    for point in sorted({p for p in points if p == top or p.startswith(top.rstrip("/") + "/")},
+                        key=len):  # fmt: skip
+        _remount_readonly(point)
 
 
 def _open_dest(root_fd: int, dest: str, *, is_dir: bool) -> tuple[int, int, str]:
@@ -174,7 +210,7 @@ def _bind(source: str, root_fd: int, dest: str, *, writable: bool, is_dir: bool)
             # parent crosses into the new mount.
             top = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
             try:
-                _remount_readonly(f"/proc/self/fd/{top}")
+                _readonly_tree(top)
             finally:
                 os.close(top)
     finally:
