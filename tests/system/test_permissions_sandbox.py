@@ -410,3 +410,26 @@ def test_a_read_only_grant_is_read_only_in_its_submounts(
         assert not (stick / "planted").exists()
     finally:
         subprocess.run(["umount", "-l", stick], check=False)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_home_hides_appimgs_caches(make_image, user, home: Path, backend: str) -> None:
+    """appimg's caches are appimg's state: the verified extractions other apps run
+    from without FUSE, and the parsed host profiles every launch reads. With their
+    digests beside them in the same directory, an app that could write them could
+    change another app's code or rules for its next run."""
+    cache = home / ".cache/appimg"
+    for rel in ("extracted/ROOT/tree/bin/app", "profiles/HASH.json"):
+        (cache / rel).parent.mkdir(parents=True, exist_ok=True)
+        (cache / rel).write_text("CACHED")
+    for dirpath, dirnames, filenames in os.walk(home / ".cache"):
+        for name in [".", *dirnames, *filenames]:
+            os.chown(os.path.join(dirpath, name), user.pw_uid, user.pw_gid)
+    image = make_image("Home", 'filesystems = ["home"]')
+    out, err = sh(user, home, backend, image,
+                  f"cat {cache}/extracted/ROOT/tree/bin/app || echo no-extracted;"
+                  f"echo evil > {cache}/profiles/HASH.json || echo no-profiles;"
+                  f"mv {home}/.cache {home}/.cache-moved || echo keep-cache")  # fmt: skip
+    assert "CACHED" not in out, (out, err)
+    assert "no-extracted" in out and "no-profiles" in out and "keep-cache" in out, (out, err)
+    assert (cache / "profiles/HASH.json").read_text() == "CACHED"
