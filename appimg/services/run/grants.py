@@ -56,11 +56,13 @@ _DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def always_hidden(dirs: UserDirs) -> tuple[str, ...]:
-    """Never shown, whatever is granted: keys, appimg's configuration and store, other
-    apps' data directories (the app's own is bound back) and appimg's mounts."""
+    """Never shown, whatever is granted: keys, appimg's configuration, store and caches
+    (the verified extractions apps run from without FUSE, the parsed profiles: their
+    digests lie beside them, so an app that could write them could rewrite both),
+    other apps' data directories (the app's own is bound back) and appimg's mounts."""
     paths = [dirs.home / ".ssh", dirs.home / ".gnupg", dirs.config_home / "appimg",
-             dirs.data_home / "appimg", dirs.home / ".var" / "appimg",
-             dirs.runtime / "appimg"]  # fmt: skip
+             dirs.data_home / "appimg", dirs.cache_home / "appimg",
+             dirs.home / ".var" / "appimg", dirs.runtime / "appimg"]  # fmt: skip
     return tuple(normalise(str(p)) for p in paths)
 
 
