@@ -298,6 +298,29 @@ def test_home_hides_secrets_and_resists_replacing_them(
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_a_repointed_secret_symlink_shows_nothing_next_run(
+    make_image, user, home: Path, backend: str
+) -> None:
+    """~/.ssh as a symlink (dotfiles): the app may repoint the link in home, but the
+    place it pointed to stays hidden on every later run (spec/run.md, "Paths never
+    shown")."""
+    shutil.rmtree(home / ".ssh")
+    (home / "dotfiles-ssh").mkdir()
+    (home / "dotfiles-ssh/id_ed25519").write_text("KEY")
+    os.symlink("dotfiles-ssh", home / ".ssh")
+    (home / "decoy").mkdir()
+    for path in (home / "dotfiles-ssh", home / "dotfiles-ssh/id_ed25519", home / "decoy"):
+        os.chown(path, user.pw_uid, user.pw_gid)
+    os.chown(home / ".ssh", user.pw_uid, user.pw_gid, follow_symlinks=False)
+    image = make_image("Home", 'filesystems = ["home"]')
+    read = f"cat {home}/.ssh/id_ed25519 {home}/dotfiles-ssh/id_ed25519 2>/dev/null; echo done"
+    out, _ = sh(user, home, backend, image, f"{read}; rm {home}/.ssh && ln -s decoy {home}/.ssh")
+    assert "KEY" not in out and (home / ".ssh").readlink() == Path("decoy")  # repointed
+    out, err = sh(user, home, backend, image, read)
+    assert "KEY" not in out and "done" in out, err
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_planted_symlinks_grant_nothing_next_run(
     make_image, user, home: Path, backend: str
 ) -> None:

@@ -66,6 +66,41 @@ def always_hidden(dirs: UserDirs) -> tuple[str, ...]:
     return tuple(normalise(str(p)) for p in paths)
 
 
+#: Where the real places of symlinked hidden paths are remembered: under a path an app
+#: never sees, so no app can make appimg forget one.
+REMEMBERED_FILE = "hidden-targets"
+MAX_REMEMBERED = 256
+
+
+def remembered_targets(dirs: UserDirs, hidden: Iterable[str]) -> tuple[str, ...]:
+    """Every place a symlinked hidden path (``~/.ssh -> dotfiles/ssh``) has pointed to.
+
+    The link itself lies in the user's home: an app with write access there may
+    repoint it between runs, and the place it pointed to before would then be shown.
+    So the real places are remembered (in ``$XDG_DATA_HOME/appimg``, never shown) and
+    stay hidden for good. Only read or written when a hidden path is a symlink.
+    """
+    links = [p for p in hidden if os.path.islink(p)]
+    if not links:
+        return ()
+    store = dirs.data_home / "appimg" / REMEMBERED_FILE
+    try:
+        known = read_capped(store, 64 << 10, OSError).decode("utf-8", "replace").splitlines()
+    except OSError:
+        known = []
+    remembered = [p for p in known if p.startswith("/")][:MAX_REMEMBERED]
+    new = [normalise(os.path.realpath(p)) for p in links]
+    new = [p for p in new if p not in remembered and p not in hidden]
+    if new and len(remembered) < MAX_REMEMBERED:
+        from appimg.atomic import replace_file
+
+        remembered += new[: MAX_REMEMBERED - len(remembered)]
+        with contextlib.suppress(OSError):
+            store.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            replace_file(store, "".join(f"{p}\n" for p in remembered).encode(), 0o600)
+    return tuple(remembered)
+
+
 @dataclass
 class Grants:
     """What the sandbox gets beyond its base layout; owns the descriptors it holds."""
@@ -305,7 +340,8 @@ def _fill(grants: Grants, permissions: Permissions, dirs: UserDirs, deny: tuple[
                 grants.binds.append(Bind(path, path, writable=True, device=True,
                                          is_dir=os.path.isdir(path)))  # fmt: skip
     always = always_hidden(dirs) if permissions.filesystems or rule_binds else ()
-    builder = _Builder(grants, (*always, *deny), always)
+    remembered = remembered_targets(dirs, always) if always else ()
+    builder = _Builder(grants, (*always, *remembered, *deny), always)
     home = normalise(str(dirs.home))
     for location, mode in sorted(permissions.filesystems.items()):
         what = f"filesystem {location}" + ("" if mode == "rw" else f":{mode}")
