@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -44,10 +45,14 @@ def main() -> int:
     print(f"workdir {workdir}; cpus {os.cpu_count()}; python {sys.version.split()[0]}")
     print(f"  {'metric':<44} {'appimg':>10} {'peer':>10}")
     reports = []
-    for name in chosen:
-        print(f"[{name}]", flush=True)
-        module = importlib.import_module(f"tools.benchmarks.{SECTIONS[name]}")
-        reports.append(module.measure(args, workdir).to_json())
+    try:
+        for name in chosen:
+            print(f"[{name}]", flush=True)
+            module = importlib.import_module(f"tools.benchmarks.{SECTIONS[name]}")
+            reports.append(module.measure(args, workdir).to_json())
+    finally:
+        if args.workdir is None:  # a workdir of our own: gone with the run
+            shutil.rmtree(workdir, ignore_errors=True)
     if args.json:
         args.json.write_text(json.dumps(reports, indent=2))
     missed = [r["metric"] for rep in reports for r in rep["rows"] if r["ok"] is False]
