@@ -55,7 +55,9 @@ def measure(args: argparse.Namespace, workdir: Path) -> Report:
     env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)}
     for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME"):
         env.pop(name, None)
-    run([*APPIMG, "install", "--trust", str(image)], env=env)
+    # As a user who trusts the publisher: every launch then reads a trusted key.
+    run([*APPIMG, "trust", "add", str(key.with_name(key.name + ".pub"))], env=env)
+    run([*APPIMG, "install", str(image)], env=env)
     direct = bwrap_true(tree)
     launch = [*APPIMG, "run", APP_ID]
     warm_env = {**env, "APPIMG_MOUNT_GRACE": "30"}
