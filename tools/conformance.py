@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import dataclasses
 import hashlib
 import json
 import os
@@ -334,7 +333,7 @@ def build(case: Case, payloads: Payloads) -> bytes:
     verity = bytearray(verity_raw)
     verity += bytes(-len(verity) % gpt.ALIGNMENT)
     if case.verity_hook and (root := case.verity_hook(verity, params)):
-        params = dataclasses.replace(params, root_hash=root)
+        params = VerityParams.from_json({**params.to_json(), "root_hash": root.hex()})
 
     sizes = {
         MANIFEST: gpt.align(len(manifest_json)),

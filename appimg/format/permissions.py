@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from appimg.errors import FormatError
@@ -78,20 +77,64 @@ class Filesystem(NamedTuple):
         return self.location if self.mode == "rw" else f"{self.location}:{self.mode}"
 
 
-@dataclass(frozen=True)
 class Permissions:
-    """A set of permissions; the empty value grants nothing."""
+    """A set of permissions; the empty value grants nothing.
 
-    sockets: frozenset[str] = frozenset()
-    devices: frozenset[str] = frozenset()
-    share: frozenset[str] = frozenset()
+    Immutable, compared by value, hashed by its sets (not ``filesystems``, a dict). A
+    plain class, not a frozen dataclass: importing dataclasses costs every launch ~5 ms.
+    """
+
+    _FIELDS = ("sockets", "devices", "share", "filesystems", "talk", "own", "see", "system_talk")
+    __slots__ = _FIELDS
+    sockets: frozenset[str]
+    devices: frozenset[str]
+    share: frozenset[str]
     #: location -> mode
-    filesystems: dict[str, str] = field(default_factory=dict, hash=False)
+    filesystems: dict[str, str]
     #: D-Bus names (``org.example.Service`` or ``org.example.*``) per bus category
-    talk: frozenset[str] = frozenset()
-    own: frozenset[str] = frozenset()
-    see: frozenset[str] = frozenset()
-    system_talk: frozenset[str] = frozenset()
+    talk: frozenset[str]
+    own: frozenset[str]
+    see: frozenset[str]
+    system_talk: frozenset[str]
+
+    def __init__(
+        self,
+        sockets: frozenset[str] = frozenset(),
+        devices: frozenset[str] = frozenset(),
+        share: frozenset[str] = frozenset(),
+        filesystems: dict[str, str] | None = None,
+        talk: frozenset[str] = frozenset(),
+        own: frozenset[str] = frozenset(),
+        see: frozenset[str] = frozenset(),
+        system_talk: frozenset[str] = frozenset(),
+    ) -> None:
+        # Through object.__setattr__: assigning an attribute is refused (see __setattr__).
+        values = (sockets, devices, share, {} if filesystems is None else filesystems,
+                  talk, own, see, system_talk)  # fmt: skip
+        for name, value in zip(self._FIELDS, values, strict=True):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}")
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self._FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((self.sockets, self.devices, self.share, self.talk, self.own, self.see,
+                     self.system_talk))  # fmt: skip
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
+        return f"Permissions({values})"
 
     def names(self, category: str) -> frozenset[str]:
         return getattr(self, category.replace("-", "_"))

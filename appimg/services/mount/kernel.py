@@ -26,7 +26,6 @@ import os
 import shutil
 import stat
 import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,16 +71,32 @@ def dm_verity_available() -> bool:
     return os.path.exists("/dev/mapper/control") and shutil.which("veritysetup") is not None
 
 
-@dataclass
 class MountPlan:
-    """What to create and mount, derived from the view (the FUSE backend's truth)."""
+    """What to create and mount, derived from the view (the FUSE backend's truth).
 
-    #: Skeleton entries: (view path, kind "dir"/"file"/"symlink", mode, uid, gid, mtime, target).
-    skeleton: list[tuple[str, str, int, int, int, int, str]] = field(default_factory=list)
-    #: Mounts in order: ("bind", at, host path) or ("overlay", at, [lower layer specs]).
-    mounts: list[tuple[str, str, Any]] = field(default_factory=list)
-    #: Is the whole app tree below an overlay (and so must hold no whiteout lookalikes)?
-    overlaid: bool = False
+    A plain class, not a dataclass: a first launch asks this module whether the
+    kernel backend is available, and importing dataclasses costs it ~5 ms.
+    """
+
+    __slots__ = ("skeleton", "mounts", "overlaid")  # noqa: RUF023 (repr order)
+
+    def __init__(self) -> None:
+        #: Skeleton entries: (view path, kind "dir"/"file"/"symlink", mode, uid, gid, mtime,
+        #: target).
+        self.skeleton: list[tuple[str, str, int, int, int, int, str]] = []
+        #: Mounts in order: ("bind", at, host path) or ("overlay", at, [lower layer specs]).
+        self.mounts: list[tuple[str, str, Any]] = []
+        #: Is the whole app tree below an overlay (and so must hold no whiteout lookalikes)?
+        self.overlaid = False
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        return f"MountPlan({values})"
 
 
 def plan(view: View, rules: tuple[Rule, ...]) -> MountPlan:

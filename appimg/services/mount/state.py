@@ -24,7 +24,6 @@ import json
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,45 +39,85 @@ class MountStatus(enum.StrEnum):
     GONE = "gone"  # nothing mounted, no server: the record is stale
 
 
-@dataclass
 class MountInfo:
-    """One mount of an image, as recorded (and as returned by ``mount_image``)."""
+    """One mount of an image, as recorded (and as returned by ``mount_image``).
 
-    name: str
-    mountpoint: str
-    image: str
-    app_id: str
-    version: str
-    root_hash: str
-    backend: str  # "fuse" | "kernel"
-    pid: int | None  # the server process (FUSE) or the reference watcher (kernel)
-    verity: str  # how payload blocks are checked, in words
-    persistent: bool  # stays until `appimg umount`, whatever the references
-    created: float
-    fingerprint: str  # of the granted host rules (equal views, equal fingerprints)
-    rules: list[dict[str, Any]] = field(default_factory=list)  # every request and its fate
-    warnings: list[str] = field(default_factory=list)
-    kernel: dict[str, Any] = field(default_factory=dict)  # kernel backend: devices, mounts
-    pid_start: int | None = None  # start time of ``pid`` (clock ticks), against pid reuse
-    #: Seconds the mount outlives its last reference (``appimg run``: a relaunch in that
-    #: time reuses it); 0: it goes at once. The largest any user asked for wins.
-    grace: float = 0.0
-    # Not stored: filled when read back (status, references) or by mount_image.
-    status: MountStatus | None = None  # None until read back and refreshed, or mounted
-    references: int = 0  # shared locks held on NAME.lock
-    reused: bool = False  # mount_image found this mount live and reused it
-    reference: int | None = None  # mount_image: the caller's reference fd (None if persistent)
+    A plain class, not a dataclass: importing dataclasses costs every launch ~5 ms.
+    """
+
+    #: What the record stores, in its order.
+    _STORED = (
+        "name", "mountpoint", "image", "app_id", "version", "root_hash", "backend", "pid",
+        "verity", "persistent", "created", "fingerprint", "rules", "warnings", "kernel",
+        "pid_start", "grace",
+    )  # fmt: skip
+    __slots__ = (*_STORED, "status", "references", "reused", "reference")
+
+    def __init__(
+        self,
+        name: str,
+        mountpoint: str,
+        image: str,
+        app_id: str,
+        version: str,
+        root_hash: str,
+        backend: str,
+        pid: int | None,
+        verity: str,
+        persistent: bool,
+        created: float,
+        fingerprint: str,
+        rules: list[dict[str, Any]] | None = None,
+        warnings: list[str] | None = None,
+        kernel: dict[str, Any] | None = None,
+        pid_start: int | None = None,
+        grace: float = 0.0,
+        status: MountStatus | None = None,
+        references: int = 0,
+        reused: bool = False,
+        reference: int | None = None,
+    ) -> None:
+        self.name = name
+        self.mountpoint = mountpoint
+        self.image = image
+        self.app_id = app_id
+        self.version = version
+        self.root_hash = root_hash
+        self.backend = backend  # "fuse" | "kernel" | "extracted"
+        self.pid = pid  # the server process (FUSE) or the reference watcher (kernel)
+        self.verity = verity  # how payload blocks are checked, in words
+        self.persistent = persistent  # stays until `appimg umount`, whatever the references
+        self.created = created
+        self.fingerprint = fingerprint  # of the granted host rules (equal views, equal ones)
+        self.rules = [] if rules is None else rules  # every request and its fate
+        self.warnings = [] if warnings is None else warnings
+        self.kernel = {} if kernel is None else kernel  # kernel backend: devices, mounts
+        self.pid_start = pid_start  # start time of ``pid`` (clock ticks), against pid reuse
+        #: Seconds the mount outlives its last reference (``appimg run``: a relaunch in
+        #: that time reuses it); 0: it goes at once. The largest any user asked for wins.
+        self.grace = grace
+        # Not stored: filled when read back (status, references) or by mount_image.
+        self.status = status  # None until read back and refreshed, or mounted
+        self.references = references  # shared locks held on NAME.lock
+        self.reused = reused  # mount_image found this mount live and reused it
+        self.reference = reference  # mount_image: the caller's reference fd (None if persistent)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"MountInfo({values})"
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        for key in _TRANSIENT:
-            data.pop(key)
-        return data
+        """The stored fields, copied (the record may be changed without changing this)."""
+        return {name: _copied(getattr(self, name)) for name in self._STORED}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> MountInfo:
-        known = set(cls.__dataclass_fields__) - _TRANSIENT
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**{k: v for k, v in data.items() if k in cls._STORED})
 
     def public(self) -> dict[str, Any]:
         """What ``appimg mounts --json`` shows."""
@@ -89,7 +128,13 @@ class MountInfo:
         return data
 
 
-_TRANSIENT = {"status", "references", "reused", "reference"}
+def _copied(value: Any) -> Any:
+    """A copy of JSON-like ``value``: its lists and dicts are new ones."""
+    if isinstance(value, list):
+        return [_copied(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _copied(item) for key, item in value.items()}
+    return value
 
 
 def state_dir(dirs: UserDirs) -> Path:

@@ -27,7 +27,6 @@ import signal
 import stat
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -91,23 +90,54 @@ def _depth(item: Bind | Hide) -> int:
     return item.dest.strip("/").count("/")
 
 
-@dataclass
 class Sandbox:
-    root: Path  # the merged view: a mount point or any directory tree
-    argv: list[str]  # argv[0] is an absolute path inside the view
-    env: dict[str, str]
-    binds: list[Bind] = field(default_factory=list)
-    cwd: str = "/"
-    #: The runtime directory (``/run/user/UID``, a private tmpfs); None: no /run of its own.
-    runtime: str | None = None
-    hides: list[Hide] = field(default_factory=list)
-    links: list[Link] = field(default_factory=list)
-    share_network: bool = False  # else a network namespace of its own, loopback only
-    share_ipc: bool = False
-    host_dev: bool = False  # the host's whole /dev instead of the minimal one
-    #: Host rules merged over ``root`` in the sandbox's own mount namespace (``root`` is
-    #: then the app's tree alone, e.g. its extraction); outermost ``at`` first.
-    merge: list[Merge] = field(default_factory=list)
+    """What one run's sandbox shows and runs.
+
+    A plain class, not a dataclass: importing dataclasses costs every launch ~5 ms.
+    """
+
+    __slots__ = ("root", "argv", "env", "binds", "cwd", "runtime", "hides", "links",  # noqa: RUF023 (repr order)
+                 "share_network", "share_ipc", "host_dev", "merge")  # fmt: skip
+
+    def __init__(
+        self,
+        root: Path,
+        argv: list[str],
+        env: dict[str, str],
+        binds: list[Bind] | None = None,
+        cwd: str = "/",
+        runtime: str | None = None,
+        hides: list[Hide] | None = None,
+        links: list[Link] | None = None,
+        share_network: bool = False,
+        share_ipc: bool = False,
+        host_dev: bool = False,
+        merge: list[Merge] | None = None,
+    ) -> None:
+        self.root = root  # the merged view: a mount point or any directory tree
+        self.argv = argv  # argv[0] is an absolute path inside the view
+        self.env = env
+        self.binds = [] if binds is None else binds
+        self.cwd = cwd
+        #: The runtime directory (``/run/user/UID``, a private tmpfs); None: no /run of its own.
+        self.runtime = runtime
+        self.hides = [] if hides is None else hides
+        self.links = [] if links is None else links
+        self.share_network = share_network  # else a network namespace of its own, loopback only
+        self.share_ipc = share_ipc
+        self.host_dev = host_dev  # the host's whole /dev instead of the minimal one
+        #: Host rules merged over ``root`` in the sandbox's own mount namespace (``root`` is
+        #: then the app's tree alone, e.g. its extraction); outermost ``at`` first.
+        self.merge = [] if merge is None else merge
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        return f"Sandbox({values})"
 
     def mounts(self) -> list[Bind | Hide]:
         """Binds and hidden paths in the order to mount them: a parent before what
