@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 from appimg.errors import FormatError
 from appimg.format.limits import MAX_LIST_ITEMS, MAX_STRING_LENGTH
+from appimg.values import FrozenFields
 
 SOCKETS = ("x11", "wayland", "fallback-x11", "pulseaudio", "pipewire", "ssh-auth", "pcsc", "cups",
            "session-bus", "system-bus")  # fmt: skip
@@ -77,7 +78,7 @@ class Filesystem(NamedTuple):
         return self.location if self.mode == "rw" else f"{self.location}:{self.mode}"
 
 
-class Permissions:
+class Permissions(FrozenFields):
     """A set of permissions; the empty value grants nothing.
 
     Immutable, compared by value, hashed by its sets (not ``filesystems``, a dict). A
@@ -108,33 +109,13 @@ class Permissions:
         see: frozenset[str] = frozenset(),
         system_talk: frozenset[str] = frozenset(),
     ) -> None:
-        # Through object.__setattr__: assigning an attribute is refused (see __setattr__).
-        values = (sockets, devices, share, {} if filesystems is None else filesystems,
-                  talk, own, see, system_talk)  # fmt: skip
-        for name, value in zip(self._FIELDS, values, strict=True):
-            object.__setattr__(self, name, value)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"cannot delete field {name!r}")
-
-    def _values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self._FIELDS)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._values() == other._values()  # type: ignore[attr-defined]
+        self._set(sockets=sockets, devices=devices, share=share,
+                  filesystems={} if filesystems is None else filesystems, talk=talk, own=own,
+                  see=see, system_talk=system_talk)  # fmt: skip
 
     def __hash__(self) -> int:
         return hash((self.sockets, self.devices, self.share, self.talk, self.own, self.see,
                      self.system_talk))  # fmt: skip
-
-    def __repr__(self) -> str:
-        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
-        return f"Permissions({values})"
 
     def names(self, category: str) -> frozenset[str]:
         return getattr(self, category.replace("-", "_"))

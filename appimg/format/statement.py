@@ -25,6 +25,7 @@ from appimg.format import canonical
 from appimg.format.container.gpt import DiskLayout
 from appimg.format.limits import MAX_SIGNATURES, SIGNATURE_PARTITION_SIZE
 from appimg.format.verity.hashtree import VerityParams
+from appimg.values import Fields
 
 STATEMENT_TYPE = "appimg-statement"
 STATEMENT_KEYS = {
@@ -131,27 +132,20 @@ def check_manifest_info(value: object) -> dict[str, Any]:
     return info
 
 
-class SignatureBlock:
+class SignatureBlock(Fields):
     """The decoded signature partition.
 
     A plain class, not a dataclass: importing dataclasses costs every launch ~5 ms.
     """
 
     __slots__ = ("signatures", "statement")
+    _FIELDS = ("statement", "signatures")  # the repr's order
 
     def __init__(
         self, statement: dict[str, Any], signatures: list[dict[str, str]] | None = None
     ) -> None:
         self.statement = statement
         self.signatures = [] if signatures is None else signatures
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return (self.statement, self.signatures) == (other.statement, other.signatures)
-
-    def __repr__(self) -> str:
-        return f"SignatureBlock(statement={self.statement!r}, signatures={self.signatures!r})"
 
     @property
     def message(self) -> bytes:

@@ -48,6 +48,7 @@ from appimg.format.permissions import (
     parse_location,
 )
 from appimg.host.dirs import UserDirs
+from appimg.values import Fields
 
 #: A stored override holds a few dozen entries; anything much larger is not one.
 MAX_OVERRIDE_BYTES = 64 << 10
@@ -78,7 +79,7 @@ def _revoke_flag(category: str) -> str:
     return "unshare" if category == "share" else f"no{_SINGULAR[category]}"
 
 
-class Override:
+class Override(Fields):
     """A user's grants and revocations over an app's permissions.
 
     A plain class, not a dataclass: importing dataclasses costs every launch ~5 ms.
@@ -112,15 +113,6 @@ class Override:
         #: ``--search-provider=on|off``: export the app's search providers; None: not
         #: said (off)
         self.search_provider = search_provider
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return all(getattr(self, k) == getattr(other, k) for k in self._FIELDS)
-
-    def __repr__(self) -> str:
-        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
-        return f"Override({values})"
 
     def changes(self, category: str) -> dict[str, bool]:
         """The grants (True) and revocations (False) of a category of :data:`SETS`."""

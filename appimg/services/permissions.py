@@ -18,13 +18,14 @@ from appimg.format.permissions import SETS, Permissions, of_manifest
 from appimg.host.dirs import UserDirs
 from appimg.host.overrides import Override
 from appimg.host.permission_policy import PermissionPolicy, spelled
+from appimg.values import Fields
 
 MANIFEST = "manifest"
 USER_OVERRIDE = "user override"
 COMMAND_LINE = "command line"
 
 
-class Effective:
+class Effective(Fields):
     """The permissions granted, and what was asked for but refused, with why.
 
     A plain class, not a dataclass: importing dataclasses costs every launch ~5 ms.
@@ -49,15 +50,6 @@ class Effective:
         #: (category, entry, by whom: "user override" or "command line") for entries an
         #: earlier step granted and a later one took away
         self.revoked = [] if revoked is None else revoked
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return all(getattr(self, k) == getattr(other, k) for k in self._FIELDS)
-
-    def __repr__(self) -> str:
-        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
-        return f"Effective({values})"
 
     def to_json(self) -> dict[str, Any]:
         """The stable ``permissions --json`` object's permission part (spec/permissions.md)."""

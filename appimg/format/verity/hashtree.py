@@ -37,6 +37,7 @@ from appimg.format.verity.superblock import (
     build_superblock,
     parse_superblock,
 )
+from appimg.values import FrozenFields
 
 #: Hash algorithms accepted in verity parameters, with their digest sizes.
 DIGEST_SIZES = {name: hashlib.new(name).digest_size for name in ("sha1", "sha256", "sha512")}
@@ -155,7 +156,7 @@ def _digests(base: Any, buf: bytes | memoryview, block_size: int, slot_size: int
     return pad.join(out) + pad if pad and out else b"".join(out)
 
 
-class VerityParams:
+class VerityParams(FrozenFields):
     """Everything needed to check a payload against its tree; the signed statement carries it.
 
     Immutable, compared and hashed by value. A plain class, not a frozen dataclass:
@@ -184,34 +185,12 @@ class VerityParams:
         data_block_size: int = 4096,
         hash_block_size: int = 4096,
     ) -> None:
-        # Through __dict__: assigning an attribute is refused (see __setattr__).
-        self.__dict__.update(
+        self._set(
             root_hash=root_hash, salt=salt, data_blocks=data_blocks, uuid=uuid,
             hash_algorithm=hash_algorithm, data_block_size=data_block_size,
             hash_block_size=hash_block_size,
         )  # fmt: skip
         self._check()
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"cannot delete field {name!r}")
-
-    def _values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self._FIELDS)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._values() == other._values()  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
-        return f"VerityParams({values})"
 
     def _check(self) -> None:
         # Validate here so that parameters from any source (JSON, a caller) can never

@@ -35,6 +35,7 @@ from appimg.format.image import Image
 from appimg.host.rules import Rule
 from appimg.services.mount.table import is_mountpoint
 from appimg.services.view import APP, HOST, View
+from appimg.values import Fields
 
 #: Every mount this backend makes: a setuid file or a device node in a (signed but
 #: hostile) payload must not give its powers to whoever runs or opens it. overlayfs
@@ -71,7 +72,7 @@ def dm_verity_available() -> bool:
     return os.path.exists("/dev/mapper/control") and shutil.which("veritysetup") is not None
 
 
-class MountPlan:
+class MountPlan(Fields):
     """What to create and mount, derived from the view (the FUSE backend's truth).
 
     A plain class, not a dataclass: a first launch asks this module whether the
@@ -79,6 +80,7 @@ class MountPlan:
     """
 
     __slots__ = ("skeleton", "mounts", "overlaid")  # noqa: RUF023 (repr order)
+    _FIELDS = __slots__
 
     def __init__(self) -> None:
         #: Skeleton entries: (view path, kind "dir"/"file"/"symlink", mode, uid, gid, mtime,
@@ -88,15 +90,6 @@ class MountPlan:
         self.mounts: list[tuple[str, str, Any]] = []
         #: Is the whole app tree below an overlay (and so must hold no whiteout lookalikes)?
         self.overlaid = False
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
-
-    def __repr__(self) -> str:
-        values = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
-        return f"MountPlan({values})"
 
 
 def plan(view: View, rules: tuple[Rule, ...]) -> MountPlan:

@@ -19,6 +19,7 @@ from appimg.host.app_rules import host_rules
 from appimg.host.dirs import UserDirs
 from appimg.host.rules import Resolution, Rule
 from appimg.host.trust import decide
+from appimg.values import Fields
 
 if TYPE_CHECKING:
     from appimg.host.trust import Verdict
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 BACKENDS = ("auto", "fuse", "kernel")
 
 
-class Prepared:
+class Prepared(Fields):
     """An opened, checked image and what its mount will show.
 
     A plain class, not a dataclass: importing dataclasses costs every launch ~5 ms.
@@ -44,15 +45,6 @@ class Prepared:
         self.warnings = warnings
         #: the mount's default name: <app id>-<root hash prefix>[-<view fingerprint>]
         self.name = name
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
-
-    def __repr__(self) -> str:
-        values = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._FIELDS)
-        return f"Prepared({values})"
 
     @property
     def rules(self) -> tuple[Rule, ...]:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from appimg.host.dirs import UserDirs
+from appimg.values import Fields
 
 
 class MountStatus(enum.StrEnum):
@@ -39,7 +40,7 @@ class MountStatus(enum.StrEnum):
     GONE = "gone"  # nothing mounted, no server: the record is stale
 
 
-class MountInfo:
+class MountInfo(Fields):
     """One mount of an image, as recorded (and as returned by ``mount_image``).
 
     A plain class, not a dataclass: importing dataclasses costs every launch ~5 ms.
@@ -52,6 +53,7 @@ class MountInfo:
         "pid_start", "grace",
     )  # fmt: skip
     __slots__ = (*_STORED, "status", "references", "reused", "reference")
+    _FIELDS = __slots__
 
     def __init__(
         self,
@@ -101,15 +103,6 @@ class MountInfo:
         self.references = references  # shared locks held on NAME.lock
         self.reused = reused  # mount_image found this mount live and reused it
         self.reference = reference  # mount_image: the caller's reference fd (None if persistent)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
-
-    def __repr__(self) -> str:
-        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"MountInfo({values})"
 
     def to_json(self) -> dict[str, Any]:
         """The stored fields, copied (the record may be changed without changing this)."""

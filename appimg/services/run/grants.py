@@ -31,6 +31,7 @@ from appimg.format.permissions import XDG_USER_DIRS, Permissions
 from appimg.host.dirs import UserDirs
 from appimg.host.whitelist import covers, normalise
 from appimg.services.run.sandbox import Bind, Hide, Link
+from appimg.values import Fields
 
 #: Device permission -> host path, bound where the host has it (``all`` is the whole /dev).
 DEVICE_PATHS = {"dri": "/dev/dri", "kvm": "/dev/kvm", "input": "/dev/input", "usb": "/dev/bus/usb"}
@@ -100,7 +101,7 @@ def remembered_targets(dirs: UserDirs, hidden: Iterable[str]) -> tuple[str, ...]
     return tuple(remembered)
 
 
-class Grants:
+class Grants(Fields):
     """What the sandbox gets beyond its base layout; owns the descriptors it holds.
 
     A plain class, not a dataclass: importing dataclasses costs every launch ~5 ms.
@@ -108,6 +109,7 @@ class Grants:
 
     __slots__ = ("binds", "hides", "links", "env", "share_network", "share_ipc",  # noqa: RUF023 (repr order)
                  "host_dev", "warnings", "_fds")  # fmt: skip
+    _FIELDS = __slots__
 
     def __init__(
         self, *, share_network: bool = False, share_ipc: bool = False, host_dev: bool = False
@@ -121,15 +123,6 @@ class Grants:
         self.host_dev = host_dev
         self.warnings: list[str] = []
         self._fds: list[int] = []
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
-
-    def __repr__(self) -> str:
-        values = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
-        return f"Grants({values})"
 
     def fds(self) -> tuple[int, ...]:
         return tuple(self._fds)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from appimg.errors import PolicyError
+from appimg.values import Fields
 
 #: Provided by the sandbox itself; same-named entries of the view are hidden.
 SANDBOX_DIRS = ("proc", "dev", "tmp")
@@ -90,7 +91,7 @@ def _depth(item: Bind | Hide) -> int:
     return item.dest.strip("/").count("/")
 
 
-class Sandbox:
+class Sandbox(Fields):
     """What one run's sandbox shows and runs.
 
     A plain class, not a dataclass: importing dataclasses costs every launch ~5 ms.
@@ -98,6 +99,7 @@ class Sandbox:
 
     __slots__ = ("root", "argv", "env", "binds", "cwd", "runtime", "hides", "links",  # noqa: RUF023 (repr order)
                  "share_network", "share_ipc", "host_dev", "merge")  # fmt: skip
+    _FIELDS = __slots__
 
     def __init__(
         self,
@@ -129,15 +131,6 @@ class Sandbox:
         #: Host rules merged over ``root`` in the sandbox's own mount namespace (``root`` is
         #: then the app's tree alone, e.g. its extraction); outermost ``at`` first.
         self.merge = [] if merge is None else merge
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
-
-    def __repr__(self) -> str:
-        values = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
-        return f"Sandbox({values})"
 
     def mounts(self) -> list[Bind | Hide]:
         """Binds and hidden paths in the order to mount them: a parent before what

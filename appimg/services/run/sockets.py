@@ -33,6 +33,7 @@ from appimg.format.permissions import Permissions
 from appimg.host.dirs import UserDirs
 from appimg.services.run import xauth
 from appimg.services.run.sandbox import Bind
+from appimg.values import Fields
 
 X11_DIR = "/tmp/.X11-unix"
 #: ``:N``, ``:N.S`` or ``unix:N[.S]``: a local display; ``host:N`` (TCP) is not bound.
@@ -58,13 +59,14 @@ def _shown(value: str) -> str:
     return repr(value if len(value) <= 80 else value[:80] + "...")
 
 
-class SocketGrants:
+class SocketGrants(Fields):
     """What the granted sockets add to a sandbox; :meth:`close` after the run.
 
     A plain class, not a dataclass: importing dataclasses costs every launch ~5 ms.
     """
 
     __slots__ = ("binds", "env", "notes", "fds", "private", "closers", "_lock")  # noqa: RUF023 (repr order)
+    _FIELDS = __slots__
 
     def __init__(self) -> None:
         self.binds: list[Bind] = []
@@ -78,15 +80,6 @@ class SocketGrants:
         #: What else ends with the run (the D-Bus proxy), called by :meth:`close` first.
         self.closers: list[Callable[[], None]] = []
         self._lock = -1
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
-
-    def __repr__(self) -> str:
-        values = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
-        return f"SocketGrants({values})"
 
     def note(self, text: str) -> None:
         if text not in self.notes:
