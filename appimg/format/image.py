@@ -42,6 +42,8 @@ from appimg.format.verity.hashtree import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Collection
+
     from appimg.format.squashfs import SquashfsReader
 
 
@@ -203,17 +205,22 @@ class Image:
         if any(source.read(used, size - used)):
             raise FormatError("payload partition: bytes after the filesystem are not zero")
 
-    def signatures(self, trusted: dict[str, Any] | None = None) -> list[SignatureStatus]:
-        """Each signature's validity; ``trusted`` maps key ids of trusted keys to keys."""
+    def signatures(
+        self,
+        trusted: Collection[str] = (),
+        check: Callable[[dict[str, str], bytes], bool] | None = None,
+    ) -> list[SignatureStatus]:
+        """Each signature's validity; ``trusted``: the key ids of trusted keys.
+        ``check``: what checks one signature entry (default :func:`keys.check`)."""
         if not self.signature_block.signatures:
             return []  # unsigned: no need to load the crypto library
-        from appimg.format import keys
+        if check is None:
+            from appimg.format.keys import check
 
         message = self.signature_block.message
-        trusted = trusted or {}
         result = []
         for entry in self.signature_block.signatures:
-            valid = keys.check(entry, message)
+            valid = check(entry, message)
             kid = entry.get("key_id", "?")
             result.append(SignatureStatus(kid, valid, valid and kid in trusted))
         return result

@@ -18,12 +18,16 @@ import hashlib
 import os
 from pathlib import Path
 from types import ModuleType
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from appimg.errors import SignatureError, UsageError
 from appimg.files import read_capped
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 MAX_KEY_FILE = 16 * 1024
 
@@ -71,6 +75,15 @@ def _plain_spki(text: bytes) -> bytes | None:
     return der[len(_SPKI_PREFIX) :] if der.startswith(_SPKI_PREFIX) else None
 
 
+def _ed25519() -> ModuleType:
+    # The crypto library is loaded on first use: it costs a launch ~5 ms warm and ~35 ms
+    # with a cold page cache, and a launch that finds its signature already checked
+    # (appimg.host.trust) and reads trusted keys with public_raw() never needs it.
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return ed25519
+
+
 def _serialization() -> ModuleType:
     # Imported on use: it costs ~10 ms, and checking signatures does not need it.
     from cryptography.hazmat.primitives import serialization
@@ -101,7 +114,7 @@ def generate(path: Path, *, force: bool = False) -> Ed25519PrivateKey:
     for target in (path, pub_path):
         if target.exists() and not force:
             raise UsageError(f"{target}: already exists (use --force to overwrite)")
-    key = Ed25519PrivateKey.generate()
+    key = _ed25519().Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -152,7 +165,7 @@ def is_weak_point(encoded: bytes) -> bool:
 def _checked_public(raw: bytes, where: str) -> Ed25519PublicKey:
     if is_weak_point(raw):
         raise SignatureError(f"{where}: a weak Ed25519 public key (small order or non-canonical)")
-    return Ed25519PublicKey.from_public_bytes(raw)
+    return _ed25519().Ed25519PublicKey.from_public_bytes(raw)
 
 
 def load_private(path: Path) -> Ed25519PrivateKey:
@@ -162,7 +175,7 @@ def load_private(path: Path) -> Ed25519PrivateKey:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
         raise SignatureError(f"{path}: not an unencrypted PEM private key") from None
-    if not isinstance(key, Ed25519PrivateKey):
+    if not isinstance(key, _ed25519().Ed25519PrivateKey):
         raise SignatureError(f"{path}: not an Ed25519 key")
     return key
 
@@ -187,16 +200,29 @@ def parse_public(data: bytes, where: str) -> Ed25519PublicKey:
         elif text.startswith(b"-----BEGIN"):
             key = serialization.load_pem_public_key(text)
         else:
-            key = Ed25519PublicKey.from_public_bytes(b64decode_strict(text, 32))
+            key = _ed25519().Ed25519PublicKey.from_public_bytes(b64decode_strict(text, 32))
     except (ValueError, TypeError):
         raise SignatureError(f"{where}: not an Ed25519 public key (PEM or base64)") from None
-    if not isinstance(key, Ed25519PublicKey):
+    if not isinstance(key, _ed25519().Ed25519PublicKey):
         raise SignatureError(f"{where}: not an Ed25519 key")
     return _checked_public(raw_public(key), where)
 
 
 def load_public(path: Path) -> Ed25519PublicKey:
     return parse_public(_read(path), str(path))
+
+
+def load_public_raw(path: Path) -> bytes:
+    """The raw 32 bytes of the public key in ``path``, checked as :func:`parse_public`
+    checks it. The one-line PEM that keygen and ``trust add`` write is read without the
+    crypto library (weak keys refused all the same); any other form goes through it."""
+    data = _read(path).strip()
+    plain = _plain_spki(data)
+    if plain is None:
+        return raw_public(parse_public(data, str(path)))
+    if is_weak_point(plain):
+        raise SignatureError(f"{path}: a weak Ed25519 public key (small order or non-canonical)")
+    return plain
 
 
 def sign(key: Ed25519PrivateKey, message: bytes) -> dict[str, str]:
@@ -214,12 +240,14 @@ def check(entry: dict[str, str], message: bytes) -> bool:
 
     OpenSSL checks S < L; the weak-point checks on the key and on R are libsodium's.
     """
+    from cryptography.exceptions import InvalidSignature
+
     try:
         raw = b64decode_strict(entry["public_key"], 32)
         signature = b64decode_strict(entry["signature"], 64)
         if is_weak_point(raw) or is_weak_point(signature[:32]):
             return False
-        Ed25519PublicKey.from_public_bytes(raw).verify(signature, message)
+        _ed25519().Ed25519PublicKey.from_public_bytes(raw).verify(signature, message)
     except (InvalidSignature, ValueError, KeyError, TypeError):
         return False
     return key_id(raw) == entry.get("key_id")

@@ -37,7 +37,7 @@ from appimg.errors import AppimgError, PolicyError, SignatureError, UsageError
 from appimg.host.dirs import UserDirs
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from collections.abc import Callable
 
     from appimg.format.image import Image, SignatureStatus
 
@@ -71,18 +71,18 @@ def _key_files(directory: Path) -> list[Path]:
     return [directory / name for name in names]
 
 
-def load_trusted(dirs: UserDirs) -> dict[str, Ed25519PublicKey]:
-    """Key id → key for every readable key file in the trust directories."""
-    from appimg.format import keys  # the crypto library: only where keys are read
+def load_trusted(dirs: UserDirs) -> dict[str, bytes]:
+    """Key id → raw public key for every readable key file in the trust directories."""
+    from appimg.format import keys
 
-    found: dict[str, Ed25519PublicKey] = {}
+    found: dict[str, bytes] = {}
     for directory in trust_dirs(dirs):
         for path in _key_files(directory):
             try:
-                key = keys.load_public(path)
+                raw = keys.load_public_raw(path)
             except AppimgError:
                 continue  # an unreadable key trusts nothing; `appimg trust list` shows it
-            found[keys.key_id(key)] = key
+            found[keys.key_id(raw)] = raw
     return found
 
 
@@ -96,7 +96,7 @@ def list_trusted(dirs: UserDirs) -> list[dict[str, Any]]:
         for path in _key_files(directory):
             row: dict[str, Any] = {"key_id": None, "scope": scope, "file": str(path), "error": None}
             try:
-                row["key_id"] = keys.key_id(keys.load_public(path))
+                row["key_id"] = keys.key_id(keys.load_public_raw(path))
             except AppimgError as exc:
                 row["error"] = str(exc)
             rows.append(row)
@@ -137,7 +137,7 @@ def remove_trusted(dirs: UserDirs, key: str) -> list[Path]:
     from appimg.format import keys
 
     if Path(key).exists() and not key.isalnum():
-        key = keys.key_id(keys.load_public(Path(key)))
+        key = keys.key_id(keys.load_public_raw(Path(key)))
     key = key.lower()
     if len(key) < 8:
         raise UsageError(f"{key!r}: give at least 8 digits of the key id, or a key file")
@@ -199,6 +199,7 @@ def decide(
     replacing: bool = False,
     unsigned_flag: str = "--allow-unsigned",
     untrusted_flag: str = "--allow-untrusted",
+    remember: bool = False,
 ) -> Verdict:
     """The one trust rule (see the module docstring) for ``image`` on this host.
 
@@ -206,10 +207,14 @@ def decide(
     that would allow it, for the refusal's hint. ``pinned`` are the keys the
     installed app of the image's id is pinned to (spec/xdg-index.md §4);
     ``replacing`` says the image would replace that app (an update), which only
-    a pinned key may sign. Raises SignatureError or PolicyError.
+    a pinned key may sign. ``remember``: signatures found valid before are not checked
+    again (:func:`remembered_check`; launches and installs, never ``verify``). Raises
+    SignatureError or PolicyError.
     """
     # Trusted keys are read only for signed images: an unsigned one needs no crypto library.
-    statuses = image.signatures(load_trusted(dirs) if image.signature_block.signatures else {})
+    signed = bool(image.signature_block.signatures)
+    check = remembered_check(dirs) if remember and signed else None
+    statuses = image.signatures(load_trusted(dirs) if signed else (), check)
     name = image.path
     invalid = [s.key_id for s in statuses if not s.valid]
     if invalid:
@@ -256,3 +261,54 @@ def decide(
             f"or pass {untrusted_flag})"
         )
     return Verdict(ACCEPTED, ids, statuses, f"{name}: accepted although {why} ({untrusted_flag})")
+
+
+# -- signatures checked before -----------------------------------------------------------------
+
+#: Versions the records: a change of the signature rule (spec/format.md §8.3) changes it.
+_CHECKED_TAG = b"appimg valid ed25519 signature v1\0"
+
+
+def checked_dir(dirs: UserDirs) -> Path:
+    return dirs.cache_home / "appimg" / "checked-signatures"
+
+
+def remembered_check(dirs: UserDirs) -> Callable[[dict[str, str], bytes], bool]:
+    """:func:`appimg.format.keys.check`, remembering what it found valid.
+
+    Every launch of an installed app checks the same signature over the same
+    statement; the crypto library alone costs a launch ~5 ms warm and ~35 ms with a
+    cold page cache. A valid check leaves an empty file named by SHA-256 over the
+    entry (algorithm, key id, public key, signature) and the signed message; an entry
+    and message with such a file are valid without the library. Only valid results
+    are kept: a bad signature is checked, and refused, every time. Trust is not
+    cached: whether a valid signature's key is trusted or pinned is decided afresh.
+    The directory is the user's own, like the trust store, and hidden from apps
+    (spec/run.md, "Always hidden"); anyone who can write it could add a trusted key.
+    """
+    import hashlib
+
+    from appimg.format import keys
+
+    directory = checked_dir(dirs)
+
+    def check(entry: dict[str, str], message: bytes) -> bool:
+        digest = hashlib.sha256(_CHECKED_TAG)
+        for field in ("algorithm", "key_id", "public_key", "signature"):
+            value = entry.get(field)
+            digest.update(b"%d:%s\0" % (len(value), value.encode()) if isinstance(value, str)
+                          else b"-\0")  # fmt: skip
+        digest.update(message)
+        record = directory / digest.hexdigest()
+        if os.path.isfile(record):
+            return True
+        valid = keys.check(entry, message)
+        if valid:
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                os.close(os.open(record, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            except OSError:
+                pass  # read-only or full cache: the next launch checks again
+        return valid
+
+    return check

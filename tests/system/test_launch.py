@@ -80,6 +80,8 @@ def test_run_signed_by_a_trusted_key_reads_the_key_without_the_pem_parser(
     modules = _imported(appimg("run", APP_ID, env=env).stderr)
     assert "appimg.format.keys" in modules  # the trusted key was read
     assert "cryptography.hazmat.primitives.serialization" not in modules
+    # install checked the signature and remembered it: no launch loads the crypto library
+    assert not [m for m in modules if m.startswith("cryptography")]
 
 
 def _mounts(env: dict[str, str]) -> list[dict]:

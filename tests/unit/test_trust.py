@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from appimg.host.trust import (
     TRUSTED,
     UNSIGNED,
     add_trusted,
+    checked_dir,
     decide,
     list_trusted,
     load_trusted,
@@ -72,6 +74,84 @@ def test_broken_signature_is_refused_whatever_is_allowed(
             with pytest.raises(SignatureError, match="invalid signature"):
                 decide(image, trusting, allow_unsigned=allow, allow_untrusted=allow,
                        pinned=[kid])  # fmt: skip
+
+
+# -- signatures checked before ------------------------------------------------------------
+
+
+def _no_crypto_check(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make every real signature check fail loudly; returns the calls seen."""
+    calls: list[str] = []
+
+    def refuse(entry: dict[str, str], message: bytes) -> bool:
+        calls.append(entry["key_id"])
+        return False
+
+    monkeypatch.setattr(keys, "check", refuse)
+    return calls
+
+
+def test_a_remembered_valid_signature_is_not_checked_again(
+    signature_images: dict[str, Path], trusting: UserDirs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Image.open(signature_images["signed"]) as image:
+        first = decide(image, trusting, remember=True)
+        assert first.state == TRUSTED
+        assert len(list(checked_dir(trusting).iterdir())) == 1
+        calls = _no_crypto_check(monkeypatch)
+        again = decide(image, trusting, remember=True)
+        assert again.state == TRUSTED and calls == []  # answered from the record
+        # Trust is decided afresh: a key no longer trusted is no longer trusted.
+        for path in load_trusted_files(trusting):
+            path.unlink()
+        with pytest.raises(PolicyError, match="not a trusted key"):
+            decide(image, trusting, remember=True)
+        # Without remember (``appimg verify``) the record is not consulted.
+        with pytest.raises(SignatureError, match="invalid signature"):
+            decide(image, trusting, allow_untrusted=True)
+    assert calls == [first.key_ids[0]]
+
+
+def load_trusted_files(dirs: UserDirs) -> list[Path]:
+    return [Path(row["file"]) for row in list_trusted(dirs) if row["scope"] == "user"]
+
+
+@pytest.mark.parametrize("name", ["invalid", "mixed"])
+def test_a_broken_signature_is_checked_and_refused_every_time(
+    signature_images: dict[str, Path], trusting: UserDirs, name: str
+) -> None:
+    """Only valid results are remembered; a record of the same key's valid signature
+    over the same image does not vouch for a broken one."""
+    with Image.open(signature_images["signed"]) as image:
+        decide(image, trusting, remember=True)
+    with Image.open(signature_images[name]) as image:
+        for _ in range(2):
+            with pytest.raises(SignatureError, match="invalid signature"):
+                decide(image, trusting, allow_untrusted=True, remember=True)
+
+
+def test_an_unwritable_record_directory_only_costs_the_check(
+    signature_images: dict[str, Path], trusting: UserDirs
+) -> None:
+    checked_dir(trusting).parent.mkdir(parents=True)
+    checked_dir(trusting).write_text("not a directory")
+    with Image.open(signature_images["signed"]) as image:
+        for _ in range(2):
+            assert decide(image, trusting, remember=True).state == TRUSTED
+
+
+def test_trusted_keys_are_read_without_the_crypto_library(
+    trusting: UserDirs, keypair: tuple[Path, Path]
+) -> None:
+    (raw,) = load_trusted(trusting).values()
+    assert raw == keys.raw_public(keys.load_public(keypair[1]))
+    weak = trusting.config_home / "appimg" / "trusted-keys" / "weak.pub"
+    spki = bytes.fromhex("302a300506032b6570032100") + bytes(32)  # y = 0: of small order
+    weak.write_bytes(b"-----BEGIN PUBLIC KEY-----\n%s\n-----END PUBLIC KEY-----\n"
+                     % base64.b64encode(spki))  # fmt: skip
+    with pytest.raises(SignatureError, match="weak"):
+        keys.load_public_raw(weak)
+    assert list(load_trusted(trusting).values()) == [raw]  # the weak key trusts nothing
 
 
 # -- the trust store ------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ def check_trust(image: Image, dirs: UserDirs, allow_untrusted: bool, allow_unsig
     mount only with ``allow_unsigned``, untrusted ones only with ``allow_untrusted``
     (or a key the installed app is pinned to), each with a warning. Returns warnings."""
     verdict = decide(image, dirs, allow_unsigned=allow_unsigned,
-                     allow_untrusted=allow_untrusted, pinned=pinned)  # fmt: skip
+                     allow_untrusted=allow_untrusted, pinned=pinned, remember=True)  # fmt: skip
     return [verdict.warning] if verdict.warning else []
 
 

@@ -143,7 +143,8 @@ def is_installed_app(image: Image, dirs: UserDirs, by_id: bool) -> bool:
     pinned, _ = installed_state(dirs, image.manifest["id"])
     if not pinned:
         return False
-    verdict = decide(image, dirs, allow_unsigned=True, allow_untrusted=True, pinned=pinned)
+    verdict = decide(image, dirs, allow_unsigned=True, allow_untrusted=True, pinned=pinned,
+                     remember=True)  # fmt: skip
     return bool(verdict.pinned)
 
 
@@ -197,7 +198,8 @@ def run_app(
             # Run by its id, the app runs as its installation accepted it.
             allow_untrusted = allow_unsigned = True
         verdict = decide(image, dirs, allow_unsigned=allow_unsigned,
-                         allow_untrusted=allow_untrusted, pinned=pinned or ())  # fmt: skip
+                         allow_untrusted=allow_untrusted, pinned=pinned or (),
+                         remember=True)  # fmt: skip
         # ~/.var/appimg/ID and the user's stored permission override are the installed
         # app's: by id, or signed by a key it is pinned to. Another image claiming the
         # id gets a data directory of its own, its manifest's permissions and this

@@ -342,7 +342,7 @@ def install(
         """The trust rule, as install and update apply it (spec/xdg-index.md §4)."""
         verdict = decide(image, dirs, allow_unsigned=allow_unsigned,
                          allow_untrusted=allow_untrusted, pinned=pinned,
-                         replacing=update)  # fmt: skip
+                         replacing=update, remember=True)  # fmt: skip
         return verdict.to_json()
 
     def early_checks(image: Image, pinned: list[str] | None) -> None:
