@@ -8,19 +8,24 @@ exit status (see :mod:`appimg.errors`); ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from appimg import __version__
 from appimg.cli.commands import COMMANDS, add_command, add_summaries
 from appimg.errors import AppimgError
 
+if TYPE_CHECKING:  # built only when needed: `appimg run FILE|ID` is parsed without it
+    import argparse
+
 
 def make_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser. With a known ``command``, only that command is registered, in full;
     otherwise every command, without its arguments (for the listing and usage errors)."""
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="appimg",
         description=(

@@ -10,9 +10,11 @@ in every command; a spelling it replaced stays accepted as a hidden alias (not i
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:  # imported where parsers are built: `appimg run`'s shortcut needs none
+    import argparse
 
 
 class Flag(NamedTuple):
@@ -29,9 +31,11 @@ class Flag(NamedTuple):
                aliases: tuple[str, ...] = ()) -> None:  # fmt: skip
         """Add the flag (``help_text`` replaces the shared help where a command means more
         by it); each of ``aliases`` sets the same ``dest`` and is left out of ``--help``."""
+        from argparse import SUPPRESS
+
         parser.add_argument(self.flag, action="store_true", help=help_text or self.help)
         for alias in aliases:
-            parser.add_argument(alias, action="store_true", dest=self.dest, help=argparse.SUPPRESS)
+            parser.add_argument(alias, action="store_true", dest=self.dest, help=SUPPRESS)
 
 
 JSON = Flag("--json", "print JSON for programs")
@@ -79,18 +83,19 @@ PERMISSION_CHANGES = (
 )  # fmt: skip
 
 
-class _Change(argparse.Action):
-    """Collects every change flag, in command-line order, as (flag, value) in one list."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: object, option_string: str | None = None) -> None:  # fmt: skip
-        changes = list(getattr(namespace, self.dest) or [])
-        changes.append((self.const, values))
-        setattr(namespace, self.dest, changes)
-
-
 def permission_changes(parser: argparse.ArgumentParser) -> None:
     """The repeatable change flags; ``args.permission_changes`` lists (flag, value)."""
+    import argparse
+
+    class _Change(argparse.Action):
+        """Collects every change flag, in command-line order, as (flag, value) in one list."""
+
+        def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                     values: object, option_string: str | None = None) -> None:  # fmt: skip
+            changes = list(getattr(namespace, self.dest) or [])
+            changes.append((self.const, values))
+            setattr(namespace, self.dest, changes)
+
     group = parser.add_argument_group(
         "permission changes", "repeatable; a later flag about the same entry wins"
     )

@@ -58,14 +58,15 @@ def _imported(result_stderr: str) -> set[str]:
 def test_run_of_an_installed_app_imports_neither_construct_nor_the_packer(
     installed: dict[str, str],
 ) -> None:
-    """Nor dataclasses, which brings inspect along (~5 ms)."""
+    """Nor dataclasses, which brings inspect along (~5 ms), nor argparse (~2 ms: the
+    shortcut parses ``run FILE|ID ARGS``)."""
     env = {**installed, "PYTHONPROFILEIMPORTTIME": "1", "APPIMG_MOUNT_GRACE": "0"}
     for attempt in ("cold", "again"):
         result = appimg("run", APP_ID, env=env)
         modules = _imported(result.stderr)
         assert "appimg.format.image" in modules, attempt  # the report is real
         tooling = ("construct", "appimg.format.packer", "appimg.format.payload.writer",
-                   "dataclasses")  # fmt: skip
+                   "dataclasses", "argparse")  # fmt: skip
         unwanted = {m for m in modules if m.split(".")[0] in tooling or m.startswith(tooling)}
         assert not unwanted, f"{attempt}: {sorted(unwanted)}"
 

@@ -13,12 +13,14 @@ argument-less parsers built from the table alone.
 
 from __future__ import annotations
 
-import argparse
 import importlib
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-#: What ``argparse.ArgumentParser.add_subparsers`` returns (private in typeshed).
-Subcommands = argparse._SubParsersAction
+if TYPE_CHECKING:  # argparse is not imported on `appimg run`'s shortcut (appimg.cli)
+    import argparse
+
+    #: What ``argparse.ArgumentParser.add_subparsers`` returns (private in typeshed).
+    Subcommands = argparse._SubParsersAction
 
 
 class Command(NamedTuple):

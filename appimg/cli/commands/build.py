@@ -7,13 +7,16 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from appimg.cli import options
-from appimg.cli.commands import Subcommands
 from appimg.cli.output import human_size, print_json
 from appimg.cli.progress import ProgressBar
 from appimg.errors import FormatError, UsageError
 from appimg.format.payload import options as payload_options
+
+if TYPE_CHECKING:
+    from appimg.cli.commands import Subcommands
 
 # Heavy modules (construct, cryptography) are imported inside the commands so that
 # every `appimg` invocation starts fast.

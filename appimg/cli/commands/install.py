@@ -14,13 +14,15 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appimg.cli import options
-from appimg.cli.commands import Subcommands
 from appimg.cli.output import print_json
 from appimg.errors import StoreError
 from appimg.host.dirs import UserDirs
+
+if TYPE_CHECKING:
+    from appimg.cli.commands import Subcommands
 
 
 def _dirs() -> UserDirs:

@@ -7,12 +7,15 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from appimg.cli import options
-from appimg.cli.commands import Subcommands
 from appimg.cli.output import print_json, shell_quote_name
 from appimg.errors import UsageError
 from appimg.host.dirs import UserDirs
+
+if TYPE_CHECKING:
+    from appimg.cli.commands import Subcommands
 
 
 def add_mount(commands: Subcommands, name: str, summary: str) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appimg.cli import options
-from appimg.cli.commands import Subcommands
 from appimg.cli.output import print_json
+
+if TYPE_CHECKING:
+    from appimg.cli.commands import Subcommands
 
 
 def add_permissions(commands: Subcommands, name: str, summary: str) -> None:

@@ -9,14 +9,16 @@ import stat
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appimg.cli import options
-from appimg.cli.commands import Subcommands
 from appimg.cli.output import human_size, print_json, shell_quote_name
 from appimg.cli.progress import ProgressBar
 from appimg.errors import UsageError
 from appimg.host.dirs import UserDirs
+
+if TYPE_CHECKING:
+    from appimg.cli.commands import Subcommands
 
 # Image, keys and the payload reader are imported inside the commands: they pull in
 # construct, cryptography and the decompressors, and `inspect`/`verify` must start fast.

@@ -7,10 +7,13 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from appimg.cli import options
-from appimg.cli.commands import Subcommands
 from appimg.cli.output import print_json
+
+if TYPE_CHECKING:
+    from appimg.cli.commands import Subcommands
 
 PLAIN_HTTP = options.Flag(
     "--plain-http", "talk to the registry over plain HTTP (a local or test registry only)"
