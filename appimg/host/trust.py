@@ -27,6 +27,7 @@ that, not the id an image claims, decides whether it is the installed app
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Collection
 from pathlib import Path
@@ -208,12 +209,12 @@ def decide(
     installed app of the image's id is pinned to (spec/xdg-index.md §4);
     ``replacing`` says the image would replace that app (an update), which only
     a pinned key may sign. ``remember``: signatures found valid before are not checked
-    again (:func:`remembered_check`; launches and installs, never ``verify``). Raises
+    again (:func:`remembered_check`; ``mount`` and ``run``, never ``verify``). Raises
     SignatureError or PolicyError.
     """
     # Trusted keys are read only for signed images: an unsigned one needs no crypto library.
     signed = bool(image.signature_block.signatures)
-    check = remembered_check(dirs) if remember and signed else None
+    check = remembered_check(dirs, image.verity.root_hash.hex()) if remember and signed else None
     statuses = image.signatures(load_trusted(dirs) if signed else (), check)
     name = image.path
     invalid = [s.key_id for s in statuses if not s.valid]
@@ -273,13 +274,32 @@ def checked_dir(dirs: UserDirs) -> Path:
     return dirs.cache_home / "appimg" / "checked-signatures"
 
 
-def remembered_check(dirs: UserDirs) -> Callable[[dict[str, str], bytes], bool]:
-    """:func:`appimg.format.keys.check`, remembering what it found valid.
+def forget_checked(dirs: UserDirs, keep: Collection[str]) -> None:
+    """Remove the records of images whose root hash is not in ``keep`` (the store's
+    installed versions), and the directory once it is empty: they go with the app."""
+    import shutil
+
+    base = checked_dir(dirs)
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        if name not in keep:
+            shutil.rmtree(base / name, ignore_errors=True)
+    with contextlib.suppress(OSError):  # not empty: records of installed versions
+        base.rmdir()
+
+
+def remembered_check(dirs: UserDirs, root: str) -> Callable[[dict[str, str], bytes], bool]:
+    """:func:`appimg.format.keys.check`, remembering what it found valid, for the image
+    of verity root hash ``root`` (its records go with it: :func:`forget_checked`).
 
     Every launch of an installed app checks the same signature over the same
     statement; the crypto library alone costs a launch ~5 ms warm and ~35 ms with a
     cold page cache. A valid check leaves an empty file named by SHA-256 over the
-    entry (algorithm, key id, public key, signature) and the signed message; an entry
+    entry (algorithm, key id, public key, signature) and the signed message, in a
+    directory named by the root hash (which the message binds); an entry
     and message with such a file are valid without the library. Only valid results
     are kept: a bad signature is checked, and refused, every time. Trust is not
     cached: whether a valid signature's key is trusted or pinned is decided afresh.
@@ -290,7 +310,7 @@ def remembered_check(dirs: UserDirs) -> Callable[[dict[str, str], bytes], bool]:
 
     from appimg.format import keys
 
-    directory = checked_dir(dirs)
+    directory = checked_dir(dirs) / root
 
     def check(entry: dict[str, str], message: bytes) -> bool:
         digest = hashlib.sha256(_CHECKED_TAG)

@@ -257,16 +257,18 @@ def locked(
             with contextlib.suppress(StoreError):
                 if not layout.journal.exists() and not index_mod.load(layout)["apps"]:
                     remove_store(layout)
-            _prune_extracted(dirs, layout)
+            _prune_caches(dirs, layout)
 
 
-def _prune_extracted(dirs: UserDirs, layout: StoreLayout) -> None:
-    """Remove the extraction caches (spec/run.md, "Without FUSE") of images no installed
-    version is any more: an uninstalled app's, an update's or cleanup's old versions."""
+def _prune_caches(dirs: UserDirs, layout: StoreLayout) -> None:
+    """Remove what is cached about images no installed version is any more (an
+    uninstalled app's, an update's or cleanup's old versions): their extraction caches
+    (spec/run.md, "Without FUSE") and remembered signature checks (format.md §12.2)."""
+    from appimg.host.trust import checked_dir, forget_checked
     from appimg.services.store.extracted_cache import cache_root, prune
 
-    if not cache_root(dirs).exists():
-        return  # the common case: FUSE works, there is no cache
+    if not cache_root(dirs).exists() and not checked_dir(dirs).exists():
+        return
     try:
         apps = index_mod.load(layout)["apps"]
     except StoreError:
@@ -274,6 +276,7 @@ def _prune_extracted(dirs: UserDirs, layout: StoreLayout) -> None:
     keep = {v["root_hash"] for app in apps.values() for v in app["versions"]}
     with contextlib.suppress(OSError):
         prune(dirs, keep)
+    forget_checked(dirs, keep)
 
 
 def maybe_recover(dirs: UserDirs, *, program_path: str = "") -> list[str]:
@@ -342,7 +345,7 @@ def install(
         """The trust rule, as install and update apply it (spec/xdg-index.md §4)."""
         verdict = decide(image, dirs, allow_unsigned=allow_unsigned,
                          allow_untrusted=allow_untrusted, pinned=pinned,
-                         replacing=update, remember=True)  # fmt: skip
+                         replacing=update)  # fmt: skip
         return verdict.to_json()
 
     def early_checks(image: Image, pinned: list[str] | None) -> None:
