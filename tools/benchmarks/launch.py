@@ -41,6 +41,19 @@ def _median(command: list[str], env: dict[str, str], runs: int, before: object =
     return statistics.median(_time(command, env, before) for _ in range(runs))
 
 
+def _unmounted(runtime: Path, timeout: float = 5.0) -> None:
+    """Wait until the last run's mount is gone: its server unmounts it by itself within
+    two seconds (spec/run.md), and a cold run must not find it still there."""
+    below = f"{runtime}/"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open("/proc/mounts") as mounts:
+            if not any(line.split()[1].startswith(below) for line in mounts):
+                return
+        time.sleep(0.01)
+    raise RuntimeError(f"a mount below {runtime} outlived its run by {timeout} s")
+
+
 def measure(args: argparse.Namespace, workdir: Path) -> Report:
     report = Report("launch")
     tree = _trivial_app(workdir / "launch-app")
@@ -68,7 +81,12 @@ def measure(args: argparse.Namespace, workdir: Path) -> Report:
     dropped = drop_caches()
     run([*APPIMG, "umount", APP_ID], env=env)
     peer_cold = _median(direct, env, COLD_RUNS, drop_caches)
-    cold = _median(launch, cold_env, COLD_RUNS, drop_caches)
+
+    def cold_start() -> None:
+        _unmounted(runtime)
+        drop_caches()
+
+    cold = _median(launch, cold_env, COLD_RUNS, cold_start)
     python = [sys.executable, "-c"]
     bare = _median([*python, "pass"], env, RUNS)
     imports = _median([*python, f"import {LAUNCH_MODULES}"], env, RUNS) - bare

@@ -106,7 +106,7 @@ def run_root(
 
     ``opened``: the image of ``path`` already open and judged with these allowances
     (see :func:`.prepare.prepare`); it stays the caller's to close. The caller
-    releases the root with :func:`~.manager.release_and_unmount_if_last`."""
+    releases the root with :func:`~.manager.release`."""
     from appimg.services.mount import manager
 
     why = "--no-fuse" if no_fuse else fuse_unavailable()

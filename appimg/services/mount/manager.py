@@ -9,7 +9,7 @@ What ``appimg mount`` and ``appimg run`` share:
   an fd with a shared flock); the mount goes away after :func:`release` of the
   last reference, or when the last referencing process dies, even by SIGKILL.
 * :func:`mounted` (a referenced mount for a ``with`` block), :func:`release`,
-  :func:`release_and_unmount_if_last`, :func:`list_mounts`,
+  :func:`list_mounts`,
   :func:`find_mounts`, :func:`unmount`, and :func:`mount_foreground` (serve
   in this process).
 
@@ -25,7 +25,6 @@ still ends it by itself, also when every user was killed.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import signal
 import subprocess
@@ -213,32 +212,6 @@ def release(info: MountInfo) -> None:
             os.utime(fd)
         with contextlib.suppress(OSError):
             os.close(fd)
-
-
-def release_and_unmount_if_last(info: MountInfo, dirs: UserDirs) -> None:
-    """Drop our reference; if it was the last one, unmount now instead of waiting for
-    the server to notice (it polls every ``daemon.WATCH_INTERVAL``). Returns once the
-    mount is gone, or at once if other references remain, the mount is persistent or
-    has a grace period (its server ends it once that has passed)."""
-    release(info)
-    if info.persistent or info.grace > 0 or info.backend != "fuse":
-        return
-    fd = state.open_lock(dirs, info.name)
-    try:
-        try:
-            # Exclusive only while no reference is held; new users wait for us meanwhile.
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return  # someone else still uses the mount
-        record = state.read(dirs, info.name)
-        if record is None or record.persistent or record.grace > 0 or record.pid != info.pid:
-            return
-        if is_mountpoint(info.mountpoint):
-            subprocess.run([fusermount(), "-u", info.mountpoint], capture_output=True,
-                           timeout=30)  # fmt: skip
-        remove_default_place(dirs, info.mountpoint)  # still under the lock: no one waits
-    finally:
-        os.close(fd)
 
 
 # -- listing --------------------------------------------------------------------------------

@@ -186,7 +186,7 @@ def run_app(
     from appimg.host.overrides import Override
     from appimg.host.rules import GRANTED
     from appimg.services.mount.extracted import run_root
-    from appimg.services.mount.manager import grace_period, release_and_unmount_if_last
+    from appimg.services.mount.manager import grace_period, release
     from appimg.services.permissions import effective
     from appimg.services.store import installed_state
 
@@ -265,7 +265,8 @@ def run_app(
                           "calls directly", file=sys.stderr)  # fmt: skip
                     status = run_direct(sandbox)
     finally:
-        # The last user unmounts on the way out: nothing is left mounted when
-        # `appimg run` returns (and after a SIGKILL, the server notices by itself).
-        release_and_unmount_if_last(mount, dirs)
+        # The mount's server notices the last reference gone (it polls every 50 ms) and
+        # unmounts, or keeps the mount for its grace period; the same after a SIGKILL.
+        # Not waited for here: fusermount3 -u cost each launch ~10 ms on the way out.
+        release(mount)
     return status
