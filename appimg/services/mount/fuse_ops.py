@@ -3,7 +3,7 @@
 
 A thin layer over :class:`appimg.services.view.View` in the fusepy API:
 mfusepy (libfuse 3, or 2) when installed, else fusepy (libfuse 2). Errors become
-errno values in :class:`.frontend.Errors`, as in the low-level binding: a block
+errno values in :class:`.fuse_base.Errors`, as in the low-level binding: a block
 that fails its verity hash (IntegrityError) or a malformed structure
 (FormatError) is ``EIO`` for that one request, with a log line; the mount keeps
 serving.
@@ -41,7 +41,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from appimg.services.mount.frontend import (
+from appimg.services.mount.fuse_base import (
     IMMUTABLE_TIMEOUT,
     Errors,
     has_xattrs,

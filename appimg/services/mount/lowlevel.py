@@ -47,7 +47,7 @@ from collections.abc import Callable
 from typing import Any
 
 from appimg.errors import NotADirError, PathError
-from appimg.services.mount.frontend import (
+from appimg.services.mount.fuse_base import (
     IMMUTABLE_TIMEOUT,
     Errors,
     has_xattrs,
@@ -60,18 +60,27 @@ log = logging.getLogger("appimg.services.mount")
 
 # -- the C side: layouts and functions ------------------------------------------------------
 
-#: ``struct stat`` of the platforms whose layout is known (others use the fallback):
-#: ``pack(ino, nlink, mode, uid, gid, rdev, size, blocks, sec, nsec)``.
-_STAT_FORMATS = {
-    # dev ino nlink mode uid gid pad rdev size blksize blocks atim mtim ctim reserved[3]
-    "x86_64": ("=QQQIIIiQqqq6q24x", lambda s: lambda ino, nl, mode, uid, gid, rdev, size,
-               blocks, sec, ns: s.pack(0, ino, nl, mode, uid, gid, 0, rdev, size, 0, blocks,
-                                       sec, ns, sec, ns, sec, ns)),
-    # dev ino mode nlink uid gid rdev pad size blksize pad blocks atim mtim ctim reserved[2]
-    "aarch64": ("=QQIIIIQQqiiq6q8x", lambda s: lambda ino, nl, mode, uid, gid, rdev, size,
-                blocks, sec, ns: s.pack(0, ino, mode, nl, uid, gid, rdev, 0, size, 0, 0,
-                                        blocks, sec, ns, sec, ns, sec, ns)),
-}  # fmt: skip
+_MACHINE = os.uname().machine
+#: Platforms whose ``struct stat`` layout is known (others use the high-level fallback).
+_KNOWN_STAT = ("x86_64", "aarch64")
+if _MACHINE == "aarch64":
+    # dev ino mode nlink uid gid rdev pad size blksize pad blocks atim mtim ctim unused[2]
+    _STAT = struct.Struct("=QQIIIIQQqiiq6q8x")
+
+    def _pack_stat(ino: int, nlink: int, mode: int, uid: int, gid: int, rdev: int, size: int,
+                   blocks: int, sec: int, nsec: int) -> bytes:  # fmt: skip
+        return _STAT.pack(0, ino, mode, nlink, uid, gid, rdev, 0, size, 0, 0, blocks,
+                          sec, nsec, sec, nsec, sec, nsec)  # fmt: skip
+else:
+    # x86_64: dev ino nlink mode uid gid pad rdev size blksize blocks atim mtim ctim unused[3]
+    _STAT = struct.Struct("=QQQIIIiQqqq6q24x")
+
+    def _pack_stat(ino: int, nlink: int, mode: int, uid: int, gid: int, rdev: int, size: int,
+                   blocks: int, sec: int, nsec: int) -> bytes:  # fmt: skip
+        return _STAT.pack(0, ino, nlink, mode, uid, gid, 0, rdev, size, 0, blocks,
+                          sec, nsec, sec, nsec, sec, nsec)  # fmt: skip
+
+
 #: ``struct statvfs`` on 64-bit Linux: eleven unsigned longs, then int __f_spare[6].
 _STATVFS = struct.Struct("=11Q24x")
 #: ``struct fuse_entry_param``: ino, generation, struct stat, attr_timeout, entry_timeout.
@@ -212,17 +221,13 @@ def _load() -> _Lib:
 
 def available() -> bool:
     """Whether libfuse 3 loads and this platform's ``struct stat`` is known."""
-    if os.uname().machine not in _STAT_FORMATS:
+    if _MACHINE not in _KNOWN_STAT:
         return False
     try:
         _load()
     except OSError:
         return False
     return True
-
-
-_STAT_FORMAT, _STAT_PACKER = _STAT_FORMATS.get(os.uname().machine, _STAT_FORMATS["x86_64"])
-_pack_stat = _STAT_PACKER(struct.Struct(_STAT_FORMAT))
 
 
 def _packed(node: Node) -> bytes:
@@ -330,7 +335,7 @@ class Server:
         self._host = view.has_host
         # Proper ancestors of a rule's `at`: their listing names the rule's root,
         # which comes and goes with the host path.
-        self._varies = {"/"} if self._host else set()
+        self._varies: set[str] = set()
         for rule in view.rules:
             parts = [p for p in rule.at.split("/") if p]
             self._varies.update("/" + "/".join(parts[:depth]) for depth in range(len(parts)))
