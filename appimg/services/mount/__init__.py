@@ -8,7 +8,10 @@ Modules, from the bottom up (each imports only those above it):
 * :mod:`.state` — mount records, their :class:`~.state.MountStatus`, and
   references (flocks) in ``$XDG_RUNTIME_DIR/appimg/mounts``;
 * :mod:`.kernel` — the privileged backend (loop, dm-verity, squashfs,
-  overlayfs); :mod:`.fuse_ops` — the FUSE front end;
+  overlayfs); :mod:`.fuse_base` — what the FUSE bindings share (the errno
+  mapping); :mod:`.lowlevel` (libfuse 3's inode-based API) and :mod:`.fuse_ops`
+  (the path-based high-level API, the fallback) — the bindings; :mod:`.frontend`
+  — which binding serves;
 * :mod:`.prepare` — open an image, decide trust, host rules and backend;
 * :mod:`.daemon` — the server process: fork, readiness pipe, serving FUSE,
   the reference watcher;

@@ -221,7 +221,7 @@ def serve_fuse(
 ) -> int:
     """Serve ``image`` (opened and checked by the caller; else opened again and checked
     to be the approved one) at ``info.mountpoint`` until unmounted (blocks)."""
-    from appimg.services.mount.fuse_ops import serve
+    from appimg.services.mount.frontend import serve
     from appimg.services.view import View
 
     if image is None:

@@ -1,10 +1,12 @@
-"""The FUSE front end of the merged view (spec/overlay-rules.md §7, "FUSE backend").
+"""The merged view on libfuse's high-level (path-based) API (spec/overlay-rules.md §7,
+"FUSE backend"): the fallback where :mod:`.lowlevel` cannot serve (see :mod:`.frontend`).
 
 A thin layer over :class:`appimg.services.view.View` in the fusepy API:
-mfusepy (libfuse 3, or 2) when installed, else fusepy (libfuse 2). This is the
-only module that turns appimg's errors into errno values: a block that fails
-its verity hash (IntegrityError) or a malformed structure (FormatError) is
-``EIO`` for that one request, with a log line; the mount keeps serving.
+mfusepy (libfuse 3, or 2) when installed, else fusepy (libfuse 2). Errors become
+errno values in :class:`.fuse_base.Errors`, as in the low-level binding: a block
+that fails its verity hash (IntegrityError) or a malformed structure
+(FormatError) is ``EIO`` for that one request, with a log line; the mount keeps
+serving.
 
 Requests per file are what costs in a Python file system (each is a round
 trip into the interpreter), so the mount spends them carefully:
@@ -23,9 +25,10 @@ trip into the interpreter), so the mount spends them carefully:
   instead of going through fusepy's dict conversions (:class:`FastFUSE`).
 * A directory read again after its attributes went out is handed to libfuse
   whole, without offsets: libfuse then answers its remaining requests (the
-  final empty one) in C. The kernel's own directory cache (FOPEN_CACHE_DIR)
-  would save the requests altogether, but libfuse 3.14's high-level API does
-  not pass ``cache_readdir`` from opendir on to the kernel.
+  final empty one) in C. Each directory still costs four requests per open
+  (OPENDIR, two READDIRPLUS, RELEASEDIR): libfuse 3.14's high-level API neither
+  passes ``cache_readdir`` from opendir on to the kernel nor survives an
+  opendir answered with ENOSYS. The low-level binding saves them.
 """
 
 from __future__ import annotations
@@ -38,7 +41,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from appimg.errors import AppimgError, FormatError, IntegrityError
+from appimg.services.mount.fuse_base import (
+    IMMUTABLE_TIMEOUT,
+    Errors,
+    has_xattrs,
+    mount_options,
+    statfs,
+)
 from appimg.services.view import Node, View
 
 
@@ -67,15 +76,11 @@ except (ImportError, OSError):  # pragma: no cover - fallback
 
 log = logging.getLogger("appimg.services.mount")
 
-#: An image-only view never changes: let the kernel cache entries and attributes for a day.
-IMMUTABLE_TIMEOUT = 86400.0
 #: fuse_common.h: the kernel decides per request whether to ask for READDIRPLUS.
 _CAP_READDIRPLUS_AUTO = 1 << 14
 #: libfuse's readdir flags (fuse.h): the request wants attributes / an entry carries them.
 _READDIR_PLUS = 1
 _FILL_DIR_PLUS = 2
-#: Most distinct integrity failures logged (one line each); later ones are counted only.
-_MAX_LOGGED = 1000
 
 
 class Operations(fuse.Operations):
@@ -89,41 +94,18 @@ class Operations(fuse.Operations):
         self.view = view
         self.label = label
         self._on_ready = on_ready
-        self._logged: set[tuple[str, str]] = set()
-        self._log_lock = threading.Lock()
-        self.failures = 0
-        if not self._has_xattrs():
+        self.errors = Errors(label)
+        if not has_xattrs(view):
             # No xattrs anywhere: leave the callbacks out, the kernel then stops asking.
             self.getxattr = None  # type: ignore[assignment]
             self.listxattr = None  # type: ignore[assignment]
 
-    def _has_xattrs(self) -> bool:
-        from appimg.format.squashfs.records import INVALID_U64
-
-        return self.view.reader.superblock.xattr_id_table_start != INVALID_U64
-
-    # -- error mapping: the one place that turns appimg errors into errno ----------------
+    @property
+    def failures(self) -> int:
+        return self.errors.failures
 
     def errno_of(self, exc: BaseException, op: str, path: str) -> int:
-        """The errno for a failed request; integrity and format errors are logged."""
-        if isinstance(exc, IntegrityError | FormatError):
-            self.failures += 1
-            key = (path, str(exc))
-            with self._log_lock:
-                fresh = key not in self._logged and len(self._logged) < _MAX_LOGGED
-                if fresh:
-                    self._logged.add(key)
-            if fresh:
-                kind = "integrity" if isinstance(exc, IntegrityError) else "format"
-                log.error("%s: EIO on %s %s: %s error: %s", self.label, op, path, kind, exc)
-            return errno.EIO
-        if isinstance(exc, OSError) and isinstance(exc.errno, int) and exc.errno > 0:
-            return exc.errno
-        if isinstance(exc, AppimgError):
-            log.error("%s: EIO on %s %s: %s", self.label, op, path, exc)
-            return errno.EIO
-        log.exception("%s: unexpected error on %s %s", self.label, op, path)
-        return errno.EIO
+        return self.errors.errno_of(exc, op, path)
 
     def _node(self, path: str, op: str) -> Node:
         try:
@@ -188,13 +170,7 @@ class Operations(fuse.Operations):
         return entries
 
     def statfs(self, path: str) -> dict[str, int]:
-        sb = self.view.reader.superblock
-        return {
-            "f_bsize": sb.block_size, "f_frsize": 4096,
-            "f_blocks": (sb.bytes_used + 4095) // 4096, "f_bfree": 0, "f_bavail": 0,
-            "f_files": sb.inode_count, "f_ffree": 0, "f_favail": 0,
-            "f_namemax": 255, "f_flag": os.ST_RDONLY,
-        }  # fmt: skip
+        return statfs(self.view)
 
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
         node = self._node(path, "getxattr")
@@ -420,20 +396,18 @@ def serve(
     """
     timeout = view.host_ttl if view.has_host else IMMUTABLE_TIMEOUT
     ops = Operations(view, label=label, on_ready=on_ready)
-    options: dict[str, Any] = {
+    options: dict[str, Any] = dict(
+        o.split("=", 1) if "=" in o else (o, True) for o in mount_options(label, allow_other)
+    )
+    options.update({
         "foreground": True,
-        "ro": True,
-        "fsname": f"appimg:{label}"[:200],
-        "subtype": "appimg",
         "kernel_cache": True,
         "entry_timeout": timeout,
         "attr_timeout": timeout,
         "negative_timeout": timeout,
         "use_ino": True,
         "debug": debug,
-    }
-    if allow_other:
-        options["allow_other"] = True
+    })  # fmt: skip
     cls = FastFUSE if fast_supported() else fuse.FUSE
     cls(ops, mountpoint, **options)
     return ops

@@ -125,7 +125,9 @@ def create(
     # Loaded before the fork: a process that mounts again (appimg run) pays for it once,
     # and the server starts with the payload's superblock and tables already read.
     from appimg.services import view  # noqa: F401
-    from appimg.services.mount import fuse_ops  # noqa: F401
+    from appimg.services.mount import frontend
+
+    frontend.preload()
     from appimg.services.mount.daemon import spawn  # not at import: a reuse needs no server
 
     prep.image.payload  # noqa: B018 - a cached property: reads the superblock and tables
