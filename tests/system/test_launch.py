@@ -86,6 +86,8 @@ def test_run_signed_by_a_trusted_key_reads_the_key_without_the_pem_parser(
     again = _imported(appimg("run", APP_ID, env=env).stderr)
     assert "appimg.format.keys" in again
     assert not [m for m in again if m.startswith("cryptography")]
+    # nor libseccomp's bindings: the compiled syscall filter was kept
+    assert "seccomp" in first and "seccomp" not in again
 
 
 def _mounts(env: dict[str, str]) -> list[dict]:

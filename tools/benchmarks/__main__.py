@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import compileall
 import importlib
 import json
 import os
@@ -10,6 +11,8 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+
+from .common import ROOT
 
 #: Section name -> module in this package with ``measure(args, workdir) -> Report``.
 SECTIONS = {
@@ -42,6 +45,9 @@ def main() -> int:
         parser.error(f"unknown section(s): {', '.join(unknown)}")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="appimg-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    # Byte-compiled as an installed package is (pip compiles on install): with
+    # PYTHONDONTWRITEBYTECODE set, every start would otherwise compile changed modules.
+    compileall.compile_dir(ROOT / "appimg", quiet=1)
     print(f"workdir {workdir}; cpus {os.cpu_count()}; python {sys.version.split()[0]}")
     print(f"  {'metric':<44} {'appimg':>10} {'peer':>10}")
     reports = []

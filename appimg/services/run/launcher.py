@@ -251,7 +251,7 @@ def run_app(
             with _with_sockets(sandbox, allowed.permissions, dirs, caller_env, manifest["id"],
                                bwrap):  # fmt: skip
                 if bwrap:
-                    status = run_bwrap(sandbox, bwrap)
+                    status = run_bwrap(sandbox, bwrap, dirs.cache_home / "appimg" / "seccomp")
                 else:
                     from appimg.services.run.direct import run_direct
 

@@ -324,12 +324,13 @@ class SignalForwarder:
                 os.kill(pid, signum)
 
 
-def run_bwrap(sandbox: Sandbox, bwrap: str) -> int:
-    """Run the sandbox with bubblewrap; return the app's exit status (128+N if killed)."""
+def run_bwrap(sandbox: Sandbox, bwrap: str, filter_cache: Path | None = None) -> int:
+    """Run the sandbox with bubblewrap; return the app's exit status (128+N if killed).
+    ``filter_cache``: where the compiled syscall filter is kept (:func:`.seccomp.bpf_fd`)."""
     from appimg.services.run import seccomp
 
     sandbox.check_binds()
-    filter_fd = seccomp.bpf_fd()
+    filter_fd = seccomp.bpf_fd(filter_cache)
     seccomp.reset_personality()  # inherited by bwrap and the app
     read_fd, write_fd = os.pipe()
     argv = bwrap_argv(sandbox, bwrap, write_fd, filter_fd)

@@ -7,6 +7,10 @@ ENOSYS, where the C library must fall back to an older call) instead of
 killing the app. Both backends use the same filter: bubblewrap reads it as BPF
 from a file descriptor (``--seccomp FD``), the direct backend loads it in the
 app's process right before ``execve``.
+
+The BPF program bubblewrap gets is kept in a cache (:func:`bpf_fd`): compiling
+it means loading libseccomp and its bindings, which cost each launch ~2 ms warm
+and more with a cold page cache, for the same program every time.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from appimg.errors import ToolError
@@ -123,11 +128,75 @@ def build_filter() -> seccomp.SyscallFilter:
     return filt
 
 
-def bpf_fd() -> int:
-    """A memfd holding the filter as BPF, positioned at its start (for ``bwrap --seccomp``)."""
+#: Larger than any program build_filter() makes (~1.5 KiB): a bigger cached file is not one.
+MAX_BPF_BYTES = 64 * 1024
+#: One BPF instruction (struct sock_filter).
+_BPF_INSN = 8
+
+
+def _compiled() -> bytes:
+    fd = os.memfd_create("appimg-seccomp-build", os.MFD_CLOEXEC)
+    try:
+        with os.fdopen(os.dup(fd), "wb") as handle:
+            build_filter().export_bpf(handle)
+        return os.pread(fd, MAX_BPF_BYTES + 1, 0)
+    finally:
+        os.close(fd)
+
+
+def _cache_name() -> str:
+    """What the program depends on, hashed: the rules above, this module's code, the
+    machine, and the installed bindings (which change with libseccomp's syscall tables),
+    found without loading them."""
+    import hashlib
+    from importlib.util import find_spec
+
+    spec = find_spec("seccomp")
+    parts = [repr((BLOCKED, UNAVAILABLE, SOCKET_FAMILIES, _EXTRA_ARCHES, CLONE_NEWUSER,
+                   TIOCSTI, TIOCLINUX, PER_LINUX)), os.uname().machine]  # fmt: skip
+    for path in (__file__, spec.origin if spec and spec.origin else ""):
+        try:
+            st = os.stat(path)
+        except OSError:
+            raise ToolError(
+                "the app's syscall filter needs libseccomp's Python bindings "
+                "(the python3-seccomp package)"
+            ) from None
+        parts.append(f"{path}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}")
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest() + ".bpf"
+
+
+def _cached(path: Path) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            program = handle.read(MAX_BPF_BYTES + 1)
+    except OSError:
+        return None
+    if not program or len(program) > MAX_BPF_BYTES or len(program) % _BPF_INSN:
+        return None
+    return program
+
+
+def bpf_fd(cache: Path | None = None) -> int:
+    """A memfd holding the filter as BPF, positioned at its start (for ``bwrap --seccomp``).
+
+    ``cache``: a directory of the user's (hidden from apps) where the compiled program
+    is kept under a name hashing all it depends on (:func:`_cache_name`), so that a
+    change of the rules, of this code or of libseccomp compiles it anew."""
+    path = cache / _cache_name() if cache is not None else None
+    program = _cached(path) if path is not None else None
+    if program is None:
+        program = _compiled()
+        if path is not None:
+            from appimg.atomic import replace_file
+
+            try:  # a read-only cache only costs the next launch time
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                replace_file(path, program, 0o600)
+            except OSError:
+                pass
     fd = os.memfd_create("appimg-seccomp", os.MFD_CLOEXEC)
-    with os.fdopen(os.dup(fd), "wb") as handle:
-        build_filter().export_bpf(handle)
+    os.write(fd, program)
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
 
