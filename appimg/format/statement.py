@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-import uuid
 from typing import Any
 
 from appimg import FORMAT_VERSION
 from appimg.errors import FormatError
 from appimg.format import canonical
 from appimg.format.container.gpt import DiskLayout
+from appimg.format.guid import Guid
 from appimg.format.limits import MAX_SIGNATURES, SIGNATURE_PARTITION_SIZE
 from appimg.format.verity.hashtree import VerityParams
 from appimg.values import Fields
@@ -80,12 +80,7 @@ def _is_sha256(value: object) -> bool:
 
 def _is_guid(value: object) -> bool:
     """The lowercase 8-4-4-4-12 form; any other spelling of a GUID is malformed."""
-    if not isinstance(value, str):
-        return False
-    try:
-        return str(uuid.UUID(value)) == value
-    except ValueError:
-        return False
+    return Guid.parse(value) is not None
 
 
 def _members(value: object, keys: set[str], what: str) -> dict[str, Any]:

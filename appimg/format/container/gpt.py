@@ -19,9 +19,8 @@ Short or malformed bytes still become a FormatError through
 from __future__ import annotations
 
 import struct
-import uuid
 import zlib
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from appimg.errors import FormatError
 from appimg.format import binary
@@ -32,7 +31,11 @@ from appimg.format.container.partitions import (
     TYPE_GUIDS,
     Partition,
 )
+from appimg.format.guid import Guid
 from appimg.format.limits import ALIGNMENT, GPT_ENTRY_COUNT, GPT_ENTRY_SIZE, SECTOR_SIZE
+
+if TYPE_CHECKING:
+    from uuid import UUID
 
 ENTRY_ARRAY_SIZE = GPT_ENTRY_COUNT * GPT_ENTRY_SIZE
 ENTRY_ARRAY_SECTORS = ENTRY_ARRAY_SIZE // SECTOR_SIZE
@@ -110,7 +113,7 @@ class DiskLayout(NamedTuple):
     """Where everything goes in an image of the given partition sizes."""
 
     partitions: tuple[Partition, ...]
-    disk_guid: uuid.UUID
+    disk_guid: Guid
     file_size: int
 
     @property
@@ -129,7 +132,7 @@ class DiskLayout(NamedTuple):
 
 
 def plan(
-    sizes: dict[str, int], partition_uuids: dict[str, uuid.UUID], disk_guid: uuid.UUID
+    sizes: dict[str, int], partition_uuids: dict[str, Guid | UUID], disk_guid: Guid | UUID
 ) -> DiskLayout:
     """Place the four partitions (sizes already 4 KiB multiples) contiguously."""
     offset = FIRST_PARTITION_OFFSET
@@ -287,7 +290,7 @@ def read_layout(head: bytes, tail: bytes, file_size: int) -> DiskLayout:
         offset = part.end
     if file_size != align(offset + TAIL_SIZE):
         raise FormatError("the file does not end right after the backup GPT (resized?)")
-    layout = DiskLayout(tuple(parts), uuid.UUID(bytes_le=primary.disk_guid), file_size)
+    layout = DiskLayout(tuple(parts), Guid.from_bytes_le(primary.disk_guid), file_size)
     # §3.3 step 12: everything else in the head and tail (the stub, MBR records 1-3,
     # reserved fields, attributes, name padding, the backup PartitionEntryLBA, the zero
     # gaps) has exactly one v1 value; rebuilding is simpler than checking each field.
@@ -310,7 +313,7 @@ def _read_entries(array: bytes, first_usable: int, last_usable: int) -> list[Par
         type_bytes, unique, starting_lba, ending_lba, _attributes, label_bytes = binary.unpack(
             _ENTRY, raw, f"GPT entry {index}", at
         )
-        type_guid = uuid.UUID(bytes_le=type_bytes)
+        type_guid = Guid.from_bytes_le(type_bytes)
         name = NAMES_BY_TYPE.get(type_guid)
         if name is None:
             raise FormatError(f"GPT entry {index}: unknown partition type {type_guid}")
@@ -329,7 +332,7 @@ def _read_entries(array: bytes, first_usable: int, last_usable: int) -> list[Par
         label = label_bytes.decode("utf-16-le", "replace").rstrip("\0")
         if label != name:
             raise FormatError(f"partition {name}: has the name {label!r}")
-        parts.append(Partition(name, type_guid, uuid.UUID(bytes_le=unique), offset, size))
+        parts.append(Partition(name, type_guid, Guid.from_bytes_le(unique), offset, size))
     if [p.name for p in parts] != list(ORDER):
         missing = [n for n in ORDER if n not in {p.name for p in parts}]
         raise FormatError(f"not an appimg v1 image: missing partition(s) {', '.join(missing)}")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import NamedTuple
+
+from appimg.format.guid import Guid
 
 MANIFEST = "appimg-manifest"
 PAYLOAD = "appimg-payload"
@@ -14,11 +15,11 @@ SIGNATURE = "appimg-signature"
 ORDER = (MANIFEST, PAYLOAD, VERITY, SIGNATURE)
 
 #: Frozen by the v1 spec: a partition is recognised by its type GUID, not its name.
-TYPE_GUIDS: dict[str, uuid.UUID] = {
-    MANIFEST: uuid.UUID("caf4a462-5a81-423f-abac-bc79474791df"),
-    PAYLOAD: uuid.UUID("5f7579d1-8e79-41fe-8dad-deb84a622a4b"),
-    VERITY: uuid.UUID("23d8bb1f-4308-473a-862d-cbf765e2e370"),
-    SIGNATURE: uuid.UUID("227b002c-dd15-4534-8990-f02f30d46ce1"),
+TYPE_GUIDS: dict[str, Guid] = {
+    MANIFEST: Guid(bytes.fromhex("caf4a4625a81423fabacbc79474791df")),
+    PAYLOAD: Guid(bytes.fromhex("5f7579d18e7941fe8daddeb84a622a4b")),
+    VERITY: Guid(bytes.fromhex("23d8bb1f4308473a862dcbf765e2e370")),
+    SIGNATURE: Guid(bytes.fromhex("227b002cdd1545348990f02f30d46ce1")),
 }
 NAMES_BY_TYPE = {guid: name for name, guid in TYPE_GUIDS.items()}
 
@@ -32,8 +33,8 @@ class Partition(NamedTuple):
     """A partition as located in an image file: byte offset and size."""
 
     name: str
-    type_guid: uuid.UUID
-    uuid: uuid.UUID
+    type_guid: Guid
+    uuid: Guid  # or a uuid.UUID, where a writer made it
     offset: int
     size: int
 

@@ -21,13 +21,13 @@ import hashlib
 import os
 import re
 import threading
-import uuid as uuidlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from functools import cached_property
 from typing import Any
 
 from appimg.errors import FormatError, IntegrityError
+from appimg.format.guid import Guid
 from appimg.format.source import ByteSource
 from appimg.format.verity.superblock import (
     VERITY_HASH_TYPE,
@@ -246,7 +246,7 @@ class VerityParams(FrozenFields):
             "data_block_size": self.data_block_size,
             "hash_block_size": self.hash_block_size,
             "data_blocks": self.data_blocks,
-            "uuid": str(uuidlib.UUID(bytes=self.uuid)),
+            "uuid": str(Guid(self.uuid)),
         }
 
     @classmethod
@@ -265,12 +265,8 @@ class VerityParams(FrozenFields):
                 raise FormatError(f"verity: {name} must be a lowercase hex string")
             return bytes.fromhex(value)
 
-        uuid_text = d["uuid"]
-        try:
-            parsed_uuid = uuidlib.UUID(uuid_text) if isinstance(uuid_text, str) else None
-        except ValueError:
-            parsed_uuid = None
-        if parsed_uuid is None or str(parsed_uuid) != uuid_text:
+        parsed_uuid = Guid.parse(d["uuid"])
+        if parsed_uuid is None:
             raise FormatError("verity: uuid must be a canonical lowercase UUID string")
         return cls(
             root_hash=hex_field("root_hash"),
