@@ -15,7 +15,6 @@ import contextlib
 import fcntl
 import gc
 import json
-import logging
 import os
 import select
 import signal
@@ -29,10 +28,9 @@ from appimg.format.image import Image
 from appimg.host.dirs import UserDirs
 from appimg.host.rules import Rule
 from appimg.services.mount import state
+from appimg.services.mount.log import log, set_up_with
 from appimg.services.mount.state import MountInfo, MountStatus
 from appimg.services.mount.table import remove_default_place
-
-log = logging.getLogger("appimg.services.mount")
 
 #: How long a new mount may take to become ready.
 READY_TIMEOUT = 30.0
@@ -177,6 +175,8 @@ def _image_fds(image: Image) -> set[int]:
 
 def setup_logging() -> None:
     """The server's log lines: time, process, message, on stderr (the log file)."""
+    import logging
+
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s appimg-mount[%(process)d]: %(message)s"))
     root = logging.getLogger("appimg")
@@ -191,7 +191,7 @@ def _daemon_main(
     """The daemon: serve the FUSE mount, or watch a kernel mount's references."""
     keep = {ready_fd} | (_image_fds(image) if image is not None else set())
     _daemonize_fds(keep, state.log_path(dirs, info.name))
-    setup_logging()
+    set_up_with(setup_logging)  # logging is loaded with the first line, after the mount is ready
     _report(ready_fd, {"pid": os.getpid()})
     info.pid = os.getpid()
     info.pid_start = state.start_time(info.pid)
@@ -237,10 +237,11 @@ def serve_fuse(
         # Runs in a libfuse thread once the kernel completed the FUSE handshake.
         was_ready.set()
         state.write(dirs, info)
-        log.info("%s: serving %s at %s", info.name, info.image, info.mountpoint)
         if ready_fd is not None:
             _report(ready_fd, {"ok": True, "pid": info.pid})
             os.close(ready_fd)
+        # After the report: the caller goes on while this first line loads logging.
+        log.info("%s: serving %s at %s", info.name, info.image, info.mountpoint)
         if on_ready is not None:
             on_ready()
         if not info.persistent:

@@ -10,15 +10,13 @@ serving.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import threading
 from typing import Protocol
 
 from appimg.errors import AppimgError, FormatError, IntegrityError
+from appimg.services.mount.log import log
 from appimg.services.view import View
-
-log = logging.getLogger("appimg.services.mount")
 
 #: An image-only view never changes: the kernel caches entries and attributes for a day.
 IMMUTABLE_TIMEOUT = 86400.0

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import logging
 import os
 import threading
 from collections.abc import Callable
@@ -48,6 +47,7 @@ from appimg.services.mount.fuse_base import (
     mount_options,
     statfs,
 )
+from appimg.services.mount.log import log
 from appimg.services.view import Node, View
 
 
@@ -74,7 +74,6 @@ except (ImportError, OSError):  # pragma: no cover - fallback
 
     FLAVOUR = "fusepy, libfuse 2"
 
-log = logging.getLogger("appimg.services.mount")
 
 #: fuse_common.h: the kernel decides per request whether to ask for READDIRPLUS.
 _CAP_READDIRPLUS_AUTO = 1 << 14

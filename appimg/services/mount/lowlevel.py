@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import logging
 import os
 import signal
 import struct
@@ -54,9 +53,8 @@ from appimg.services.mount.fuse_base import (
     mount_options,
     statfs,
 )
+from appimg.services.mount.log import log
 from appimg.services.view import Node, View, join
-
-log = logging.getLogger("appimg.services.mount")
 
 # -- the C side: layouts and functions ------------------------------------------------------
 
