@@ -25,6 +25,7 @@ from appimg.host.whitelist import covers
 #: openat2(2) and its ``struct open_how``; RESOLVE_NO_SYMLINKS implies NO_MAGICLINKS.
 _SYS_OPENAT2 = 437
 _RESOLVE_NO_SYMLINKS = 0x04
+_RESOLVE_IN_ROOT = 0x10
 _AT_FDCWD = -100
 
 
@@ -48,6 +49,30 @@ def _load_openat2() -> ctypes._CFuncPtr | None:
 
 
 _OPENAT2 = _load_openat2()
+
+
+def open_in_root(root: str, path: str, flags: int) -> int | None:
+    """``path`` opened as a process whose root directory is ``root`` would open it
+    (openat2 ``RESOLVE_IN_ROOT``: absolute symlinks and ``..`` stay below ``root``),
+    with ``flags`` | O_CLOEXEC. OSError as open(2) fails; None where the kernel has no
+    openat2 (before Linux 5.6), so the caller cannot look as the sandbox will."""
+    if _OPENAT2 is None:
+        return None
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        how = _OpenHow(flags | os.O_CLOEXEC, 0, _RESOLVE_IN_ROOT)
+        fd = _OPENAT2(_SYS_OPENAT2, root_fd, os.fsencode(path), ctypes.byref(how),
+                      ctypes.sizeof(how))  # fmt: skip
+        if fd < 0:
+            err = ctypes.get_errno()
+            if err in (errno.ENOSYS, errno.EPERM):
+                return None  # refused by a seccomp filter around us
+            raise OSError(err, os.strerror(err), path)
+        return fd
+    finally:
+        os.close(root_fd)
+
+
 #: Bits 63 (host) | 62-48 (device index) | 47-0 (host inode): never equal to an app
 #: inode number (< 2**32) or a synthesized directory's (bit 62 only).
 HOST_INO = 1 << 63

@@ -111,6 +111,30 @@ def test_sees_only_granted_host_paths(box_image: Path, tmp_path: Path) -> None:
     assert "sees /bin/busybox" in out and "sees /proc/self" in out and "sees /dev/null" in out
 
 
+def test_the_program_is_looked_up_as_the_sandbox_sees_it(tmp_path: Path) -> None:
+    """Symlinks resolve inside the app's view, absolute ones too: a link to the app's
+    own /bin/app runs, one to a path the view lacks is refused before the sandbox."""
+    tree = make_busybox_app(tmp_path / "tree")
+    os.symlink("/bin/app", tree / "bin" / "via-root")
+    os.symlink("/nowhere/app", tree / "bin" / "dangling")
+    os.symlink("loop", tree / "bin" / "loop")
+    packed = tmp_path / "links.appimg"
+    appimg("pack", tree, "-o", packed)
+    with Image.open(packed) as image:
+        manifest = dict(image.manifest)
+    manifest["commands"] = {"via-root": "bin/via-root", "dangling": "bin/dangling",
+                            "loop": "bin/loop", "dir": "bin"}  # fmt: skip
+    forged = forge(tmp_path / "forged.appimg", payload=payload_of(packed), manifest=manifest)
+    ran = appimg("run", "--allow-unsigned", forged, "--command", "via-root", "--", "args", "x")
+    assert ran.stdout.splitlines() == ["[x]"]
+    for command, why in (("dangling", "dangling symlink"), ("loop", "symlink loop"),
+                         ("dir", "not a regular file")):  # fmt: skip
+        refused = appimg("run", "--allow-unsigned", forged, "--command", command, check=False)
+        assert_one_line_error(refused)
+        assert why in refused.stderr, refused.stderr
+    assert _wait_no_mounts()
+
+
 def test_bad_input(box_image: Path, tmp_path: Path, keypair) -> None:
     assert_one_line_error(
         appimg("run", "--allow-unsigned", box_image, "--command", "nope", check=False)

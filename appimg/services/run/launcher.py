@@ -11,6 +11,7 @@ judging it again.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
@@ -18,11 +19,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appimg.errors import PathError, UsageError
+from appimg.errors import UsageError
 from appimg.format.image import Image
-from appimg.format.payload.paths import resolve
 from appimg.format.permissions import Permissions
 from appimg.host.dirs import UserDirs
+from appimg.host.fs import open_in_root
 from appimg.host.trust import CONSENTED, decide
 from appimg.services.run.environment import app_environment, data_dir, data_name, socket_binds
 from appimg.services.run.sandbox import Bind, Merge, Sandbox, bwrap_path, run_bwrap
@@ -70,22 +71,31 @@ def program_of(manifest: Mapping[str, Any], command: str | None) -> str:
     return commands[command]
 
 
-def check_program(image: Image, program: str) -> None:
-    """The program must be an executable file in the image (unless it links out of it)."""
-    reader = image.payload
+def check_program(root: str, program: str) -> None:
+    """The program must be an executable file in the app's view, resolved as the sandbox
+    will resolve it (symlinks, absolute ones too, stay in the view). Looked up through
+    the mount, whose entries the kernel caches: a warm launch reads no payload."""
     try:
-        inode = resolve(reader, program)
-    except PathError:
+        fd = open_in_root(root, program, os.O_PATH)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UsageError(f"the program {program} is a symlink loop") from None
         try:
-            link = resolve(reader, program, follow_last=False)
-        except PathError:
+            link = open_in_root(root, program, os.O_PATH | os.O_NOFOLLOW)
+        except OSError:
             raise UsageError(f"the program {program} is missing from the image") from None
-        if link.is_symlink() and reader.readlink(link).startswith("/"):
-            return  # may resolve in the merged view (e.g. the host's /usr) at exec time
+        if link is not None:
+            os.close(link)
         raise UsageError(f"the program {program} is a dangling symlink") from None
-    if not inode.is_file():
+    if fd is None:
+        return  # no openat2 here: exec in the sandbox reports a bad program
+    try:
+        mode = os.fstat(fd).st_mode
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(mode):
         raise UsageError(f"the program {program} is not a regular file")
-    if not inode.mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH):
+    if not mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH):
         raise UsageError(f"the program {program} is not executable")
 
 
@@ -208,7 +218,6 @@ def run_app(
         name = data_name(manifest["id"], verdict, image.verity.root_hash.hex(),
                          installed=installed)  # fmt: skip
         program = program_of(manifest, command)
-        check_program(image, program)
         allowed = effective(manifest, dirs, override, stored=None if installed else Override())
         # A reference-counted mount, reused if this user already has one of the image; or,
         # without FUSE (or with no_fuse), the image's verified extraction cache. It is
@@ -219,6 +228,7 @@ def run_app(
                          grace=grace_period(caller_env),
                          opened=(image, verdict))  # fmt: skip
     try:
+        check_program(mount.mountpoint, program)
         for warning in mount.warnings:
             print(f"appimg run: warning: {warning}", file=sys.stderr)
         for category, entry, why in allowed.refused:
