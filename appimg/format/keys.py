@@ -14,12 +14,12 @@ canonical (§8.3): standard alphabet, padding, zero unused bits.
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from appimg.digests import sha256
 from appimg.errors import SignatureError, UsageError
 from appimg.files import read_capped
 
@@ -97,7 +97,7 @@ def raw_public(key: Ed25519PublicKey) -> bytes:
 
 def key_id(public: Ed25519PublicKey | bytes) -> str:
     raw = public if isinstance(public, bytes) else raw_public(public)
-    return hashlib.sha256(raw).hexdigest()[:32]
+    return sha256(raw).hexdigest()[:32]
 
 
 def public_pem(key: Ed25519PublicKey) -> bytes:

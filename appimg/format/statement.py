@@ -14,11 +14,10 @@ well-formed value that contradicts the file is an ``IntegrityError`` (checked by
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Any
 
-from appimg import FORMAT_VERSION
+from appimg import FORMAT_VERSION, digests
 from appimg.errors import FormatError
 from appimg.format import canonical
 from appimg.format.container.gpt import DiskLayout
@@ -41,7 +40,7 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return digests.sha256(data).hexdigest()
 
 
 def build_statement(

@@ -76,10 +76,11 @@ def compiled_profile(name: str, data: bytes, source: str, dirs: UserDirs) -> Pro
     The cache is addressed by content, so a changed profile is parsed again and
     nothing needs invalidating; the rules read back are checked as on parsing. This
     spares every launch the TOML parser (its import alone costs milliseconds)."""
-    import hashlib
     import json
 
-    path = compiled_cache_dir(dirs) / f"{hashlib.sha256(data).hexdigest()}.json"
+    from appimg.digests import sha256
+
+    path = compiled_cache_dir(dirs) / f"{sha256(data).hexdigest()}.json"
     with contextlib.suppress(OSError, ValueError, TypeError, KeyError, FormatError, PolicyError):
         table = json.loads(read_capped(path, MAX_PROFILE_BYTES, PolicyError))
         description, rules = table["description"], table["host"]

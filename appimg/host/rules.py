@@ -11,11 +11,11 @@ host path can be shown is asked through a callable (see :func:`decide`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from appimg.digests import sha256
 from appimg.host.profiles import Profile
 from appimg.host.whitelist import HostPolicy
 
@@ -99,7 +99,7 @@ class Resolution(NamedTuple):
     def fingerprint(self) -> str:
         """A digest of the rules in effect: equal views have equal fingerprints."""
         rows = [[r.path, r.at, r.mode, list(r.hidden)] for r in self.granted]
-        return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+        return sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
         return {

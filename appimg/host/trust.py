@@ -306,14 +306,13 @@ def remembered_check(dirs: UserDirs, root: str) -> Callable[[dict[str, str], byt
     The directory is the user's own, like the trust store, and hidden from apps
     (spec/run.md, "Always hidden"); anyone who can write it could add a trusted key.
     """
-    import hashlib
-
+    from appimg.digests import sha256
     from appimg.format import keys
 
     directory = checked_dir(dirs) / root
 
     def check(entry: dict[str, str], message: bytes) -> bool:
-        digest = hashlib.sha256(_CHECKED_TAG)
+        digest = sha256(_CHECKED_TAG)
         for field in ("algorithm", "key_id", "public_key", "signature"):
             value = entry.get(field)
             digest.update(b"%d:%s\0" % (len(value), value.encode()) if isinstance(value, str)

@@ -10,11 +10,11 @@ image with the chosen backend, through the daemon (:mod:`.daemon`).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from pathlib import Path
 
+from appimg.digests import sha256
 from appimg.errors import UsageError
 from appimg.host.dirs import UserDirs
 from appimg.services.mount import state
@@ -49,7 +49,7 @@ def placement(
     if mountpoint is None:
         return prep.name, mount_root(dirs) / prep.name
     where = Path(os.path.abspath(mountpoint))
-    return f"{prep.name}@{hashlib.sha256(os.fsencode(where)).hexdigest()[:8]}", where
+    return f"{prep.name}@{sha256(os.fsencode(where)).hexdigest()[:8]}", where
 
 
 def reusable(dirs: UserDirs, name: str, backend: str) -> MountInfo | None:

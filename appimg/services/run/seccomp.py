@@ -148,8 +148,9 @@ def _cache_name() -> str:
     """What the program depends on, hashed: the rules above, this module's code, the
     machine, and the installed bindings (which change with libseccomp's syscall tables),
     found without loading them."""
-    import hashlib
     from importlib.util import find_spec
+
+    from appimg.digests import sha256
 
     spec = find_spec("seccomp")
     parts = [repr((BLOCKED, UNAVAILABLE, SOCKET_FAMILIES, _EXTRA_ARCHES, CLONE_NEWUSER,
@@ -163,7 +164,7 @@ def _cache_name() -> str:
                 "(the python3-seccomp package)"
             ) from None
         parts.append(f"{path}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}")
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest() + ".bpf"
+    return sha256("\0".join(parts).encode()).hexdigest() + ".bpf"
 
 
 def _cached(path: Path) -> bytes | None:
