@@ -29,6 +29,7 @@ from appimg.services.mount import lowlevel
 from appimg.services.view import Node
 
 from ..forge import forge
+from .test_hostile_payload import _dir_body, _image
 from .test_mount_fuse import pack_app
 from .test_mount_fuse import user_setup as _user_setup
 from .test_mount_lowlevel import FUSERMOUNT, served
@@ -188,6 +189,26 @@ def test_readdir_reply_is_packed_within_its_buffer() -> None:
         assert len(server.inodes) <= 1 + len(names)
 
 
+def test_readdirplus_not_delivered_takes_its_node_ids_back() -> None:
+    """A READDIRPLUS reply the kernel does not take (the request was interrupted:
+    fuse_reply_buf fails) or that is never sent (an error while packing) gives the
+    kernel no lookups, so it will never forget them: the ids are dropped at once."""
+    root = _node("dir", 1)
+    listing = [(b".", "/d", root), (b"..", "/d", root)]
+    listing += [(b"f%d" % i, f"/d/f{i}", _node("file", i + 2)) for i in range(20)]
+    server = _bare_server(listing, lambda data: -errno.ENOENT)
+    server._readdir(None, 1, 4096, 0, None, plus=True)  # type: ignore[arg-type]
+    assert len(server.inodes) == 1
+    delivered = _bare_server(listing, lambda data: 0)
+    delivered._readdir(None, 1, 4096, 0, None, plus=True)  # type: ignore[arg-type]
+    assert len(delivered.inodes) == 21
+    listing[10] = (b"huge", "/d/huge", _node("file", 99, size=2**63))  # no struct stat holds it
+    broken = _bare_server(listing, lambda data: 0)
+    with pytest.raises(struct.error):
+        broken._readdir(None, 1, 4096, 0, None, plus=True)  # type: ignore[arg-type]
+    assert len(broken.inodes) == 1
+
+
 # -- extended attributes --------------------------------------------------------------------
 
 
@@ -279,6 +300,78 @@ def test_long_symlink_target_and_overlong_lookups(
         for odd in ("\udcff\udcfe", "f\x01", " ", "f "):
             assert not os.path.lexists(mnt / "d" / odd)
         assert (mnt / "d" / "f").read_bytes() == b"f\n"
+        assert server.failures == 0
+
+
+@pytest.fixture(scope="module")
+def loop_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # The root (3) lists "file" (1) and "loop" (2); "loop" shares the root's listing,
+    # so /loop/loop/loop/... never ends.
+    listing = [("file", 1), ("loop", 2)]
+    body = _dir_body(listing, 3)
+    payload = _image(
+        [(2, 0o644, struct.pack("<IIII", 0, 0xFFFFFFFF, 0, 0)), (1, 0o755, body), (1, 0o755, body)],
+        listing,
+    )
+    return forge(tmp_path_factory.mktemp("loop") / "loop.appimg", payload=payload)
+
+
+def test_directory_loop_walk_is_bounded(
+    loop_image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A walk down a directory loop by relative lookups: every level is a new path for
+    the server. Its paths are capped (ENAMETOOLONG), so what the server keeps per
+    node id stays bounded instead of growing with the square of the depth."""
+    mnt = tmp_path / "mnt"
+    with served(loop_image, mnt, monkeypatch) as server:
+        fd = os.open(mnt, os.O_RDONLY | os.O_DIRECTORY)
+        depth = 0
+        try:
+            while depth < 3000:
+                try:
+                    nfd = os.open("loop", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+                except OSError as exc:
+                    assert exc.errno == errno.ENAMETOOLONG
+                    break
+                os.close(fd)
+                fd = nfd
+                depth += 1
+            assert sorted(os.listdir(fd)) == ["file", "loop"]
+        finally:
+            os.close(fd)
+        assert depth < 3000, "the walk went on without bound"
+        longest = max(len(entry[0]) for entry in list(server.inodes._ids.values()))
+        assert longest <= lowlevel.MAX_PATH
+        assert sorted(os.listdir(mnt)) == ["file", "loop"]
+        assert server.failures == 0
+
+
+@pytest.fixture(scope="module")
+def linked_dirs_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Every directory shares one listing of "f" and 150 directories, all the same
+    # inode (2): each of the 150 paths /dNNN is a directory of 151 entries.
+    listing = [("f", 1)] + [(f"d{i:03d}", 2) for i in range(150)]
+    body = _dir_body(listing, 3)
+    payload = _image(
+        [(2, 0o644, struct.pack("<IIII", 0, 0xFFFFFFFF, 0, 0)), (1, 0o755, body), (1, 0o755, body)],
+        listing,
+    )
+    return forge(tmp_path_factory.mktemp("linked") / "linked.appimg", payload=payload)
+
+
+def test_kept_listings_are_bounded_by_entries(
+    linked_dirs_image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One directory hard-linked into many places has a listing per path: what the
+    server keeps of them is bounded by entries, not by the number of listings."""
+    monkeypatch.setattr(lowlevel, "MAX_LISTED", 2000)
+    mnt = tmp_path / "mnt"
+    with served(linked_dirs_image, mnt, monkeypatch) as server:
+        for i in range(150):
+            assert len(os.listdir(mnt / f"d{i:03d}")) == 151
+            kept = sum(len(listing) for listing in server._listings.values())
+            assert kept <= 2000
+        assert len(os.listdir(mnt / "d007" / "d008")) == 151
         assert server.failures == 0
 
 
