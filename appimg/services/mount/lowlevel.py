@@ -28,6 +28,11 @@ the interpreter), so the mount spends them carefully:
 * Symlink targets of an image-only view are kept in the kernel's page cache too
   (FUSE_CAP_CACHE_SYMLINKS).
 
+What a hostile image and app can make the server keep is bounded: node ids only
+for view paths up to ``MAX_PATH`` bytes (a directory linked into itself has no
+deepest level), kept listings up to ``MAX_LISTED`` entries in all, and the node
+ids of a READDIRPLUS reply the kernel did not take are given back at once.
+
 libfuse calls in from its own worker threads; ctypes gives such a thread a fresh
 Python thread state for every call and deletes it afterwards. Each worker thread
 takes one extra ``PyGILState_Ensure`` on its first call so that its thread state
@@ -307,8 +312,17 @@ class Inodes:
 
 # -- the operations -------------------------------------------------------------------------
 
-#: Listings of directories that depend only on the image, kept (at most this many).
-_MAX_LISTINGS = 4096
+#: Entries of the directory listings kept for directories that depend only on the
+#: image, all together (one listing larger than this is still kept, alone). Counted
+#: in entries, not listings: a hostile image can hard-link one huge directory into
+#: thousands of places, and every path gets a listing of its own.
+MAX_LISTED = 1 << 17
+#: Longest view path (bytes) a node id is given for; deeper lookups are ENAMETOOLONG.
+#: The server keeps every path the kernel holds, and a directory loop in the image
+#: (a directory hard-linked into itself) has no deepest level: without the cap, a
+#: walk down it by relative lookups makes the server keep paths whose total length
+#: grows with the square of the depth. No absolute path on the host can be longer.
+MAX_PATH = 4095
 #: Threads whose Python thread state is kept alive (at most this many are pinned).
 _MAX_PINNED = 256
 _PyGILState_Ensure = ctypes.pythonapi.PyGILState_Ensure
@@ -338,6 +352,7 @@ class Server:
             parts = [p for p in rule.at.split("/") if p]
             self._varies.update("/" + "/".join(parts[:depth]) for depth in range(len(parts)))
         self._listings: dict[str, Listing] = {}
+        self._listed = 0  # entries in self._listings
         # Host-dependent directories opened (opendir): handle -> listing from offset 0.
         self._handles: dict[int, Listing | None] = {}
         self._next_handle = 1
@@ -362,6 +377,10 @@ class Server:
     def _fixed(self, path: str, node: Node) -> bool:
         """Whether the directory's listing depends only on the image."""
         return not node.volatile and path not in self._varies
+
+    @staticmethod
+    def _too_long(path: str) -> bool:
+        return len(path) > MAX_PATH // 4 and len(path.encode("utf-8", "surrogateescape")) > MAX_PATH
 
     def _node(self, nodeid: int) -> tuple[str, Node]:
         path, _, node = self.inodes.get(nodeid)
@@ -419,6 +438,8 @@ class Server:
         try:
             parent_path, parent_node = self._node(parent)
             path = join(parent_path, name.decode("utf-8", "surrogateescape"))
+            if self._too_long(path):
+                raise PathError(errno.ENAMETOOLONG, path[:64] + "...", "view path too long")
             node = self.view.node(path)
         except Exception as exc:
             code = self.errors.errno_of(exc, "lookup", path)
@@ -535,24 +556,36 @@ class Server:
         used = 0
         add = self.lib.add_direntry_plus if plus else self.lib.add_direntry
         ref = self.inodes.ref
-        for index in range(offset, len(entries)):
-            name, child_path, child = entries[index]
-            child_id = 0
-            if not plus:
-                record = child.packed or _packed(child)
-            elif index < 2:
-                # '.' and '..' carry no entry (node id 0): the kernel skips them.
-                record = self._entry(0, child)
-            else:
-                child_id = ref(child_path, child)
-                record = self._entry(child_id, child)
-            n = add(req, base + used, size - used, name, record, index + 1)
-            if n > size - used:
-                if child_id:
-                    self.inodes.forget(child_id, 1)  # not sent after all
-                break
-            used += n
-        self.lib.reply_buf(req, buf, used)
+        given: list[int] = []  # node ids in this reply: taken back unless it is delivered
+        delivered = False
+        try:
+            for index in range(offset, len(entries)):
+                name, child_path, child = entries[index]
+                child_id = 0
+                if not plus:
+                    record = child.packed or _packed(child)
+                elif index < 2 or self._too_long(child_path):
+                    # No entry (node id 0): the kernel skips '.' and '..', and looks
+                    # up the others itself (a path too long is then ENAMETOOLONG).
+                    record = self._entry(0, child)
+                else:
+                    child_id = ref(child_path, child)
+                    given.append(child_id)
+                    record = self._entry(child_id, child)
+                n = add(req, base + used, size - used, name, record, index + 1)
+                if n > size - used:
+                    if child_id:
+                        given.pop()
+                        self.inodes.forget(child_id, 1)  # not sent after all
+                    break
+                used += n
+            # A reply the kernel did not take (the request was interrupted) leaves it
+            # no lookups to forget later.
+            delivered = self.lib.reply_buf(req, buf, used) == 0
+        finally:
+            if not delivered:
+                for child_id in given:
+                    self.inodes.forget(child_id, 1)
 
     def _listing(self, path: str, node: Node, offset: int, fi: int | None) -> Listing:
         """The entries of the directory at ``path``. A listing that depends only on
@@ -563,9 +596,12 @@ class Server:
             listing = self._listings.get(path)
             if listing is None:
                 listing = self._make_listing(path, node)
-                if len(self._listings) >= _MAX_LISTINGS:
-                    self._listings.clear()
-                self._listings[path] = listing
+                with self._lock:
+                    if self._listed + len(listing) > MAX_LISTED:
+                        self._listings.clear()
+                        self._listed = 0
+                    self._listed += len(listing) - len(self._listings.get(path, ()))
+                    self._listings[path] = listing
             return listing
         handle = _FileInfo.from_address(fi).fh if fi else 0
         listing = self._handles.get(handle) if offset else None
