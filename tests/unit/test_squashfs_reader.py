@@ -991,3 +991,21 @@ def test_empty_image(tmp_path: Path, tool: str) -> None:
         assert list(reader.iterdir(reader.root)) == []
         with pytest.raises(NotFoundError):
             reader.lookup("/anything")
+
+
+def test_a_directory_listing_beyond_the_limit_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """spec/format.md §13.3: a mount holds a listing whole, and metadata compression
+    packs a 4 GiB listing into a small image; readers refuse more than MAX_DIR_LISTING."""
+    from appimg.format.squashfs import records
+
+    tree = tmp_path / "tree"
+    (tree / "big").mkdir(parents=True)
+    for i in range(40):
+        (tree / "big" / f"entry-{i:04}").write_bytes(b"")
+    img = tmp_path / "big.sqfs"
+    mksquashfs(tree, img)
+    monkeypatch.setattr(records, "MAX_DIR_LISTING", 40 * 8 + 12)  # less than 40 names need
+    with opened(img) as reader, pytest.raises(FormatError, match="listing"):
+        reader.lookup("big")

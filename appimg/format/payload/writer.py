@@ -26,6 +26,7 @@ from appimg.format.payload.options import (
     DEFAULT_COMPRESSOR,
     LEVELS,
 )
+from appimg.format.squashfs import records as S
 
 TAR_BLOCK = 512
 #: Blocks queued per compressor thread, in bytes. tar2sqfs's default (10 blocks a
@@ -54,6 +55,11 @@ def scan(app_dir: Path) -> list[Entry]:
             names = sorted(os.listdir(directory), key=os.fsencode)
         except OSError as exc:
             raise UsageError(f"{directory}: cannot read directory: {exc.strerror}") from None
+        if _listing_size(names) > S.MAX_DIR_LISTING:  # readers would refuse the directory
+            raise UsageError(
+                f"{directory}: {len(names)} entries, more than one directory of an image "
+                f"may hold (its listing must fit in {S.MAX_DIR_LISTING} bytes)"
+            )
         return iter(names)
 
     entries: list[Entry] = []
@@ -73,6 +79,16 @@ def scan(app_dir: Path) -> list[Entry]:
         if stat.S_ISDIR(st.st_mode):
             stack.append((path, rel + "/", listing(path)))
     return entries
+
+
+def _listing_size(names: list[str]) -> int:
+    """The bytes of a squashfs listing of ``names`` (sorted) with the fewest headers: a
+    header starts every 256 entries (more where inode blocks change, which we cannot
+    know here, so this is a lower bound)."""
+    headers = -(-len(names) // S.MAX_DIR_ENTRIES)
+    return headers * S.DIR_HEADER_BYTES + sum(
+        S.DIR_ENTRY_BYTES + len(os.fsencode(n)) for n in names
+    )
 
 
 def compressor_options(compressor: str, level: int | None) -> list[str]:

@@ -509,6 +509,11 @@ class SquashfsReader:
         # ``size`` counts 3 bytes for the implicit "." and ".." entries.
         if size < 3 or start_offset >= _META:
             raise FormatError(f"squashfs: directory inode {node.ref:#x} is malformed")
+        if size - 3 > S.MAX_DIR_LISTING:
+            raise FormatError(
+                f"squashfs: directory {node.ref:#x} has a {size - 3}-byte listing, more than "
+                f"a reader accepts ({S.MAX_DIR_LISTING})"
+            )
         if size > 3 and start_block >= self._dir_end - self._dir_start:
             raise FormatError(f"squashfs: directory {node.ref:#x} listing is outside its table")
         node.size = size

@@ -43,6 +43,13 @@ XATTR_IDS_PER_BLOCK = METADATA_SIZE // 16
 MAX_NAME = 256
 #: Most entries one directory header may cover.
 MAX_DIR_ENTRIES = 256
+#: Largest directory listing a reader accepts (the bytes its inode's size counts, less
+#: the 3 for "." and ".."): ~300,000 entries of 20-byte names. The format allows 4 GiB,
+#: which metadata compression packs into a small image: a mount holds a listing whole.
+MAX_DIR_LISTING = 8 * 1024 * 1024
+#: What a directory header and an entry take in a listing, the name aside.
+DIR_HEADER_BYTES = 12
+DIR_ENTRY_BYTES = 8
 
 # Superblock ``flags``.
 FLAG_UNCOMPRESSED_INODES = 0x0001
