@@ -234,21 +234,21 @@ def serve_fuse(
     was_ready = threading.Event()
 
     def ready() -> None:
-        # Runs in a libfuse thread once the kernel completed the FUSE handshake.
+        # Runs in libfuse's init callback: the kernel holds every request to the mount
+        # until it returns, so the rest (a first log line loads logging) runs after.
         was_ready.set()
         state.write(dirs, info)
         if ready_fd is not None:
             _report(ready_fd, {"ok": True, "pid": info.pid})
             os.close(ready_fd)
-        # After the report: the caller goes on while this first line loads logging.
-        log.info("%s: serving %s at %s", info.name, info.image, info.mountpoint)
         if on_ready is not None:
             on_ready()
+        threading.Thread(target=serving, daemon=True).start()
+
+    def serving() -> None:
+        log.info("%s: serving %s at %s", info.name, info.image, info.mountpoint)
         if not info.persistent:
-            main = threading.main_thread().ident
-            threading.Thread(
-                target=_watch_references, args=(dirs, info.name, main), daemon=True
-            ).start()
+            _watch_references(dirs, info.name, threading.main_thread().ident)
 
     info.pid = os.getpid()
     info.pid_start = state.start_time(info.pid)
