@@ -29,7 +29,7 @@ from appimg.services.mount import lowlevel
 from appimg.services.view import Node
 
 from ..forge import forge
-from .test_hostile_payload import _dir_body, _image
+from .test_hostile_payload import _dir_body, _image, loop_image  # noqa: F401
 from .test_mount_fuse import pack_app
 from .test_mount_fuse import user_setup as _user_setup
 from .test_mount_lowlevel import FUSERMOUNT, served
@@ -303,21 +303,10 @@ def test_long_symlink_target_and_overlong_lookups(
         assert server.failures == 0
 
 
-@pytest.fixture(scope="module")
-def loop_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # The root (3) lists "file" (1) and "loop" (2); "loop" shares the root's listing,
-    # so /loop/loop/loop/... never ends.
-    listing = [("file", 1), ("loop", 2)]
-    body = _dir_body(listing, 3)
-    payload = _image(
-        [(2, 0o644, struct.pack("<IIII", 0, 0xFFFFFFFF, 0, 0)), (1, 0o755, body), (1, 0o755, body)],
-        listing,
-    )
-    return forge(tmp_path_factory.mktemp("loop") / "loop.appimg", payload=payload)
-
-
 def test_directory_loop_walk_is_bounded(
-    loop_image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    loop_image: Path,  # noqa: F811 - the fixture of test_hostile_payload
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A walk down a directory loop by relative lookups: every level is a new path for
     the server. Its paths are capped (ENAMETOOLONG), so what the server keeps per
