@@ -36,13 +36,13 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from appimg.services.mount.fuse_base import (
     IMMUTABLE_TIMEOUT,
     Errors,
+    ThreadStates,
     has_xattrs,
     mount_options,
     statfs,
@@ -222,17 +222,10 @@ def _fill(st: Any, node: Node) -> None:
         ts.tv_nsec = nsec
 
 
-_PyGILState_Ensure = ctypes.pythonapi.PyGILState_Ensure
-
-
 def _fast(method: Callable[..., int]) -> Callable[..., int]:
     """Marks a FastFUSE callback that maps its own errors (see FastFUSE._wrapper)."""
     method.fast = True  # type: ignore[attr-defined]
     return method
-
-
-#: Threads whose Python thread state is kept alive (at most this many are pinned).
-_MAX_PINNED = 256
 
 
 class FastFUSE(fuse.FUSE):  # type: ignore[misc,name-defined]
@@ -241,16 +234,12 @@ class FastFUSE(fuse.FUSE):  # type: ignore[misc,name-defined]
     The callbacks below replace mfusepy's generic wrappers (same names, same C
     signatures): they look the node up once, fill libfuse's structures, and
     answer READDIRPLUS with attributes (libfuse 3.14 drops them when a
-    file system fills a directory without offsets, so offsets are given).
-
-    libfuse calls in from its own worker threads; ctypes gives such a thread a
-    fresh Python thread state for every call and deletes it afterwards. Each
-    worker thread takes one extra ``PyGILState_Ensure`` on its first call so its
-    thread state lives on: about a fifth of the cost of a small request.
+    file system fills a directory without offsets, so offsets are given). Worker
+    threads keep their Python thread state (:class:`.fuse_base.ThreadStates`).
     """
 
     def __init__(self, operations: Operations, mountpoint: str, **options: Any) -> None:
-        self._pinned: set[int] = set()
+        self._threads = ThreadStates()
         self._listings: dict[str, list[tuple[bytes, Node]]] = {}
         # Listings of image-only directories (they never change): path -> entries.
         self._static: dict[str, list[tuple[bytes, Node]]] = {}
@@ -259,10 +248,7 @@ class FastFUSE(fuse.FUSE):  # type: ignore[misc,name-defined]
         super().__init__(operations, mountpoint, **options)
 
     def _wrapper(self, func: Any, *args: Any, **kwargs: Any) -> Any:
-        tid = threading.get_ident()
-        if tid not in self._pinned and len(self._pinned) < _MAX_PINNED:
-            self._pinned.add(tid)
-            _PyGILState_Ensure()
+        self._threads.pin()
         if getattr(func, "fast", False):
             # Our own callbacks map every error themselves: skip fusepy's wrapper.
             try:

@@ -33,10 +33,8 @@ for view paths up to ``MAX_PATH`` bytes (a directory linked into itself has no
 deepest level), kept listings up to ``MAX_LISTED`` entries in all, and the node
 ids of a READDIRPLUS reply the kernel did not take are given back at once.
 
-libfuse calls in from its own worker threads; ctypes gives such a thread a fresh
-Python thread state for every call and deletes it afterwards. Each worker thread
-takes one extra ``PyGILState_Ensure`` on its first call so that its thread state
-lives on: about a fifth of the cost of a small request.
+libfuse calls in from its own worker threads, which keep their Python thread
+state between requests (:class:`.fuse_base.ThreadStates`).
 """
 
 from __future__ import annotations
@@ -54,6 +52,7 @@ from appimg.errors import NotADirError, PathError
 from appimg.services.mount.fuse_base import (
     IMMUTABLE_TIMEOUT,
     Errors,
+    ThreadStates,
     has_xattrs,
     mount_options,
     statfs,
@@ -323,10 +322,6 @@ MAX_LISTED = 1 << 17
 #: walk down it by relative lookups makes the server keep paths whose total length
 #: grows with the square of the depth. No absolute path on the host can be longer.
 MAX_PATH = 4095
-#: Threads whose Python thread state is kept alive (at most this many are pinned).
-_MAX_PINNED = 256
-_PyGILState_Ensure = ctypes.pythonapi.PyGILState_Ensure
-
 #: A directory's entries: (name, view path, node), '.' and '..' first; entry i has offset i + 1.
 Listing = list[tuple[bytes, str, Node]]
 
@@ -357,7 +352,7 @@ class Server:
         self._handles: dict[int, Listing | None] = {}
         self._next_handle = 1
         self._lock = threading.Lock()
-        self._pinned: set[int] = set()
+        self._threads = ThreadStates()
         self._negative = {
             t: _ENTRY_HEAD.pack(0, 0) + bytes(len(_packed(view.root))) + _TIMEOUTS.pack(t, t)
             for t in (self._ttl, IMMUTABLE_TIMEOUT)
@@ -400,15 +395,11 @@ class Server:
         """The C callback for operation ``name``: pins the thread's Python state and
         answers EIO if the method raised before replying (a bug: it is logged)."""
         method = getattr(self, name)
-        pinned = self._pinned
-        get_ident = threading.get_ident
+        pin = self._threads.pin
         reply_err = self.lib.reply_err
 
         def call(req: Any, *args: Any) -> None:
-            tid = get_ident()
-            if tid not in pinned and len(pinned) < _MAX_PINNED:
-                pinned.add(tid)
-                _PyGILState_Ensure()
+            pin()
             try:
                 method(req, *args)
             except Exception:
