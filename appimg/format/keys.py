@@ -78,7 +78,7 @@ def _plain_spki(text: bytes) -> bytes | None:
 def _ed25519() -> ModuleType:
     # The crypto library is loaded on first use: it costs a launch ~5 ms warm and ~35 ms
     # with a cold page cache, and a launch that finds its signature already checked
-    # (appimg.host.trust) and reads trusted keys with public_raw() never needs it.
+    # (appimg.host.trust) and reads trusted keys with load_public_raw() never needs it.
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
     return ed25519
@@ -162,10 +162,14 @@ def is_weak_point(encoded: bytes) -> bool:
     return y >= _P or y in _SMALL_ORDER_Y
 
 
-def _checked_public(raw: bytes, where: str) -> Ed25519PublicKey:
+def _checked_raw(raw: bytes, where: str) -> bytes:
     if is_weak_point(raw):
         raise SignatureError(f"{where}: a weak Ed25519 public key (small order or non-canonical)")
-    return _ed25519().Ed25519PublicKey.from_public_bytes(raw)
+    return raw
+
+
+def _checked_public(raw: bytes, where: str) -> Ed25519PublicKey:
+    return _ed25519().Ed25519PublicKey.from_public_bytes(_checked_raw(raw, where))
 
 
 def load_private(path: Path) -> Ed25519PrivateKey:
@@ -220,9 +224,7 @@ def load_public_raw(path: Path) -> bytes:
     plain = _plain_spki(data)
     if plain is None:
         return raw_public(parse_public(data, str(path)))
-    if is_weak_point(plain):
-        raise SignatureError(f"{path}: a weak Ed25519 public key (small order or non-canonical)")
-    return plain
+    return _checked_raw(plain, str(path))
 
 
 def sign(key: Ed25519PrivateKey, message: bytes) -> dict[str, str]:

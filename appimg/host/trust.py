@@ -315,8 +315,11 @@ def remembered_check(dirs: UserDirs, root: str) -> Callable[[dict[str, str], byt
         digest = sha256(_CHECKED_TAG)
         for field in ("algorithm", "key_id", "public_key", "signature"):
             value = entry.get(field)
-            digest.update(b"%d:%s\0" % (len(value), value.encode()) if isinstance(value, str)
-                          else b"-\0")  # fmt: skip
+            if isinstance(value, str):  # its UTF-8 byte length, as format.md §12.2 says
+                raw = value.encode("utf-8", "surrogatepass")
+                digest.update(b"%d:%s\0" % (len(raw), raw))
+            else:
+                digest.update(b"-\0")
         digest.update(message)
         record = directory / digest.hexdigest()
         if os.path.isfile(record):

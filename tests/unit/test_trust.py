@@ -178,3 +178,22 @@ def test_trust_store_add_list_remove(tmp_path: Path, keypair: tuple[Path, Path])
     assert kid not in load_trusted(dirs)
     with pytest.raises(UsageError, match="no trusted key"):
         remove_trusted(dirs, kid)
+
+
+def test_the_record_is_named_as_the_spec_says(
+    signature_images: dict[str, Path], trusting: UserDirs
+) -> None:
+    """spec/format.md §12.2: ROOT/HEX, HEX the SHA-256 of the tag, each member's UTF-8
+    byte length, ``:``, the value and a NUL, then the signed message."""
+    import hashlib
+
+    with Image.open(signature_images["signed"]) as image:
+        decide(image, trusting, remember=True)
+        root = image.verity.root_hash.hex()
+        (entry,) = image.signature_block.signatures
+        digest = hashlib.sha256(b"appimg valid ed25519 signature v1\0")
+        for field in ("algorithm", "key_id", "public_key", "signature"):
+            raw = entry[field].encode()
+            digest.update(str(len(raw)).encode() + b":" + raw + b"\0")
+        digest.update(image.signature_block.message)
+    assert [p.name for p in (checked_dir(trusting) / root).iterdir()] == [digest.hexdigest()]
